@@ -1,0 +1,24 @@
+# The project's two commands: `make test` and `make demo`. Both build .venv/ from scratch when needed.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+RUNS ?= runs/demo
+RENDERED ?= rendered
+
+.PHONY: test test-all demo install clean-demo
+
+install: $(VENV)/.installed
+
+# torchattacks (an independent PGD the attack tests compare against) pins an old `requests`, so it is
+# installed without its dependencies.
+$(VENV)/.installed: pyproject.toml .ci/constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -c .ci/constraints.txt -e ".[dev]"
+	$(BIN)/python -m pip install --no-deps -c .ci/constraints.txt torchattacks
+	touch $@
+
+test: install
+	$(BIN)/python -m pytest
+
+test-all: install
+	$(BIN)/python -m pytest -m "not gpu"
