@@ -1,0 +1,58 @@
+"""Atomic writes and safe reads: a killed run leaves either the old file or the new one, never half of one."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+
+def atomic_write(path: Path, write: Callable[[Any], None], mode: str) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode) as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_text(path: Path, text: str) -> Path:
+    return atomic_write(path, lambda f: f.write(text), "w")
+
+
+def write_json(path: Path, obj: Any) -> Path:
+    return write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+def save_torch(path: Path, obj: Any) -> Path:
+    """torch.save through a temporary file; the object must hold tensors and plain containers only."""
+    return atomic_write(path, lambda f: torch.save(obj, f), "wb")
+
+
+def load_torch(path: Path, map_location: str | torch.device = "cpu") -> Any:
+    """torch.load restricted to tensors and plain containers: no code from the file ever runs."""
+    return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
