@@ -1,0 +1,430 @@
+"""Data sets of the protocol (PROTOCOL.md sections 4 and 6) as whole uint8 arrays, plus ImageNet folders.
+
+Small data sets are held whole in memory (later on the device) as uint8 N×3×H×W; augmentation and
+normalisation happen later, batched on the device, so nothing here transforms a sample.
+
+Files are read through torchvision's own dataset classes, in torchvision's on-disk layout under `root`:
+`cifar-10-batches-py/`, `cifar-100-python/`, `train_32x32.mat` and `test_32x32.mat` (SVHN, directly in
+`root`, as torchvision keeps them), `FashionMNIST/raw/`. Two of torchvision's checks are replaced:
+- a missing file is one clear MissingInputError (nothing is downloaded unless `download=True`, and then only
+  the missing files, after a quick check that the host answers);
+- a file whose MD5 differs from the official release loads with a warning (its results are not comparable
+  with the paper) instead of being refused; a CIFAR pickle that is not the verified official file is first
+  read with a restricted unpickler, so that such a file can never run code.
+
+Splits (PROTOCOL.md section 4): train = the first `train_size` images of the official training file in file
+order, validation = the next `val_size`, test = the official test file. `indices` record each image's index
+in the file split it came from, so a run can save which images it trained on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import pickle
+import shutil
+import socket
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+import numpy as np
+import torch
+from torchvision import transforms
+from torchvision.datasets import CIFAR10, CIFAR100, SVHN, FashionMNIST, ImageFolder
+from torchvision.datasets.utils import check_integrity
+
+from .errors import FileFormatError, InputError, MissingInputError, UntrustedFileError
+from .io import atomic_write
+
+# Debian's package dataset-fashion-mnist installs the four raw .gz files here (a module constant, so
+# tests can point it elsewhere).
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+
+REACHABILITY_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """Constants of one data set: per-channel mean/std of pixels in [0,1], and the protocol's split sizes."""
+
+    name: str
+    num_classes: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    native_size: int
+    train_size: int
+    val_size: int
+    quick: bool
+
+
+# The quick-profile constants were computed once over the train split (pixels /255, float64; std is the
+# population std over all pixels, the way the CIFAR constants are defined): Fashion-MNIST over the first
+# 55,000 images of Debian's copy of the official training file, digits over the first 1,197 images of
+# scikit-learn's bundled set scaled as in `_read_digits`. tests/unit/test_data.py recomputes them.
+DATASETS: dict[str, DatasetInfo] = {
+    info.name: info
+    for info in (
+        DatasetInfo("cifar10", 10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), 32, 45_000, 5_000, False),
+        DatasetInfo("cifar100", 100, (0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761), 32, 45_000, 5_000, False),
+        DatasetInfo("svhn", 10, (0.4377, 0.4438, 0.4728), (0.1201, 0.1231, 0.1052), 32, 68_257, 5_000, False),
+        DatasetInfo("fashion_mnist", 10, (0.2858,) * 3, (0.3529,) * 3, 28, 55_000, 5_000, True),
+        # digits has no official split: train = the first 1,197 of its 1,797 images, val = the next 300,
+        # test = the last 300 (see `_read_digits`).
+        DatasetInfo("digits", 10, (0.3064,) * 3, (0.3753,) * 3, 8, 1_197, 300, True),
+    )
+}
+
+_QUICK_STAND_INS = {"imagenet": "fashion_mnist", "cifar10": "digits"}
+
+
+@dataclass(frozen=True)
+class ImageArrays:
+    """Images (uint8 N×3×H×W), labels (int64 N) and each image's index in the file split it came from."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    indices: torch.Tensor
+
+    def __post_init__(self) -> None:
+        n = len(self.labels)
+        if (
+            self.images.dtype != torch.uint8
+            or self.images.dim() != 4
+            or self.images.shape[1] != 3
+            or self.labels.dtype != torch.int64
+            or self.indices.dtype != torch.int64
+            or not len(self.images) == n == len(self.indices)
+        ):
+            raise InputError(
+                "ImageArrays needs uint8 images N×3×H×W with int64 labels and indices of the same length N, "
+                f"not images {self.images.dtype} {tuple(self.images.shape)}, labels {self.labels.dtype} "
+                f"{tuple(self.labels.shape)}, indices {self.indices.dtype} {tuple(self.indices.shape)}."
+            )
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def take(self, positions) -> ImageArrays:
+        """The images at these positions (integers), in that order, with their `indices` kept."""
+        pos = torch.as_tensor(positions, device=self.labels.device)
+        if pos.numel() and (pos.dtype == torch.bool or pos.is_floating_point()):
+            raise InputError(f"take() needs integer positions, not a {pos.dtype} tensor.")
+        pos = pos.long()
+        return ImageArrays(self.images[pos], self.labels[pos], self.indices[pos])
+
+    def to(self, device: str | torch.device) -> ImageArrays:
+        return ImageArrays(self.images.to(device), self.labels.to(device), self.indices.to(device))
+
+
+@dataclass(frozen=True)
+class DataSplits:
+    """The protocol's three splits of one data set."""
+
+    info: DatasetInfo
+    train: ImageArrays
+    val: ImageArrays
+    test: ImageArrays
+
+
+def quick_stand_in(paper_name: str) -> str:
+    """The quick-profile data set that stands in for a paper data set (which it never does silently)."""
+    try:
+        return _QUICK_STAND_INS[paper_name]
+    except KeyError:
+        raise InputError(
+            f"The quick profile has stand-ins only for ImageNet ('imagenet' → 'fashion_mnist') and CIFAR-10 "
+            f"('cifar10' → 'digits'), not for {paper_name!r}."
+        ) from None
+
+
+def load_splits(name: str, root: str | Path, *, download: bool = False) -> DataSplits:
+    """Train/val/test of a data set of `DATASETS`, read from `root` (layout: the module docstring).
+
+    With download=False (the default) nothing is downloaded; with download=True only missing files are.
+    """
+    if name not in DATASETS:
+        raise InputError(f"Unknown data set {name!r}; known: {', '.join(DATASETS)}.")
+    info = DATASETS[name]
+    return _load_splits(info, Path(root), download, info.train_size, info.val_size)
+
+
+def _load_splits(info: DatasetInfo, root: Path, download: bool, train_size: int, val_size: int) -> DataSplits:
+    """`load_splits` with the split sizes as parameters, so that tests can use small files."""
+    pool, test = _READERS[info.name](info, root, download)
+    if len(pool) != train_size + val_size:
+        raise FileFormatError(
+            f"The {info.name} training file in {root} holds {len(pool):,} images, but the protocol's split needs "
+            f"exactly {train_size + val_size:,} ({train_size:,} train + {val_size:,} validation)."
+        )
+    positions = torch.arange(len(pool))
+    return DataSplits(info, pool.take(positions[:train_size]), pool.take(positions[train_size:]), test)
+
+
+# ---- data-limited subsets (PROTOCOL.md section 6)
+
+
+def subset_positions(labels: torch.Tensor, fraction: float, how: str = "first", seed: int = 0) -> torch.Tensor:
+    """Sorted int64 positions of a data-limited subset of N = int(len(labels) × fraction) images.
+
+    N is floored as the official code computes it (1% of 45,000 → 450, 10% of 68,257 → 6,825).
+    how = "first": the first N (the official behaviour); "random": N drawn uniformly without replacement;
+    "stratified": per class, proportional to the class's share, rounded by the largest-remainder rule: each
+    class gets floor(N·n_c/len), the images left over go one each to the classes with the largest remainders
+    (ties to the lower label); then, when N is at least the number of classes present, each present class
+    still at 0 takes one image from the class holding the most (ties to the lower label). The images within
+    a class are drawn at random. "random" and "stratified" depend only on `seed`.
+    """
+    if how not in ("first", "random", "stratified"):
+        raise InputError(f"Unknown subset choice {how!r}; use 'first', 'random' or 'stratified'.")
+    labels = torch.as_tensor(labels).cpu()
+    if not 0 < fraction <= 1:
+        raise InputError(f"The data fraction must be in (0, 1], not {fraction!r}.")
+    total = len(labels)
+    n = int(total * fraction)
+    if n == 0:
+        raise InputError(f"A fraction of {fraction!r} of {total:,} images selects none; use at least 1/{total:,}.")
+    generator = torch.Generator().manual_seed(seed)
+    if how == "first":
+        return torch.arange(n)
+    if how == "random":
+        return torch.randperm(total, generator=generator)[:n].sort().values
+    classes, counts = torch.unique(labels, return_counts=True)
+    chosen = []
+    for label, k in zip(classes.tolist(), _stratified_counts(counts, n).tolist()):
+        members = (labels == label).nonzero().flatten()
+        chosen.append(members[torch.randperm(len(members), generator=generator)[:k]])
+    return torch.cat(chosen).sort().values
+
+
+def _stratified_counts(counts: torch.Tensor, n: int) -> torch.Tensor:
+    """How many images each class gets (the rounding rule of `subset_positions`), in integer arithmetic."""
+    total = int(counts.sum())
+    alloc = counts * n // total
+    remainders = counts * n % total
+    by_remainder = torch.argsort(-remainders, stable=True)
+    alloc[by_remainder[: n - int(alloc.sum())]] += 1
+    if n >= len(counts):
+        for empty in (alloc == 0).nonzero().flatten().tolist():
+            alloc[torch.argmax(alloc)] -= 1  # argmax gives the first maximum: the lower label
+            alloc[empty] = 1
+    return alloc
+
+
+def limit_train(splits: DataSplits, fraction: float, how: str = "first", seed: int = 0) -> DataSplits:
+    """`splits` with train cut to a data-limited subset; its `indices` tell which training images were kept."""
+    positions = subset_positions(splits.train.labels, fraction, how, seed)
+    return dataclasses.replace(splits, train=splits.train.take(positions))
+
+
+# ---- ImageNet (source task of IMP)
+
+
+def imagenet_folder(root: str | Path, split: str) -> ImageFolder:
+    """ImageFolder on `root/train` or `root/val` with the protocol's transforms; no normalisation (the model
+    normalises): train RandomResizedCrop(224) + flip, val Resize(256) + CenterCrop(224), both ToTensor."""
+    if split not in ("train", "val"):
+        raise InputError(f"The ImageNet split must be 'train' or 'val', not {split!r}.")
+    folder = Path(root) / split
+    if split == "train":
+        transform = transforms.Compose(
+            [transforms.RandomResizedCrop(224), transforms.RandomHorizontalFlip(), transforms.ToTensor()]
+        )
+    else:
+        transform = transforms.Compose([transforms.Resize(256), transforms.CenterCrop(224), transforms.ToTensor()])
+    try:
+        return ImageFolder(str(folder), transform=transform)
+    except FileNotFoundError as err:  # no folder, no class folders, or no images
+        raise MissingInputError(
+            f"ImageNet {split} images not found in {folder} (one sub-folder of images per class expected): {err}"
+        ) from None
+
+
+# ---- reading the files
+
+
+def _require_files(folder: Path, names: list[str], *, what: str, source: str, url: str, download: bool) -> list[str]:
+    """The files of `names` missing from `folder`; an error unless download=True and `url`'s host answers."""
+    missing = [name for name in names if not (folder / name).is_file()]
+    if missing and not download:
+        raise MissingInputError(
+            f"{what}: {', '.join(missing)} missing from {folder}; get them from {source}, or pass download=True."
+        )
+    if missing:
+        # torchvision's download has no timeout: without network it would hang instead of failing.
+        parts = urlparse(url)
+        host, port = parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
+        try:
+            socket.create_connection((host, port), timeout=REACHABILITY_TIMEOUT_S).close()
+        except OSError as err:
+            raise MissingInputError(
+                f"Cannot download {what}: {host} did not answer ({err}); put {', '.join(missing)} in {folder} by hand."
+            ) from None
+    return missing
+
+
+def _warn_unofficial(what: str, folder: Path, names: list[str]) -> None:
+    if names:
+        warnings.warn(
+            f"{', '.join(names)} in {folder} differ from the official {what} release (MD5 mismatch): results on "
+            "them are not comparable with the paper's.",
+            stacklevel=2,
+        )
+
+
+def _arrays(images_nchw: np.ndarray | torch.Tensor, labels) -> ImageArrays:
+    images = torch.as_tensor(images_nchw)
+    if images.shape[1] == 1:  # grayscale: the models take three channels
+        images = images.expand(-1, 3, -1, -1)
+    return ImageArrays(images.contiguous(), torch.as_tensor(labels, dtype=torch.int64), torch.arange(len(images)))
+
+
+class _ForbiddenGlobal(pickle.UnpicklingError):
+    pass
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Builds only what a CIFAR batch holds: dicts, lists, str/bytes, ints and numpy arrays."""
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),  # numpy < 2 spelling (the official files)
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.numeric", "_frombuffer"),  # arrays in protocol-5 pickles
+        ("numpy._core.numeric", "_frombuffer"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("_codecs", "encode"),  # bytes in protocol-2 pickles written by Python 3
+    }
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise _ForbiddenGlobal(f"{module}.{name}")
+        return super().find_class(module, name)
+
+
+def _load_cifar_pickle(path: Path, keys: tuple[str, ...]) -> dict:
+    """A CIFAR pickle read without running code; `keys`: one of them must be in the dict."""
+    try:
+        with open(path, "rb") as f:
+            obj = _CifarUnpickler(f, encoding="latin1").load()
+    except _ForbiddenGlobal as err:
+        raise UntrustedFileError(
+            f"{path} is not the official CIFAR file and its pickle asks for {err}, which no CIFAR batch needs; "
+            "it was not loaded."
+        ) from None
+    except Exception as err:  # a damaged pickle can fail in many ways; all mean the same to the user
+        raise FileFormatError(f"{path} is not a readable CIFAR pickle ({type(err).__name__}: {err}).") from None
+    if not isinstance(obj, dict) or not any(key in obj for key in keys):
+        raise FileFormatError(f"{path} is not a CIFAR file: it holds no dict with {' or '.join(keys)}.")
+    return obj
+
+
+class _TrustedCifar:
+    """Mixin over torchvision's CIFAR10/CIFAR100 replacing their MD5 check (see the module docstring)."""
+
+    def _check_integrity(self) -> bool:
+        folder = Path(self.root, self.base_folder)
+        files = self.train_list if self.train else self.test_list
+        if not all((folder / name).is_file() for name, _ in files):
+            return False  # torchvision then downloads (only ever asked to when files are missing)
+        unofficial = [name for name, md5 in files if not check_integrity(str(folder / name), md5)]
+        for name in unofficial:  # before torchvision unpickles them without restriction
+            _load_cifar_pickle(folder / name, ("labels", "fine_labels"))
+        if not check_integrity(str(folder / self.meta["filename"]), self.meta["md5"]):
+            unofficial.append(self.meta["filename"])
+        _warn_unofficial(self.base_folder, folder, unofficial)
+        return True
+
+    def _load_meta(self) -> None:  # torchvision's refuses unofficial files and unpickles without restriction
+        key = self.meta["key"]
+        self.classes = _load_cifar_pickle(Path(self.root, self.base_folder, self.meta["filename"]), (key,))[key]
+        self.class_to_idx = {name: i for i, name in enumerate(self.classes)}
+
+
+class _Cifar10(_TrustedCifar, CIFAR10):
+    pass
+
+
+class _Cifar100(_TrustedCifar, CIFAR100):
+    pass
+
+
+class _SVHN(SVHN):
+    """torchvision's SVHN with its MD5 check replaced by a warning (.mat files cannot run code)."""
+
+    def _check_integrity(self) -> bool:
+        path = Path(self.root, self.filename)
+        if not path.is_file():
+            return False
+        if not check_integrity(str(path), self.file_md5):
+            _warn_unofficial("SVHN", Path(self.root), [self.filename])
+        return True
+
+
+def _read_cifar(info: DatasetInfo, root: Path, download: bool) -> tuple[ImageArrays, ImageArrays]:
+    cls = _Cifar10 if info.name == "cifar10" else _Cifar100
+    names = [name for name, _ in cls.train_list + cls.test_list] + [cls.meta["filename"]]
+    source = f"{cls.url} (unpacked into {root})"
+    folder = root / cls.base_folder
+    missing = _require_files(folder, names, what=info.name, source=source, url=cls.url, download=download)
+    train = cls(str(root), train=True, download=bool(missing))  # the archive brings every file
+    test = cls(str(root), train=False)
+    return tuple(_arrays(ds.data.transpose(0, 3, 1, 2), ds.targets) for ds in (train, test))  # HWC → CHW
+
+
+def _read_svhn(info: DatasetInfo, root: Path, download: bool) -> tuple[ImageArrays, ImageArrays]:
+    names = {split: SVHN.split_list[split][1] for split in ("train", "test")}
+    source = SVHN.split_list["train"][0].rsplit("/", 1)[0] + "/"
+    missing = _require_files(
+        root, list(names.values()), what=info.name, source=source, url=SVHN.split_list["train"][0], download=download
+    )
+    train, test = (_SVHN(str(root), split, download=names[split] in missing) for split in ("train", "test"))
+    return tuple(_arrays(ds.data, ds.labels) for ds in (train, test))  # torchvision maps label 10 to 0
+
+
+def _read_fashion_mnist(info: DatasetInfo, root: Path, download: bool) -> tuple[ImageArrays, ImageArrays]:
+    raw = root / "FashionMNIST" / "raw"
+    names = [Path(gz).stem for gz, _ in FashionMNIST.resources]
+    for name in names:
+        copy = DEBIAN_FASHION_MNIST / f"{name}.gz"
+        if not (raw / name).is_file() and copy.is_file():
+            # A local copy, not a download. Debian recompressed the files, so their .gz MD5s are not the
+            # official ones and cannot be checked.
+            with gzip.open(copy, "rb") as src:
+                atomic_write(raw / name, lambda dst: shutil.copyfileobj(src, dst), "wb")
+    source = f"Debian's package dataset-fashion-mnist or {FashionMNIST.mirrors[0]} (decompressed)"
+    url = FashionMNIST.mirrors[0] + FashionMNIST.resources[0][0]
+    missing = _require_files(raw, names, what=info.name, source=source, url=url, download=download)
+    try:
+        train, test = (FashionMNIST(str(root), train=is_train, download=bool(missing)) for is_train in (True, False))
+    except (AssertionError, TypeError, ValueError, RuntimeError) as err:  # how torchvision's idx reader fails
+        if missing:
+            raise  # a failed download: torchvision's own error says what went wrong
+        raise FileFormatError(
+            f"{raw} holds a file that is not in the idx format ({type(err).__name__}: {err})."
+        ) from None
+    return tuple(_arrays(ds.data[:, None], ds.targets) for ds in (train, test))
+
+
+def _read_digits(info: DatasetInfo, root: Path, download: bool) -> tuple[ImageArrays, ImageArrays]:
+    """scikit-learn's bundled 8×8 digits (no files, nothing to download); values 0..16 scaled to 0..255.
+
+    It has no official split: the first 1,497 images are the training pool (train + val) and the last 300 the
+    test set; `indices` count through all 1,797, so the test images are 1,497..1,796.
+    """
+    from sklearn.datasets import load_digits  # imported here: only the quick profile needs it
+
+    digits = load_digits()
+    all_images = _arrays(np.rint(digits.images * (255 / 16)).astype(np.uint8)[:, None], digits.target)
+    pool = info.train_size + info.val_size
+    return all_images.take(torch.arange(pool)), all_images.take(torch.arange(pool, len(all_images)))
+
+
+_READERS = {
+    "cifar10": _read_cifar,
+    "cifar100": _read_cifar,
+    "svhn": _read_svhn,
+    "fashion_mnist": _read_fashion_mnist,
+    "digits": _read_digits,
+}
