@@ -1,0 +1,69 @@
+"""Where and in what precision the work runs.
+
+On CUDA the defaults are bf16 autocast and channels_last (ResNet convolutions run fastest so); on the CPU,
+plain fp32 in the default layout, which is also the setting that the equivalence tests pin down.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+from .errors import InputError
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """"auto" → the first CUDA device when there is one, else the CPU; anything else must exist."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError as exc:
+        raise InputError(f"Unknown device {device!r}; accepted: 'auto', 'cpu', 'cuda', 'cuda:N'.") from exc
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"Device {device!r} was asked for but this machine has no CUDA device; use 'auto' or 'cpu'.")
+    return resolved
+
+
+@dataclass(frozen=True)
+class Precision:
+    device: torch.device
+    bf16: bool
+    channels_last: bool
+
+    @classmethod
+    def for_device(
+        cls, device: torch.device | str, *, bf16: bool | None = None, channels_last: bool | None = None
+    ) -> Precision:
+        device = resolve_device(device)
+        cuda = device.type == "cuda"
+        return cls(device, cuda if bf16 is None else bf16, cuda if channels_last is None else channels_last)
+
+    def autocast(self) -> AbstractContextManager:
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
+
+    def input(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def prepare(self, model: nn.Module) -> nn.Module:
+        model.to(self.device)
+        if self.channels_last:
+            model.to(memory_format=torch.channels_last)
+        return model
+
+    def describe(self) -> str:
+        return f"{self.device.type}, {'bf16 autocast' if self.bf16 else 'fp32'}{', channels_last' if self.channels_last else ''}"
+
+
+def generator_for(device: torch.device, *keys: int) -> torch.Generator:
+    """A generator on `device` seeded from integer keys (seed, epoch, ...): the same keys, the same stream,
+    which is what makes an interrupted run resume into exactly the uninterrupted one."""
+    seed = 0
+    for key in keys:
+        seed = (seed * 1_000_003 + int(key) + 1) % (2**61 - 1)
+    return torch.Generator(device=device).manual_seed(seed)

@@ -1,0 +1,267 @@
+"""One training loop for standard transfer, adversarial transfer and IMP levels.
+
+`fit` trains a `normalize → backbone` model epoch by epoch with SGD, optionally on adversarial examples,
+keeps pruned weights at zero, validates, keeps the checkpoints chosen on validation (best SA, best RA),
+and writes after every epoch, atomically, a resume state: a run killed at any point restarts from its last
+finished epoch and ends exactly as the uninterrupted run would (every random draw of an epoch comes from a
+generator seeded by (seed, epoch)). A finished run is not recomputed.
+
+Files in a run directory: `resume.pt` (model, optimiser, history, best so far), `best_sa.pt` /
+`best_ra.pt` (the selected weights), `metrics.csv` (one row per epoch).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from . import io
+from .attacks import PGD3_IMP, PGD10_TRAIN, PGD20_EVAL, AttackSpec
+from .batches import Batches
+from .engine import Precision, generator_for
+from .errors import InputError
+from .evaluate import evaluate
+from .pruning import Mask, MaskedWeights
+
+RESUME_FILE = "resume.pt"
+METRICS_FILE = "metrics.csv"
+SELECTIONS = {"best_sa": "SA", "best_ra": "RA"}  # checkpoint name → validation metric it maximises
+SCHEDULES = ("multistep", "cosine", "constant")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """SGD with momentum, a per-epoch learning-rate schedule, optional adversarial examples."""
+
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    momentum: float = 0.9
+    schedule: str = "multistep"
+    milestones: tuple[int, ...] = ()
+    gamma: float = 0.1
+    attack: AttackSpec | None = None  # trains on these examples only; None = clean training
+    val_attack: AttackSpec | None = None  # RA on the validation split; None = SA only
+    val_from_epoch: int = 0  # first validated epoch (0-based); -1 = never validate
+    keep: tuple[str, ...] = ("best_sa",)  # checkpoints selected on validation
+
+    def __post_init__(self) -> None:
+        if self.schedule not in SCHEDULES:
+            raise InputError(f"Unknown schedule {self.schedule!r}; accepted: {', '.join(SCHEDULES)}.")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise InputError(f"epochs and batch_size must be ≥ 1; got {self.epochs} and {self.batch_size}.")
+        unknown = [k for k in self.keep if k not in SELECTIONS]
+        if unknown:
+            raise InputError(f"Unknown checkpoint selection {unknown}; accepted: {', '.join(SELECTIONS)}.")
+        if "best_ra" in self.keep and self.val_attack is None:
+            raise InputError("Selecting the best-RA checkpoint needs a validation attack (val_attack).")
+        if self.keep and self.val_from_epoch < 0:
+            raise InputError("Selecting checkpoints on validation needs validation (val_from_epoch ≥ 0).")
+
+    def lr_at(self, epoch: int) -> float:
+        if self.schedule == "multistep":  # torch's MultiStepLR, stepped once per epoch
+            return self.lr * self.gamma ** sum(epoch >= m for m in self.milestones)
+        if self.schedule == "cosine":  # torch's CosineAnnealingLR(T_max=epochs, eta_min=0), closed form
+            return self.lr * (1 + math.cos(math.pi * epoch / self.epochs)) / 2
+        return self.lr
+
+    def validates(self, epoch: int) -> bool:
+        return 0 <= self.val_from_epoch <= epoch
+
+    def shortened(self, epochs: int) -> TrainConfig:
+        """The same recipe over fewer epochs: milestones and the first validated epoch scale with it."""
+        ratio = epochs / self.epochs
+        milestones = tuple(sorted({max(1, round(m * ratio)) for m in self.milestones}))
+        val_from = -1 if self.val_from_epoch < 0 else min(round(self.val_from_epoch * ratio), epochs - 1)
+        return replace(self, epochs=epochs, milestones=milestones, val_from_epoch=val_from)
+
+
+# The protocol's recipes (PROTOCOL.md §3-4).
+STD_TRANSFER = TrainConfig(epochs=150, batch_size=64, lr=1e-3, weight_decay=5e-4, milestones=(50, 100))
+ADV_TRANSFER_CIFAR = TrainConfig(
+    epochs=100, batch_size=128, lr=0.1, weight_decay=5e-4, milestones=(50, 75),
+    attack=PGD10_TRAIN, val_attack=PGD20_EVAL, val_from_epoch=45, keep=("best_sa", "best_ra"),
+)
+ADV_TRANSFER_SVHN = replace(ADV_TRANSFER_CIFAR, epochs=80, lr=0.01, schedule="cosine", milestones=(), val_from_epoch=0)
+IMP_LEVEL_CLEAN = TrainConfig(
+    epochs=30, batch_size=2048, lr=5e-4, weight_decay=1e-4, schedule="constant", val_from_epoch=-1, keep=()
+)
+IMP_LEVEL_ADV = replace(IMP_LEVEL_CLEAN, attack=PGD3_IMP)
+PRESETS = {
+    "std_transfer": STD_TRANSFER,
+    "adv_transfer_cifar": ADV_TRANSFER_CIFAR,
+    "adv_transfer_svhn": ADV_TRANSFER_SVHN,
+    "imp_level_clean": IMP_LEVEL_CLEAN,
+    "imp_level_adv": IMP_LEVEL_ADV,
+}
+
+
+@dataclass
+class FitResult:
+    run_dir: Path
+    history: list[dict] = field(default_factory=list)
+    best: dict[str, dict] = field(default_factory=dict)  # selection → {"epoch", "SA", "RA"}
+    resumed_from: int = 0
+
+    def checkpoint_path(self, selection: str) -> Path:
+        return self.run_dir / f"{selection}.pt"
+
+
+def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.SGD:
+    # Weight decay on every parameter, BatchNorm and biases included, as the official code does.
+    return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+
+
+def train_step(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    *,
+    attack: AttackSpec | None,
+    masked: MaskedWeights | None,
+    generator: torch.Generator,
+    precision: Precision,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One SGD step (on adversarial examples only when there is an attack); returns (summed loss, correct)
+    as device tensors, so that nothing waits for the device inside an epoch."""
+    x = precision.input(x)
+    if attack is not None:
+        with precision.autocast():
+            x = attack(model, x, y, generator)
+    model.train()
+    with precision.autocast():
+        logits = model(x)
+        loss = F.cross_entropy(logits, y)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    if masked is not None:
+        masked.apply_()
+    return loss.detach() * len(y), (logits.argmax(1) == y).sum()
+
+
+def train_epoch(
+    model: nn.Module,
+    batches: Batches,
+    optimizer: torch.optim.Optimizer,
+    config: TrainConfig,
+    *,
+    masked: MaskedWeights | None,
+    generator: torch.Generator,
+    precision: Precision,
+) -> dict[str, float]:
+    loss_sum = torch.zeros((), device=precision.device)
+    correct = torch.zeros((), dtype=torch.long, device=precision.device)
+    seen = 0
+    for x, y in batches.train(config.batch_size, generator):
+        if len(y) < 2:  # BatchNorm cannot train on a batch of one; only a last, partial batch can be that small
+            continue
+        step_loss, step_correct = train_step(
+            model, x, y, optimizer, attack=config.attack, masked=masked, generator=generator, precision=precision
+        )
+        loss_sum += step_loss
+        correct += step_correct
+        seen += len(y)
+    seen = max(seen, 1)
+    return {"train_loss": loss_sum.item() / seen, "train_acc": 100.0 * correct.item() / seen}
+
+
+def _save_resume(run_dir: Path, model: nn.Module, optimizer, history: list[dict], best: dict) -> None:
+    io.save_torch(
+        run_dir / RESUME_FILE,
+        {"epoch": len(history), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+         "history": history, "best": best},
+    )
+    header = sorted({k for row in history for k in row}, key=lambda k: (k != "epoch", k))
+    lines = [",".join(header)] + [",".join(str(row.get(k, "")) for k in header) for row in history]
+    io.write_text(run_dir / METRICS_FILE, "\n".join(lines) + "\n")
+
+
+def fit(
+    model: nn.Module,
+    train_batches: Batches,
+    val_batches: Batches | None,
+    config: TrainConfig,
+    run_dir: Path,
+    *,
+    seed: int,
+    mask: Mask | None = None,
+    precision: Precision | None = None,
+    progress: bool = True,
+    on_epoch_end: Callable[[dict], None] | None = None,
+) -> FitResult:
+    """Train `model` in place per `config`; resumable and idempotent through `run_dir`.
+
+    On return the model holds the weights of the last epoch; `FitResult.best` says which epochs the kept
+    checkpoints come from. `on_epoch_end` sees each new epoch's metrics after they are saved.
+    """
+    if (config.keep or config.val_from_epoch >= 0) and val_batches is None:
+        raise InputError("This recipe validates, but no validation data was given.")
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    precision = precision or Precision.for_device(next(model.parameters()).device)
+    precision.prepare(model)
+    backbone = model.model if hasattr(model, "model") else model
+    masked = mask.bind(backbone) if mask is not None else None
+    if masked is not None:
+        masked.apply_()
+    optimizer = make_optimizer(model, config)
+
+    history: list[dict] = []
+    best: dict[str, dict] = {}
+    resume_path = run_dir / RESUME_FILE
+    if resume_path.is_file():
+        state = io.load_torch(resume_path, map_location=precision.device)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        history, best = state["history"], state["best"]
+    result = FitResult(run_dir, history, best, resumed_from=len(history))
+
+    epochs = range(len(history), config.epochs)
+    bar = tqdm(epochs, desc=run_dir.name, disable=not progress, initial=len(history), total=config.epochs)
+    for epoch in bar:
+        started = time.perf_counter()
+        for group in optimizer.param_groups:
+            group["lr"] = config.lr_at(epoch)
+        generator = generator_for(precision.device, seed, epoch)
+        row = {"epoch": epoch, "lr": config.lr_at(epoch)}
+        row.update(train_epoch(model, train_batches, optimizer, config, masked=masked,
+                               generator=generator, precision=precision))
+        if config.validates(epoch):
+            model.eval()
+            val = evaluate(model, val_batches, attack=config.val_attack, precision=precision)
+            row.update({f"val_{k}": v for k, v in val.items()})
+            for selection in config.keep:
+                metric = SELECTIONS[selection]
+                # Strictly better only: ties keep the earlier epoch, as the official code's `>` does.
+                if selection not in best or val[metric] > best[selection][metric]:
+                    best[selection] = {"epoch": epoch, **val}
+                    io.save_torch(result.checkpoint_path(selection),
+                                  {"epoch": epoch, "metrics": val, "model": model.state_dict()})
+        row["wall_s"] = time.perf_counter() - started
+        history.append(row)
+        _save_resume(run_dir, model, optimizer, history, best)
+        bar.set_postfix({k: round(v, 2) for k, v in row.items() if k.startswith(("train_", "val_"))})
+        if on_epoch_end is not None:
+            on_epoch_end(row)
+    return result
+
+
+def load_selected(model: nn.Module, result: FitResult, selection: str) -> dict:
+    """Load the weights kept for `selection` into `model`; returns that checkpoint's validation metrics."""
+    path = result.checkpoint_path(selection)
+    if not path.is_file():
+        raise InputError(f"The run in {result.run_dir} kept no {selection!r} checkpoint.")
+    state = io.load_torch(path, map_location=next(model.parameters()).device)
+    model.load_state_dict(state["model"])
+    return {"epoch": state["epoch"], **state["metrics"]}

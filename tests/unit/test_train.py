@@ -1,0 +1,168 @@
+import copy
+import warnings
+from dataclasses import replace
+
+import pytest
+import torch
+
+from dwlt_utils.attacks import AttackSpec
+from dwlt_utils.augment import Transforms
+from dwlt_utils.batches import ArrayBatches
+from dwlt_utils.data import ImageArrays
+from dwlt_utils.engine import Precision
+from dwlt_utils.evaluate import evaluate
+from dwlt_utils.models import build_model
+from dwlt_utils.pruning import Mask, one_shot_mask
+from dwlt_utils.train import ADV_TRANSFER_CIFAR, FitResult, TrainConfig, fit, load_selected
+
+CPU = Precision.for_device("cpu")
+PIPELINE = Transforms(train="rrc", size=12, resize=14)
+
+
+def arrays(n: int, seed: int) -> ImageArrays:
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, 4, (n,), generator=g)
+    # the class sets the brightness of one channel, so that there is something to learn
+    images = torch.randint(0, 120, (n, 3, 12, 12), generator=g, dtype=torch.uint8)
+    images[torch.arange(n), labels % 3] += (labels * 40).to(torch.uint8)[:, None, None]
+    return ImageArrays(images, labels, torch.arange(n))
+
+
+@pytest.fixture()
+def data():
+    return ArrayBatches(arrays(96, 0), PIPELINE, CPU.device), ArrayBatches(arrays(40, 1), PIPELINE, CPU.device)
+
+
+def new_model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return build_model("small_resnet", 4, [0.4] * 3, [0.25] * 3)
+
+
+ADV = replace(
+    ADV_TRANSFER_CIFAR.shortened(4), batch_size=32, lr=0.05,
+    attack=AttackSpec(eps_255=8, alpha_255=4, steps=2, bn_mode="train"),
+    val_attack=AttackSpec(eps_255=8, alpha_255=4, steps=3),
+)
+
+
+@pytest.fixture(autouse=True)
+def deterministic():
+    torch.use_deterministic_algorithms(True)
+    yield
+    torch.use_deterministic_algorithms(False)
+
+
+def test_pruned_weights_stay_exactly_zero_through_training(tmp_path, data):
+    model = new_model()
+    mask = one_shot_mask(model.model, 0.6)
+    before = copy.deepcopy(model.state_dict())
+    config = TrainConfig(epochs=2, batch_size=16, lr=0.1, weight_decay=5e-4, momentum=0.9, val_from_epoch=-1, keep=())
+    fit(model, data[0], None, config, tmp_path, seed=0, mask=mask, progress=False)
+    params = dict(model.model.named_parameters())
+    for name in mask:
+        assert (params[name][~mask[name]] == 0).all(), name
+        assert not torch.equal(params[name][mask[name]], before[f"model.{name}"][mask[name]])
+    assert Mask.from_weights(model.model).sparsity >= mask.sparsity
+
+
+class Killed(Exception):
+    pass
+
+
+def test_a_run_killed_after_an_epoch_resumes_to_the_uninterrupted_result(tmp_path, data):
+    mask = one_shot_mask(new_model().model, 0.5)
+    whole = new_model()
+    fit(whole, *data, ADV, tmp_path / "whole", seed=3, mask=mask, progress=False)
+
+    def kill_after_epoch_1(row):
+        if row["epoch"] == 1:
+            raise Killed
+
+    first = new_model()
+    with pytest.raises(Killed):
+        fit(first, *data, ADV, tmp_path / "killed", seed=3, mask=mask, progress=False, on_epoch_end=kill_after_epoch_1)
+    restarted = new_model()  # a new process: nothing survives but the run directory
+    result = fit(restarted, *data, ADV, tmp_path / "killed", seed=3, mask=mask, progress=False)
+    assert result.resumed_from == 2
+    assert_same_outcome(whole, restarted, tmp_path / "whole", result)
+
+
+class KillMidEpoch(ArrayBatches):
+    """Dies inside the third epoch, after two of its batches: a kill between checkpoints."""
+
+    calls = 0
+
+    def train(self, batch_size, generator, drop_last=False):
+        KillMidEpoch.calls += 1
+        for i, batch in enumerate(super().train(batch_size, generator, drop_last)):
+            if KillMidEpoch.calls == 3 and i == 2:
+                raise Killed
+            yield batch
+
+
+def test_a_run_killed_inside_an_epoch_loses_only_that_epoch(tmp_path, data):
+    whole = new_model()
+    fit(whole, *data, ADV, tmp_path / "whole", seed=4, progress=False)
+    dying = KillMidEpoch(arrays(96, 0), PIPELINE, CPU.device)
+    with pytest.raises(Killed):
+        fit(new_model(), dying, data[1], ADV, tmp_path / "killed", seed=4, progress=False)
+    restarted = new_model()
+    result = fit(restarted, *data, ADV, tmp_path / "killed", seed=4, progress=False)
+    assert result.resumed_from == 2
+    assert_same_outcome(whole, restarted, tmp_path / "whole", result)
+
+
+def assert_same_outcome(whole, restarted, whole_dir, result: FitResult):
+    for key, value in whole.state_dict().items():
+        assert torch.equal(value, restarted.state_dict()[key]), key
+    reference = torch.load(whole_dir / "resume.pt", weights_only=True)
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "wall_s"} for r in rows]  # noqa: E731
+    assert strip(result.history) == strip(reference["history"])
+    assert result.best == reference["best"]
+    for selection in ("best_sa", "best_ra"):
+        a = torch.load(whole_dir / f"{selection}.pt", weights_only=True)
+        b = torch.load(result.checkpoint_path(selection), weights_only=True)
+        assert a["epoch"] == b["epoch"]
+        assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+
+
+def test_a_finished_run_is_not_recomputed(tmp_path, data):
+    config = TrainConfig(epochs=2, batch_size=32, lr=0.05, weight_decay=0.0, val_from_epoch=0)
+    fit(new_model(), *data, config, tmp_path, seed=0, progress=False)
+    again = new_model()
+    epochs_run = []
+    result = fit(again, *data, config, tmp_path, seed=0, progress=False, on_epoch_end=epochs_run.append)
+    assert epochs_run == [] and result.resumed_from == 2 and len(result.history) == 2
+
+
+def test_checkpoints_are_selected_on_validation(tmp_path, data):
+    model = new_model()
+    result = fit(model, *data, ADV, tmp_path, seed=1, progress=False)
+    validated = [row for row in result.history if "val_SA" in row]
+    assert [row["epoch"] for row in validated] == [2, 3]  # validation from epoch 45 of 100 → 2 of 4
+    for selection, metric in (("best_sa", "val_SA"), ("best_ra", "val_RA")):
+        best = max(row[metric] for row in validated)
+        first = next(row for row in validated if row[metric] == best)  # ties: the earlier epoch wins
+        assert result.best[selection]["epoch"] == first["epoch"]
+        chosen = load_selected(model, result, selection)
+        again = evaluate(model, data[1], attack=ADV.val_attack, precision=CPU)
+        assert again[metric[4:]] == pytest.approx(chosen[metric[4:]])
+    assert (tmp_path / "metrics.csv").read_text().splitlines()[0].startswith("epoch,")
+
+
+def test_evaluate_warns_on_a_model_in_train_mode_and_restores_it(data):
+    model = new_model().train()
+    with pytest.warns(UserWarning, match="train mode"):
+        out = evaluate(model, data[1], attack=AttackSpec(eps_255=0, alpha_255=1, steps=2), precision=CPU)
+    assert model.training
+    assert out["RA"] == out["SA"]  # ε = 0: the attack changes nothing
+    model.eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        clean = evaluate(model, data[1], precision=CPU)
+    assert set(clean) == {"SA"} and 0 <= clean["SA"] <= 100
+
+
+def test_validation_data_is_required_when_the_recipe_validates(tmp_path, data):
+    with pytest.raises(ValueError, match="validation data"):
+        fit(new_model(), data[0], None, ADV, tmp_path, seed=0, progress=False)
