@@ -1,0 +1,381 @@
+"""Tidy result records, the double-win decision and the comparison with the paper's numbers.
+
+A run writes one row per measured value to `<run_dir>/records.csv`; `load` reads every such file under a
+root into one DataFrame. The decision follows PROTOCOL.md section 1: a ticket is double-win when its
+standard-transfer SA and its adversarial-transfer SA and RA all reach the dense model's, within `tol`
+percentage points. Sparsities are fractions in [0, 1]; accuracies are percentages.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from . import __version__
+from .errors import InputError, MissingInputError
+from .io import write_text
+
+# The record schema, in column order: what is reproduced, then how, then what it cost.
+SCHEMA: dict[str, type] = {
+    "notebook": str,
+    "profile": str,
+    "pretraining": str,
+    "dataset": str,
+    "stands_for": str,
+    "regime": str,
+    "data_fraction": float,
+    "subset": str,
+    "ticket": str,
+    "level": int,
+    "sparsity": float,
+    "metric": str,
+    "checkpoint": str,
+    "seed": int,
+    "value": float,
+    "attack": str,
+    "sparsity_denominator": str,
+    "device": str,
+    "torch_version": str,
+    "dwlt_version": str,
+    "git_rev": str,
+    "run_id": str,
+    "config_hash": str,
+    "timestamp": str,
+    "wall_s": float,
+}
+RECORD_COLUMNS: tuple[str, ...] = tuple(SCHEMA)
+DTYPES = {name: {str: "str", int: "int64", float: "float64"}[kind] for name, kind in SCHEMA.items()}
+
+CHOICES: dict[str, tuple[str, ...]] = {
+    "profile": ("paper", "quick"),
+    "pretraining": ("standard", "fast_adv", "adv"),
+    "regime": ("std", "adv"),
+    "subset": ("first", "random", "stratified"),
+    "ticket": ("dense", "imp", "omp", "random"),
+    "metric": ("SA", "RA"),
+    "checkpoint": ("best_sa", "best_ra"),
+}
+# `attack` is empty for SA rows; `git_rev` is empty when the code does not run from a git checkout.
+MAY_BE_EMPTY = frozenset({"attack", "git_rev"})
+RECORDS_FILE = "records.csv"
+
+# Two records with equal identity measure the same thing: a run may hold only one of them.
+IDENTITY = (*RECORD_COLUMNS[: RECORD_COLUMNS.index("value")], "attack")
+
+# A ticket and its dense model are compared inside one group: same profile, pre-training, data and subset.
+GROUP_KEYS = ("profile", "pretraining", "dataset", "stands_for", "data_fraction", "subset")
+# The three values the decision reads: (regime, metric); std rows always use the best-SA checkpoint.
+QUANTITIES = {"sa_std": ("std", "SA"), "sa_adv": ("adv", "SA"), "ra_adv": ("adv", "RA")}
+EPS = 1e-9  # percentage points: float noise must not turn a tie into a loss
+
+
+def make_record(**fields) -> dict:
+    """One validated record, columns in schema order; versions and the UTC timestamp are filled if absent."""
+    defaults = {
+        "attack": "",
+        "torch_version": torch.__version__,
+        "dwlt_version": __version__,
+        "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    return _check({**defaults, **fields})
+
+
+def _check(fields: dict) -> dict:
+    unknown = sorted(set(fields) - set(SCHEMA))
+    if unknown:
+        raise InputError(f"unknown record column(s) {unknown}; the columns are {list(RECORD_COLUMNS)}.")
+    missing = [c for c in RECORD_COLUMNS if c not in fields]
+    if missing:
+        raise InputError(f"record lacks required column(s) {missing}.")
+    rec = {name: _typed(name, fields[name]) for name in RECORD_COLUMNS}
+    for name, allowed in CHOICES.items():
+        if rec[name] not in allowed:
+            raise InputError(f"{name} must be one of {list(allowed)}, got {rec[name]!r}.")
+    for name in RECORD_COLUMNS:
+        if SCHEMA[name] is str and name not in MAY_BE_EMPTY and not rec[name]:
+            raise InputError(f"{name} must not be empty.")
+    _require(0 < rec["data_fraction"] <= 1, f"data_fraction must be in (0, 1], got {rec['data_fraction']}.")
+    _require(0 <= rec["sparsity"] <= 1, f"sparsity is a fraction in [0, 1], got {rec['sparsity']}.")
+    _require(0 <= rec["value"] <= 100, f"value is a percentage in [0, 100], got {rec['value']}.")
+    _require(rec["level"] >= 0, f"level must be >= 0, got {rec['level']}.")
+    _require(rec["wall_s"] >= 0, f"wall_s must be >= 0, got {rec['wall_s']}.")
+    if rec["ticket"] == "dense":
+        _require(rec["level"] == 0 and rec["sparsity"] == 0, "a dense record has level 0 and sparsity 0.")
+    if rec["profile"] == "paper":
+        _require(rec["dataset"] == rec["stands_for"], "in the paper profile stands_for must equal dataset, "
+                 f"got {rec['stands_for']!r} for {rec['dataset']!r}.")
+    if rec["metric"] == "RA":
+        _require(rec["attack"] != "", "an RA record must name its attack.")
+    else:
+        _require(rec["attack"] == "", f"an SA record must have an empty attack, got {rec['attack']!r}.")
+    # Standard transfer keeps only the best-validation-SA epoch (PROTOCOL.md section 4).
+    if rec["regime"] == "std":
+        _require(rec["checkpoint"] == "best_sa", "a std-regime record must use checkpoint 'best_sa'.")
+    _check_timestamp(rec["timestamp"])
+    return rec
+
+
+def _typed(name: str, value):
+    kind = SCHEMA[name]
+    if kind is str and isinstance(value, str):
+        return value
+    # bool is an int to Python, never a level, seed or accuracy here.
+    if kind is int and isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return int(value)
+    if kind is float and isinstance(value, numbers.Real) and not isinstance(value, bool):
+        if math.isfinite(value):
+            return float(value)
+        raise InputError(f"{name} must be a finite number, got {value}.")
+    raise InputError(f"{name} must be of type {kind.__name__}, got {value!r}.")
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise InputError(message)
+
+
+def _check_timestamp(text: str) -> None:
+    try:
+        stamp = datetime.fromisoformat(text)
+    except ValueError:
+        raise InputError(f"timestamp must be ISO 8601, got {text!r}.") from None
+    _require(stamp.utcoffset() == timezone.utc.utcoffset(None), f"timestamp must be in UTC, got {text!r}.")
+
+
+def to_frame(records: list[dict]) -> pd.DataFrame:
+    """Validated records as a DataFrame with the schema's columns and dtypes (no records: an empty one)."""
+    rows = [_check(dict(r)) for r in records]
+    return pd.DataFrame(rows, columns=list(RECORD_COLUMNS)).astype(DTYPES)
+
+
+def write_records(run_dir: Path, records: list[dict]) -> Path:
+    """Atomically replace `<run_dir>/records.csv` with these records: a rerun never duplicates rows."""
+    frame = to_frame(records)
+    repeated = frame[frame.duplicated(list(IDENTITY), keep=False)]
+    if not repeated.empty:
+        row = repeated.iloc[0]
+        raise InputError(
+            f"{len(repeated)} records measure the same thing more than once "
+            f"(e.g. {row.ticket} level {row.level} {row.regime} {row.metric} {row.checkpoint} "
+            f"seed {row.seed})."
+        )
+    return write_text(Path(run_dir) / RECORDS_FILE, frame.to_csv(index=False, lineterminator="\n"))
+
+
+def load(root: Path) -> pd.DataFrame:
+    """Every records.csv under `root` (path order, then file order); a missing or empty root gives no rows."""
+    root = Path(root)
+    paths = root.rglob(RECORDS_FILE) if root.is_dir() else []
+    frames = [_read_records(p) for p in sorted(paths, key=lambda p: p.relative_to(root).as_posix())]
+    if not frames:
+        return to_frame([])
+    return pd.concat(frames, ignore_index=True).astype(DTYPES)
+
+
+def _read_records(path: Path) -> pd.DataFrame:
+    try:
+        header = pd.read_csv(path, nrows=0).columns
+    except pd.errors.EmptyDataError:
+        raise InputError(f"{path} is empty; it should hold a header with the record columns.") from None
+    if sorted(header) != sorted(RECORD_COLUMNS):
+        extra, lacking = sorted(set(header) - set(SCHEMA)), sorted(set(SCHEMA) - set(header))
+        raise InputError(f"{path} has the wrong columns (unexpected {extra}, missing {lacking}).")
+    try:
+        frame = pd.read_csv(path, dtype=DTYPES, keep_default_na=False)
+    except ValueError as err:
+        raise InputError(f"{path} holds a value of the wrong type: {err}.") from None
+    frame = frame[list(RECORD_COLUMNS)]
+    for i, row in enumerate(frame.to_dict("records")):
+        try:
+            _check(row)
+        except InputError as err:
+            raise InputError(f"{path}, line {i + 2}: {err}") from None
+    return frame
+
+
+REFERENCE_PATH = Path(__file__).resolve().parent.parent / "results" / "paper_reference.csv"
+REFERENCE_COLUMNS = {
+    "quantity": "str",
+    "pretraining": "str",
+    "dataset": "str",
+    "level": "int64",
+    "sparsity": "float64",
+    "source": "str",
+}
+
+
+def paper_reference(path: Path | None = None) -> pd.DataFrame:
+    """The paper's known numbers (PROTOCOL.md section 8); default: the repository's results/ folder."""
+    path = Path(path) if path is not None else REFERENCE_PATH
+    if not path.is_file():
+        raise MissingInputError(f"{path} not found; it ships in the repository's results/ folder.")
+    frame = pd.read_csv(path, dtype=REFERENCE_COLUMNS, keep_default_na=False)
+    if sorted(frame.columns) != sorted(REFERENCE_COLUMNS):
+        raise InputError(f"{path} must have the columns {list(REFERENCE_COLUMNS)}.")
+    return frame[list(REFERENCE_COLUMNS)]
+
+
+def double_win_table(
+    df: pd.DataFrame, *, tol: float = 0.0, adv_checkpoint: str = "best_ra", ticket: str = "imp"
+) -> pd.DataFrame:
+    """One row per group and ticket level: the three ticket values, the three dense values (means over seeds,
+    with their counts `*_n`), each condition `*_ok` (NA when a value is missing) and the status
+    "double-win", "not" or "missing"."""
+    rows = _decision_rows(df, tol=tol, adv_checkpoint=adv_checkpoint, ticket=ticket)
+    keys = list(GROUP_KEYS)
+    # Mean over seeds and seed count per cell, one column per quantity: sa_std, sa_std_n, ...
+    cells = rows.groupby([*keys, "ticket", "level", "quantity"])
+    wide = cells.agg(value=("value", "mean"), n=("seed", "size")).unstack("quantity")
+    wide = wide.reindex(columns=pd.MultiIndex.from_product([["value", "n"], list(QUANTITIES)]))
+    wide.columns = [q if stat == "value" else f"{q}_n" for stat, q in wide.columns]
+    wide = wide.reset_index()
+
+    dense = wide[wide.ticket == "dense"].drop(columns=["ticket", "level"])
+    dense = dense.rename(columns={c: c.replace(q, f"{q}_dense") for q in QUANTITIES for c in (q, f"{q}_n")})
+    table = wide[wide.ticket == ticket].merge(dense, on=keys, how="left")
+    sparsity = _one_per(rows[rows.ticket == ticket], [*keys, "level"], "sparsity")
+    table = table.merge(sparsity, on=[*keys, "level"])
+    table = table.merge(_one_per(rows, keys, "sparsity_denominator"), on=keys, how="left")
+    table = table.merge(_one_per(rows[rows.quantity == "ra_adv"], keys, "attack"), on=keys, how="left")
+
+    for q in QUANTITIES:
+        ticket_value, dense_value = table[q], table[f"{q}_dense"]
+        ok = (ticket_value >= dense_value - tol - EPS).astype("boolean")
+        table[f"{q}_ok"] = ok.mask(ticket_value.isna() | dense_value.isna())
+        for n in (f"{q}_n", f"{q}_dense_n"):
+            table[n] = table[n].astype("Int64")
+    oks = table[[f"{q}_ok" for q in QUANTITIES]]
+    table["status"] = np.where(oks.isna().any(axis=1), "missing",
+                               np.where(oks.fillna(False).all(axis=1), "double-win", "not"))
+    table["adv_checkpoint"], table["tol"] = adv_checkpoint, float(tol)
+
+    per_value = [c for q in QUANTITIES for c in (q, f"{q}_n", f"{q}_dense", f"{q}_dense_n", f"{q}_ok")]
+    columns = [*keys, "ticket", "level", "sparsity", "sparsity_denominator", "attack", "adv_checkpoint",
+               "tol", *per_value, "status"]
+    return table[columns].sort_values([*keys, "level"], ignore_index=True)
+
+
+def _decision_rows(df: pd.DataFrame, *, tol: float, adv_checkpoint: str, ticket: str) -> pd.DataFrame:
+    """The records the decision reads, each tagged with its quantity; the same cell twice is an error."""
+    valid_tol = isinstance(tol, numbers.Real) and math.isfinite(tol) and tol >= 0
+    _require(valid_tol, f"tol must be a number >= 0 (percentage points), got {tol!r}.")
+    _require(adv_checkpoint in CHOICES["checkpoint"],
+             f"adv_checkpoint must be one of {list(CHOICES['checkpoint'])}, got {adv_checkpoint!r}.")
+    tickets = [t for t in CHOICES["ticket"] if t != "dense"]
+    _require(ticket in tickets, f"ticket must be one of {tickets}, got {ticket!r}.")
+    lacking = [c for c in RECORD_COLUMNS if c not in df.columns]
+    _require(not lacking, f"the records lack column(s) {lacking}; read them with results.load().")
+
+    checkpoint = {"std": "best_sa", "adv": adv_checkpoint}
+    rows = pd.concat(
+        [df[(df.regime == regime) & (df.metric == metric) & (df.checkpoint == checkpoint[regime])
+            & df.ticket.isin(["dense", ticket])].assign(quantity=q)
+         for q, (regime, metric) in QUANTITIES.items()],
+        ignore_index=True,
+    )
+    # Two runs measuring the same cell with the same seed would be averaged as if they were two seeds.
+    repeated = rows[rows.duplicated([*GROUP_KEYS, "ticket", "level", "quantity", "seed"], keep=False)]
+    if not repeated.empty:
+        raise InputError(
+            f"{len(repeated)} records measure the same cell with the same seed (runs "
+            f"{sorted(repeated.run_id.unique())[:4]}); keep one run per cell before deciding double-win."
+        )
+    return rows
+
+
+def _one_per(rows: pd.DataFrame, keys: list[str], column: str) -> pd.DataFrame:
+    """The single value of `column` in each group of `keys`; several values mean incomparable records."""
+    grouped = rows.groupby(keys)[column]
+    counts = grouped.nunique()
+    if (counts > 1).any():
+        where = dict(zip(keys, counts[counts > 1].index[0]))
+        raise InputError(f"records of {where} mix several {column} values; "
+                         "select one before deciding double-win.")
+    return grouped.first().reset_index()
+
+
+def highest_double_win(
+    df: pd.DataFrame, *, tol: float = 0.0, adv_checkpoint: str = "best_ra", ticket: str = "imp"
+) -> pd.DataFrame:
+    """One row per group: the largest double-win sparsity and its level (NaN/NA when none), the smallest
+    sparsity that is "not" (`first_failure_*`), how many levels were missing, and `missing_above`: True
+    when a level above the reported threshold (or, with no double-win, any level) is missing, so the true
+    threshold may be higher."""
+    table = double_win_table(df, tol=tol, adv_checkpoint=adv_checkpoint, ticket=ticket)
+    keys = list(GROUP_KEYS)
+    rows = []
+    for key, levels in table.groupby(keys, sort=True):
+        wins, fails = levels[levels.status == "double-win"], levels[levels.status == "not"]
+        missing = levels[levels.status == "missing"]
+        best = wins.loc[wins.sparsity.idxmax()] if not wins.empty else None
+        first_failure = fails.loc[fails.sparsity.idxmin()] if not fails.empty else None
+        rows.append({
+            **dict(zip(keys, key)),
+            "ticket": ticket,
+            "sparsity_denominator": levels.sparsity_denominator.iloc[0],
+            "adv_checkpoint": adv_checkpoint,
+            "tol": float(tol),
+            "highest_sparsity": best.sparsity if best is not None else np.nan,
+            "highest_level": best.level if best is not None else pd.NA,
+            "first_failure_sparsity": first_failure.sparsity if first_failure is not None else np.nan,
+            "first_failure_level": first_failure.level if first_failure is not None else pd.NA,
+            "n_levels": len(levels),
+            "n_missing": len(missing),
+            "missing_above": bool((missing.sparsity > best.sparsity).any()) if best is not None
+                             else not missing.empty,
+        })
+    columns = [*keys, "ticket", "sparsity_denominator", "adv_checkpoint", "tol", "highest_sparsity",
+               "highest_level", "first_failure_sparsity", "first_failure_level", "n_levels", "n_missing",
+               "missing_above"]
+    out = pd.DataFrame(rows, columns=columns)
+    return out.astype({"highest_level": "Int64", "first_failure_level": "Int64",
+                       "highest_sparsity": "float64", "first_failure_sparsity": "float64",
+                       "n_levels": "int64", "n_missing": "int64", "missing_above": "bool"})
+
+
+def compare_with_paper(highest: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame:
+    """The reproduced thresholds beside the paper's, per pre-training and data set.
+
+    Only paper-profile IMP rows on the full data are matched to a paper cell; quick-profile rows (stand-in
+    data sets) and data-limited rows are kept, with no paper value and a `note` that says why. Paper cells
+    not reproduced yet appear with empty reproduced columns."""
+    reproduced = highest.rename(columns={"highest_sparsity": "reproduced_sparsity",
+                                         "highest_level": "reproduced_level"})
+    paper = reference.rename(columns={"dataset": "stands_for", "sparsity": "paper_sparsity",
+                                      "level": "paper_level"})
+    paper = paper[["pretraining", "stands_for", "paper_sparsity", "paper_level", "source"]]
+    # The abstract's numbers are IMP tickets transferred with all the training data.
+    comparable = ((reproduced.profile == "paper") & (reproduced.ticket == "imp")
+                  & (reproduced.data_fraction == 1.0))
+
+    matched = reproduced[comparable].merge(paper, on=["pretraining", "stands_for"], how="outer")
+    matched["note"] = np.select(
+        [matched.profile.isna(), matched.paper_level.isna(), matched.missing_above.eq(True)],
+        ["not reproduced yet", "no paper number for this cell",
+         "a level above is missing: the threshold may be higher"],
+        "",
+    )
+    matched["profile"] = matched.profile.fillna("paper")
+    others = reproduced[~comparable].assign(
+        note=lambda d: np.where(d.profile == "quick",
+                                "quick profile: " + d.dataset + " stands in for " + d.stands_for
+                                + "; not comparable with the paper",
+                                "no paper number for this cell"))
+    out = pd.concat([matched, others], ignore_index=True)
+    out = out.astype({"paper_level": "Int64", "reproduced_level": "Int64", "n_levels": "Int64",
+                      "n_missing": "Int64", "missing_above": "boolean", "note": "str"})
+    out["level_difference"] = out.reproduced_level - out.paper_level
+
+    order = {name: i for i, name in enumerate(CHOICES["pretraining"])}
+    out = out.sort_values(["profile", "pretraining", "stands_for", "data_fraction", "subset"],
+                          key=lambda s: s.map(order) if s.name == "pretraining" else s, ignore_index=True)
+    first = ["profile", "pretraining", "stands_for", "dataset", "data_fraction", "subset", "ticket",
+             "paper_sparsity", "reproduced_sparsity", "paper_level", "reproduced_level", "level_difference",
+             "missing_above", "note"]
+    return out[first + [c for c in out.columns if c not in first]]

@@ -1,0 +1,280 @@
+"""Records, the double-win decision and the paper comparison, on hand-made records."""
+
+import math
+
+import pandas as pd
+import pytest
+
+from dwlt_utils import results
+from dwlt_utils.errors import InputError
+
+DENSE = {"sa_std": 95.0, "sa_adv": 85.0, "ra_adv": 50.0}
+LADDER = {k: round(1 - 0.8**k, 4) for k in range(1, 16)}
+
+
+def record(**over):
+    base = dict(
+        notebook="04_adv_transfer", profile="paper", pretraining="adv", dataset="cifar10",
+        stands_for="cifar10", regime="adv", data_fraction=1.0, subset="first", ticket="imp", level=10,
+        sparsity=LADDER[10], metric="SA", checkpoint="best_ra", seed=1, value=90.0,
+        sparsity_denominator="all 53 backbone Conv2d weights", device="cpu", git_rev="abc1234",
+        run_id="run-a", config_hash="0123abcd", wall_s=1.5,
+    )
+    if over.get("metric") == "RA":
+        base["attack"] = "pgd20-linf-8/255-step2/255"
+    return results.make_record(**{**base, **over})
+
+
+def cell(level, sa_std, sa_adv, ra_adv, *, adv_checkpoint="best_ra", **over):
+    """The three records the decision reads for one ticket level (level 0: the dense model)."""
+    where = dict(ticket="dense", sparsity=0.0) if level == 0 else dict(sparsity=LADDER[level])
+    where = {**where, "level": level, **over}
+    wanted = [("std", "SA", "best_sa", sa_std), ("adv", "SA", adv_checkpoint, sa_adv),
+              ("adv", "RA", adv_checkpoint, ra_adv)]
+    return [record(regime=regime, metric=metric, checkpoint=checkpoint, value=value, **where)
+            for regime, metric, checkpoint, value in wanted if value is not None]
+
+
+def dense(**over):
+    return cell(0, DENSE["sa_std"], DENSE["sa_adv"], DENSE["ra_adv"], **over)
+
+
+def frame(*cells):
+    return results.to_frame([r for c in cells for r in c])
+
+
+def status(df, level, **kw):
+    table = results.double_win_table(df, **kw)
+    return table.set_index("level").status[level]
+
+
+# --- the decision
+
+def test_tie_with_dense_is_a_win():
+    df = frame(dense(), cell(10, DENSE["sa_std"], DENSE["sa_adv"], DENSE["ra_adv"]))
+    assert status(df, 10) == "double-win"
+
+
+def test_float_noise_below_dense_is_still_a_tie():
+    df = frame(dense(), cell(10, DENSE["sa_std"], DENSE["sa_adv"], DENSE["ra_adv"] - 1e-12))
+    assert status(df, 10) == "double-win"
+
+
+def test_tolerance_decides_a_small_shortfall():
+    df = frame(dense(), cell(10, DENSE["sa_std"], DENSE["sa_adv"] - 0.01, DENSE["ra_adv"]))
+    assert status(df, 10) == "not"
+    assert status(df, 10, tol=0.05) == "double-win"
+    row = results.double_win_table(df).iloc[0]
+    assert (row.sa_std_ok, row.sa_adv_ok, row.ra_adv_ok) == (True, False, True)
+
+
+def test_missing_value_at_a_level_is_missing_not_a_loss():
+    # Level 11 lacks RA; its SA values are below dense, but the status must still be "missing".
+    df = frame(dense(), cell(10, 96, 86, 51), cell(11, 10, 10, None))
+    table = results.double_win_table(df).set_index("level")
+    assert table.status[10] == "double-win"
+    assert table.status[11] == "missing"
+    assert pd.isna(table.ra_adv[11]) and pd.isna(table.ra_adv_ok[11]) and pd.isna(table.ra_adv_n[11])
+
+
+def test_missing_dense_makes_every_level_missing():
+    df = frame(cell(0, 95, 85, None), cell(10, 96, 86, 51), cell(11, 96, 86, 51))
+    assert set(results.double_win_table(df).status) == {"missing"}
+    top = results.highest_double_win(df).iloc[0]
+    assert math.isnan(top.highest_sparsity) and pd.isna(top.highest_level)
+    assert top.n_missing == 2 and top.missing_above
+    no_dense_at_all = frame(cell(10, 96, 86, 51))
+    assert list(results.double_win_table(no_dense_at_all).status) == ["missing"]
+
+
+def test_non_monotone_ladder_reports_largest_win_and_first_failure():
+    wins_below = (cell(k, 96, 86, 51) for k in range(1, 10))
+    df = frame(dense(), *wins_below, cell(10, 96, 86, 40), cell(11, 96, 86, 51), cell(12, 90, 80, 40))
+    top = results.highest_double_win(df).iloc[0]
+    assert top.highest_sparsity == LADDER[11] == 0.9141
+    assert top.highest_level == 11
+    assert top.first_failure_sparsity == LADDER[10] == 0.8926
+    assert top.first_failure_level == 10
+    assert (top.n_levels, top.n_missing, top.missing_above) == (12, 0, False)
+
+
+def test_missing_level_above_the_threshold_is_flagged():
+    df = frame(dense(), cell(10, 96, 86, 51), cell(11, 96, 86, None))
+    top = results.highest_double_win(df).iloc[0]
+    assert top.highest_level == 10 and top.missing_above and top.n_missing == 1
+
+
+def test_checkpoint_choice_changes_the_outcome():
+    # The best-RA checkpoint keeps RA but loses SA; the best-SA checkpoint keeps both.
+    df = frame(dense(), dense(adv_checkpoint="best_sa")[1:],
+               cell(10, 96, 84, 51), cell(10, 96, 86, 50, adv_checkpoint="best_sa")[1:])
+    assert status(df, 10) == "not"
+    assert status(df, 10, adv_checkpoint="best_sa") == "double-win"
+
+
+def test_seeds_are_averaged_per_cell():
+    # Seed 1 alone fails SA_adv (84 < 85); the mean over seeds (84 + 87) / 2 = 85.5 wins.
+    df = frame(dense(), cell(10, 96, 84, 51, seed=1), cell(10, 96, 87, 51, seed=2))
+    row = results.double_win_table(df).iloc[0]
+    assert row.sa_adv == 85.5 and row.sa_adv_n == 2 and row.sa_std_n == 2 and row.sa_adv_dense_n == 1
+    assert row.status == "double-win"
+
+
+def test_same_cell_and_seed_from_two_runs_is_refused():
+    df = frame(dense(), cell(10, 96, 86, 51, run_id="run-a"), cell(10, 96, 86, 51, run_id="run-b"))
+    with pytest.raises(InputError, match="same cell"):
+        results.double_win_table(df)
+
+
+def test_quick_and_paper_rows_are_separate_groups():
+    quick = dict(profile="quick", dataset="digits", stands_for="cifar10")
+    # Quick dense values are far lower: mixing them with paper rows would make the paper ticket win.
+    df = frame(dense(), cell(10, 90, 80, 40), cell(0, 60, 50, 20, **quick), cell(10, 61, 51, 21, **quick))
+    table = results.double_win_table(df).set_index("profile")
+    assert table.status["paper"] == "not"
+    assert table.status["quick"] == "double-win"
+    assert table.sa_std_dense["quick"] == 60
+
+
+def test_incomparable_records_in_one_group_are_refused():
+    other_attack = cell(10, None, None, 51, attack="autoattack-linf-8/255")
+    with pytest.raises(InputError, match="mix several attack values"):
+        results.double_win_table(frame(dense(), cell(10, 96, 86, None), other_attack))
+    other_sparsity = cell(10, None, 86, 51, sparsity=0.9)
+    with pytest.raises(InputError, match="mix several sparsity values"):
+        results.double_win_table(frame(dense(), cell(10, 96, None, None), other_sparsity))
+
+
+def test_bad_decision_parameters():
+    df = frame(dense())
+    for kw in (dict(tol=-1), dict(adv_checkpoint="last"), dict(ticket="dense")):
+        with pytest.raises(InputError):
+            results.double_win_table(df, **kw)
+
+
+# --- the paper comparison
+
+def test_paper_reference_holds_the_six_abstract_numbers():
+    ref = results.paper_reference()
+    got = {(r.pretraining, r.dataset): (r.level, r.sparsity) for r in ref.itertuples()}
+    assert got == {
+        ("standard", "cifar10"): (10, 0.8926), ("standard", "cifar100"): (6, 0.7379),
+        ("fast_adv", "cifar10"): (10, 0.8926), ("fast_adv", "cifar100"): (7, 0.7903),
+        ("adv", "cifar10"): (11, 0.9141), ("adv", "cifar100"): (8, 0.8322),
+    }
+    assert all(LADDER[level] == sparsity for level, sparsity in got.values())
+    assert set(ref.source) == {"arXiv:2206.04762 (abstract)"}
+
+
+def test_compare_never_matches_quick_rows_to_a_paper_cell():
+    quick = dict(profile="quick", dataset="digits", stands_for="cifar10")
+    df = frame(dense(), cell(10, 96, 86, 51), cell(11, 96, 86, None),
+               cell(0, 60, 50, 20, **quick), cell(11, 61, 51, 21, **quick))
+    out = results.compare_with_paper(results.highest_double_win(df), results.paper_reference())
+    assert len(out) == 7  # six paper cells, one of them reproduced, plus the quick row
+    paper = out[(out.profile == "paper") & (out.pretraining == "adv") & (out.stands_for == "cifar10")].iloc[0]
+    assert (paper.paper_level, paper.reproduced_level, paper.level_difference) == (11, 10, -1)
+    assert paper.missing_above and "may be higher" in paper.note
+    quick_row = out[out.profile == "quick"].iloc[0]
+    assert quick_row.reproduced_level == 11
+    assert pd.isna(quick_row.paper_level) and pd.isna(quick_row.level_difference)
+    assert "stands in for cifar10" in quick_row.note
+    assert (out.note == "not reproduced yet").sum() == 5
+    assert list(out.profile) == ["paper"] * 6 + ["quick"]
+
+
+# --- records on disk
+
+def test_write_twice_keeps_one_set_of_rows(tmp_path):
+    rows = dense()
+    results.write_records(tmp_path / "run", rows)
+    results.write_records(tmp_path / "run", rows)
+    assert len(results.load(tmp_path)) == len(rows)
+
+
+def test_write_refuses_the_same_measurement_twice(tmp_path):
+    with pytest.raises(InputError, match="more than once"):
+        results.write_records(tmp_path, dense() + dense())
+
+
+def test_load_two_runs_in_order_with_dtypes(tmp_path):
+    results.write_records(tmp_path / "b" / "ticket", cell(10, 96, 86, 51, run_id="run-b", git_rev="0123456"))
+    results.write_records(tmp_path / "a", dense())
+    df = results.load(tmp_path)
+    assert list(df.columns) == list(results.RECORD_COLUMNS)
+    assert list(df.run_id) == ["run-a"] * 3 + ["run-b"] * 3
+    assert df.level.dtype == "int64" and df.seed.dtype == "int64"
+    assert df.value.dtype == "float64" and df.sparsity.dtype == "float64"
+    assert df.git_rev.dtype == "str" and df.git_rev.iloc[-1] == "0123456"  # digits stay text
+    assert list(df.attack) == ["", "", "pgd20-linf-8/255-step2/255"] * 2
+    assert df.sparsity.iloc[-1] == LADDER[10]
+    assert results.highest_double_win(df).highest_level.iloc[0] == 10
+
+
+@pytest.mark.parametrize("make_root", [lambda p: p, lambda p: p / "absent"])
+def test_load_of_empty_or_missing_root_gives_an_empty_schema_frame(tmp_path, make_root):
+    df = results.load(make_root(tmp_path))
+    assert df.empty and list(df.columns) == list(results.RECORD_COLUMNS)
+    assert df.level.dtype == "int64" and df.value.dtype == "float64"
+    assert results.double_win_table(df).empty and results.highest_double_win(df).empty
+
+
+def test_load_names_a_file_with_wrong_columns(tmp_path):
+    results.write_records(tmp_path / "good", dense())
+    bad = tmp_path / "bad" / "records.csv"
+    bad.parent.mkdir()
+    bad.write_text("metric,value\nSA,90\n")
+    with pytest.raises(InputError, match="bad/records.csv"):
+        results.load(tmp_path)
+
+
+def test_load_names_the_line_of_a_bad_value(tmp_path):
+    path = results.write_records(tmp_path, dense())
+    path.write_text(path.read_text().replace(",SA,", ",sa,", 1))
+    with pytest.raises(InputError, match=r"records.csv, line 2: metric"):
+        results.load(tmp_path)
+    path.write_text(path.read_text().replace(",0,0.0,", ",zero,0.0,", 1))
+    with pytest.raises(InputError, match=r"records.csv holds a value of the wrong type"):
+        results.load(tmp_path)
+
+
+# --- validation
+
+@pytest.mark.parametrize("over, message", [
+    (dict(colour="red"), "unknown record column"),
+    (dict(metric="sa"), "metric must be one of"),
+    (dict(regime="robust"), "regime must be one of"),
+    (dict(profile="full"), "profile must be one of"),
+    (dict(ticket="lottery"), "ticket must be one of"),
+    (dict(value=100.5), "value is a percentage"),
+    (dict(value=-0.1), "value is a percentage"),
+    (dict(value=float("nan")), "finite"),
+    (dict(sparsity=89.26), "sparsity is a fraction"),
+    (dict(data_fraction=0.0), "data_fraction"),
+    (dict(level=1.0), "level must be of type int"),
+    (dict(seed=True), "seed must be of type int"),
+    (dict(ticket="dense"), "dense record"),
+    (dict(stands_for="cifar100"), "stands_for must equal dataset"),
+    (dict(metric="RA", attack=""), "must name its attack"),
+    (dict(regime="std", checkpoint="best_ra"), "best_sa"),
+    (dict(timestamp="2024-05-01T12:00:00+02:00"), "UTC"),
+    (dict(device=""), "device must not be empty"),
+])
+def test_make_record_rejects(over, message):
+    with pytest.raises(InputError, match=message):
+        record(**over)
+
+
+def test_make_record_requires_every_column():
+    fields = record()
+    del fields["seed"]
+    with pytest.raises(InputError, match=r"lacks required column\(s\) \['seed'\]"):
+        results.make_record(**fields)
+
+
+def test_make_record_fills_versions_and_utc_timestamp():
+    rec = record()
+    assert tuple(rec) == results.RECORD_COLUMNS
+    assert rec["dwlt_version"] and rec["torch_version"] and rec["attack"] == ""
+    assert rec["timestamp"].endswith("+00:00")
+    assert results.make_record(**{**rec, "profile": "quick", "dataset": "digits"})["stands_for"] == "cifar10"
