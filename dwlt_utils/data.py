@@ -23,11 +23,9 @@ import dataclasses
 import gzip
 import pickle
 import shutil
-import socket
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlparse
 
 import numpy as np
 import torch
@@ -36,7 +34,7 @@ from torchvision.datasets import CIFAR10, CIFAR100, SVHN, FashionMNIST, ImageFol
 from torchvision.datasets.utils import check_integrity
 
 from .errors import FileFormatError, InputError, MissingInputError, UntrustedFileError
-from .io import atomic_write
+from .io import atomic_write, unreachable
 
 # Debian's package dataset-fashion-mnist installs the four raw .gz files here (a module constant, so
 # tests can point it elsewhere).
@@ -252,15 +250,11 @@ def _require_files(folder: Path, names: list[str], *, what: str, source: str, ur
             f"{what}: {', '.join(missing)} missing from {folder}; get them from {source}, or pass download=True."
         )
     if missing:
-        # torchvision's download has no timeout: without network it would hang instead of failing.
-        parts = urlparse(url)
-        host, port = parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
-        try:
-            socket.create_connection((host, port), timeout=REACHABILITY_TIMEOUT_S).close()
-        except OSError as err:
+        problem = unreachable(url, REACHABILITY_TIMEOUT_S)
+        if problem:
             raise MissingInputError(
-                f"Cannot download {what}: {host} did not answer ({err}); put {', '.join(missing)} in {folder} by hand."
-            ) from None
+                f"Cannot download {what}: {problem}; put {', '.join(missing)} in {folder} by hand."
+            )
     return missing
 
 
@@ -362,47 +356,88 @@ class _SVHN(SVHN):
         return True
 
 
-def _read_cifar(info: DatasetInfo, root: Path, download: bool) -> tuple[ImageArrays, ImageArrays]:
-    cls = _Cifar10 if info.name == "cifar10" else _Cifar100
+@dataclass(frozen=True)
+class _Files:
+    """Where a data set's files live, which they are, and where a person gets them."""
+
+    folder: Path
+    names: list[str]
+    source: str
+    url: str
+
+
+def _cifar_class(info: DatasetInfo):
+    return _Cifar10 if info.name == "cifar10" else _Cifar100
+
+
+def _cifar_files(info: DatasetInfo, root: Path) -> _Files:
+    cls = _cifar_class(info)
     names = [name for name, _ in cls.train_list + cls.test_list] + [cls.meta["filename"]]
-    source = f"{cls.url} (unpacked into {root})"
-    folder = root / cls.base_folder
-    missing = _require_files(folder, names, what=info.name, source=source, url=cls.url, download=download)
+    return _Files(root / cls.base_folder, names, f"{cls.url} (unpacked into {root})", cls.url)
+
+
+def _svhn_files(info: DatasetInfo, root: Path) -> _Files:
+    names = [SVHN.split_list[split][1] for split in ("train", "test")]
+    url = SVHN.split_list["train"][0]
+    return _Files(root, names, url.rsplit("/", 1)[0] + "/", url)
+
+
+def _fashion_mnist_files(info: DatasetInfo, root: Path) -> _Files:
+    names = [Path(gz).stem for gz, _ in FashionMNIST.resources]
+    source = f"Debian's package dataset-fashion-mnist or {FashionMNIST.mirrors[0]} (decompressed)"
+    return _Files(root / "FashionMNIST" / "raw", names, source, FashionMNIST.mirrors[0] + FashionMNIST.resources[0][0])
+
+
+def _missing_files(info: DatasetInfo, root: Path, download: bool) -> list[str]:
+    files = _FILES[info.name](info, root)
+    return _require_files(files.folder, files.names, what=info.name, source=files.source, url=files.url,
+                          download=download)
+
+
+def ensure_available(name: str, root: str | Path, *, download: bool = False) -> None:
+    """Raise the one-sentence MissingInputError that `load_splits` would, without reading anything: the
+    files are there, or download=True and their host answers."""
+    if name not in DATASETS:
+        raise InputError(f"Unknown data set {name!r}; known: {', '.join(DATASETS)}.")
+    info = DATASETS[name]
+    if name == "fashion_mnist" and all((DEBIAN_FASHION_MNIST / f"{n}.gz").is_file()
+                                       for n in _fashion_mnist_files(info, Path(root)).names):
+        return
+    if name in _FILES:
+        _missing_files(info, Path(root), download)
+
+
+def _read_cifar(info: DatasetInfo, root: Path, download: bool) -> tuple[ImageArrays, ImageArrays]:
+    cls = _cifar_class(info)
+    missing = _missing_files(info, root, download)
     train = cls(str(root), train=True, download=bool(missing))  # the archive brings every file
     test = cls(str(root), train=False)
     return tuple(_arrays(ds.data.transpose(0, 3, 1, 2), ds.targets) for ds in (train, test))  # HWC → CHW
 
 
 def _read_svhn(info: DatasetInfo, root: Path, download: bool) -> tuple[ImageArrays, ImageArrays]:
-    names = {split: SVHN.split_list[split][1] for split in ("train", "test")}
-    source = SVHN.split_list["train"][0].rsplit("/", 1)[0] + "/"
-    missing = _require_files(
-        root, list(names.values()), what=info.name, source=source, url=SVHN.split_list["train"][0], download=download
-    )
-    train, test = (_SVHN(str(root), split, download=names[split] in missing) for split in ("train", "test"))
+    missing = _missing_files(info, root, download)
+    train, test = (_SVHN(str(root), split, download=SVHN.split_list[split][1] in missing) for split in ("train", "test"))
     return tuple(_arrays(ds.data, ds.labels) for ds in (train, test))  # torchvision maps label 10 to 0
 
 
 def _read_fashion_mnist(info: DatasetInfo, root: Path, download: bool) -> tuple[ImageArrays, ImageArrays]:
-    raw = root / "FashionMNIST" / "raw"
-    names = [Path(gz).stem for gz, _ in FashionMNIST.resources]
-    for name in names:
+    files = _fashion_mnist_files(info, root)
+    for name in files.names:
         copy = DEBIAN_FASHION_MNIST / f"{name}.gz"
-        if not (raw / name).is_file() and copy.is_file():
+        if not (files.folder / name).is_file() and copy.is_file():
             # A local copy, not a download. Debian recompressed the files, so their .gz MD5s are not the
             # official ones and cannot be checked.
             with gzip.open(copy, "rb") as src:
-                atomic_write(raw / name, lambda dst: shutil.copyfileobj(src, dst), "wb")
-    source = f"Debian's package dataset-fashion-mnist or {FashionMNIST.mirrors[0]} (decompressed)"
-    url = FashionMNIST.mirrors[0] + FashionMNIST.resources[0][0]
-    missing = _require_files(raw, names, what=info.name, source=source, url=url, download=download)
+                atomic_write(files.folder / name, lambda dst: shutil.copyfileobj(src, dst), "wb")
+    missing = _missing_files(info, root, download)
     try:
         train, test = (FashionMNIST(str(root), train=is_train, download=bool(missing)) for is_train in (True, False))
     except (AssertionError, TypeError, ValueError, RuntimeError) as err:  # how torchvision's idx reader fails
         if missing:
             raise  # a failed download: torchvision's own error says what went wrong
         raise FileFormatError(
-            f"{raw} holds a file that is not in the idx format ({type(err).__name__}: {err})."
+            f"{files.folder} holds a file that is not in the idx format ({type(err).__name__}: {err})."
         ) from None
     return tuple(_arrays(ds.data[:, None], ds.targets) for ds in (train, test))
 
@@ -421,6 +456,7 @@ def _read_digits(info: DatasetInfo, root: Path, download: bool) -> tuple[ImageAr
     return all_images.take(torch.arange(pool)), all_images.take(torch.arange(pool, len(all_images)))
 
 
+_FILES = {"cifar10": _cifar_files, "cifar100": _cifar_files, "svhn": _svhn_files, "fashion_mnist": _fashion_mnist_files}
 _READERS = {
     "cifar10": _read_cifar,
     "cifar100": _read_cifar,

@@ -271,6 +271,21 @@ def test_missing_file_is_one_clear_error_and_nothing_is_downloaded(tmp_path, off
     assert message.count("\n") == 0 and offline == []
 
 
+@pytest.mark.parametrize("name, removed, folder", [
+    ("cifar10", "data_batch_3", "cifar-10-batches-py"), ("svhn", "test_32x32.mat", ""),
+])
+def test_availability_is_checked_without_reading_anything(tmp_path, offline, name, removed, folder):
+    write_small(tmp_path, name)
+    data.ensure_available(name, tmp_path)  # small files: present, never unpickled, so no warning either
+    (tmp_path / folder / removed).unlink()
+    with pytest.raises(MissingInputError) as err:
+        data.ensure_available(name, tmp_path)
+    assert removed in str(err.value) and "download=True" in str(err.value) and offline == []
+    data.ensure_available("digits", tmp_path / "nowhere")  # bundled with scikit-learn: always there
+    with pytest.raises(InputError, match="Unknown data set"):
+        data.ensure_available("mnist", tmp_path)
+
+
 def test_download_fails_within_seconds_when_the_host_does_not_answer(tmp_path, monkeypatch, offline):
     def unreachable(address, timeout):
         assert timeout <= 10
