@@ -39,6 +39,7 @@ SCHEMA: dict[str, type] = {
     "seed": int,
     "value": float,
     "attack": str,
+    "deviations": str,
     "sparsity_denominator": str,
     "device": str,
     "torch_version": str,
@@ -61,15 +62,18 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "metric": ("SA", "RA"),
     "checkpoint": ("best_sa", "best_ra"),
 }
-# `attack` is empty for SA rows; `git_rev` is empty when the code does not run from a git checkout.
-MAY_BE_EMPTY = frozenset({"attack", "git_rev"})
+# `attack` is empty for SA rows; `deviations` is empty when the run follows its profile's protocol exactly
+# (otherwise it says how it differs, e.g. "epochs 10 instead of 100"); `git_rev` is empty outside a git checkout.
+MAY_BE_EMPTY = frozenset({"attack", "deviations", "git_rev"})
 RECORDS_FILE = "records.csv"
 
 # Two records with equal identity measure the same thing: a run may hold only one of them.
 IDENTITY = (*RECORD_COLUMNS[: RECORD_COLUMNS.index("value")], "attack")
 
 # A ticket and its dense model are compared inside one group: same profile, pre-training, data and subset.
-GROUP_KEYS = ("profile", "pretraining", "dataset", "stands_for", "data_fraction", "subset")
+# Runs that deviate from the protocol (fewer epochs, another attack) are compared only with runs that
+# deviate the same way.
+GROUP_KEYS = ("profile", "pretraining", "dataset", "stands_for", "data_fraction", "subset", "deviations")
 # The three values the decision reads: (regime, metric); std rows always use the best-SA checkpoint.
 QUANTITIES = {"sa_std": ("std", "SA"), "sa_adv": ("adv", "SA"), "ra_adv": ("adv", "RA")}
 EPS = 1e-9  # percentage points: float noise must not turn a tie into a loss
@@ -79,6 +83,7 @@ def make_record(**fields) -> dict:
     """One validated record, columns in schema order; versions and the UTC timestamp are filled if absent."""
     defaults = {
         "attack": "",
+        "deviations": "",
         "torch_version": torch.__version__,
         "dwlt_version": __version__,
         "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -342,9 +347,10 @@ def highest_double_win(
 def compare_with_paper(highest: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame:
     """The reproduced thresholds beside the paper's, per pre-training and data set.
 
-    Only paper-profile IMP rows on the full data are matched to a paper cell; quick-profile rows (stand-in
-    data sets) and data-limited rows are kept, with no paper value and a `note` that says why. Paper cells
-    not reproduced yet appear with empty reproduced columns."""
+    Only paper-profile IMP rows on the full data that follow the protocol exactly are matched to a paper
+    cell; quick-profile rows (stand-in data sets), data-limited rows and deviating rows are kept, with no
+    paper value and a `note` that says why. Paper cells not reproduced yet appear with empty reproduced
+    columns."""
     reproduced = highest.rename(columns={"highest_sparsity": "reproduced_sparsity",
                                          "highest_level": "reproduced_level"})
     paper = reference.rename(columns={"dataset": "stands_for", "sparsity": "paper_sparsity",
@@ -352,7 +358,7 @@ def compare_with_paper(highest: pd.DataFrame, reference: pd.DataFrame) -> pd.Dat
     paper = paper[["pretraining", "stands_for", "paper_sparsity", "paper_level", "source"]]
     # The abstract's numbers are IMP tickets transferred with all the training data.
     comparable = ((reproduced.profile == "paper") & (reproduced.ticket == "imp")
-                  & (reproduced.data_fraction == 1.0))
+                  & (reproduced.data_fraction == 1.0) & (reproduced.deviations == ""))
 
     matched = reproduced[comparable].merge(paper, on=["pretraining", "stands_for"], how="outer")
     matched["note"] = np.select(
@@ -366,7 +372,8 @@ def compare_with_paper(highest: pd.DataFrame, reference: pd.DataFrame) -> pd.Dat
         note=lambda d: np.where(d.profile == "quick",
                                 "quick profile: " + d.dataset + " stands in for " + d.stands_for
                                 + "; not comparable with the paper",
-                                "no paper number for this cell"))
+                                np.where(d.deviations != "", "deviates from the protocol: " + d.deviations,
+                                         "no paper number for this cell")))
     out = pd.concat([matched, others], ignore_index=True)
     out = out.astype({"paper_level": "Int64", "reproduced_level": "Int64", "n_levels": "Int64",
                       "n_missing": "Int64", "missing_above": "boolean", "note": "str"})

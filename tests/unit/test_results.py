@@ -183,6 +183,19 @@ def test_compare_never_matches_quick_rows_to_a_paper_cell():
     assert list(out.profile) == ["paper"] * 6 + ["quick"]
 
 
+def test_deviating_runs_are_their_own_group_and_never_matched_to_the_paper():
+    short = dict(deviations="10 epochs instead of 100")
+    # The shortened ticket would lose against the protocol's dense model, and wins against its own.
+    df = frame(dense(), cell(0, 80, 70, 30, **short), cell(11, 81, 71, 31, **short))
+    highest = results.highest_double_win(df)
+    row = highest[highest.deviations != ""].iloc[0]
+    assert row.highest_level == 11
+    out = results.compare_with_paper(highest, results.paper_reference())
+    deviating = out[out.deviations == "10 epochs instead of 100"].iloc[0]
+    assert pd.isna(deviating.paper_level) and deviating.note == "deviates from the protocol: 10 epochs instead of 100"
+    assert (out.note == "not reproduced yet").sum() == 6
+
+
 # --- records on disk
 
 def test_write_twice_keeps_one_set_of_rows(tmp_path):
