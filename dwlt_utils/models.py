@@ -42,7 +42,7 @@ class SmallResNet(nn.Module):
     that masks, prunes or converts a ResNet-50 runs unchanged on it.
     """
 
-    def __init__(self, num_classes: int, widths: Sequence[int] = (16, 32, 64, 128)):
+    def __init__(self, num_classes: int, widths: Sequence[int] = (8, 16, 32, 64)):
         super().__init__()
         self.conv1 = nn.Conv2d(3, widths[0], kernel_size=3, stride=1, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(widths[0])

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
@@ -21,7 +22,6 @@ from typing import Callable
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from . import io
 from .attacks import PGD3_IMP, PGD10_TRAIN, PGD20_EVAL, AttackSpec
@@ -30,6 +30,11 @@ from .engine import Precision, generator_for
 from .errors import InputError
 from .evaluate import evaluate
 from .pruning import Mask, MaskedWeights
+
+with warnings.catch_warnings():
+    # Without ipywidgets (papermill, CI) tqdm.auto falls back to plain text lines, which is what we want there.
+    warnings.filterwarnings("ignore", message="IProgress not found")
+    from tqdm.auto import tqdm
 
 RESUME_FILE = "resume.pt"
 METRICS_FILE = "metrics.csv"
