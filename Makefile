@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 RUNS ?= runs/demo
 RENDERED ?= rendered
 
-.PHONY: test test-all demo install clean-demo
+.PHONY: test test-all demo install
 
 install: $(VENV)/.installed
 
@@ -22,3 +22,7 @@ test: install
 
 test-all: install
 	$(BIN)/python -m pytest -m "not gpu"
+
+# The whole chain 01 → 06 in the quick profile; executed notebooks and their HTML land in $(RENDERED)/.
+demo: install
+	$(BIN)/python -m dwlt_utils.cli demo --run-root $(RUNS) --out $(RENDERED)

@@ -29,6 +29,7 @@ from .batches import Batches
 from .engine import Precision, generator_for
 from .errors import InputError
 from .evaluate import evaluate
+from .models import backbone_of
 from .pruning import Mask, MaskedWeights
 
 with warnings.catch_warnings():
@@ -101,13 +102,6 @@ IMP_LEVEL_CLEAN = TrainConfig(
     epochs=30, batch_size=2048, lr=5e-4, weight_decay=1e-4, schedule="constant", val_from_epoch=-1, keep=()
 )
 IMP_LEVEL_ADV = replace(IMP_LEVEL_CLEAN, attack=PGD3_IMP)
-PRESETS = {
-    "std_transfer": STD_TRANSFER,
-    "adv_transfer_cifar": ADV_TRANSFER_CIFAR,
-    "adv_transfer_svhn": ADV_TRANSFER_SVHN,
-    "imp_level_clean": IMP_LEVEL_CLEAN,
-    "imp_level_adv": IMP_LEVEL_ADV,
-}
 
 
 @dataclass
@@ -216,7 +210,7 @@ def fit(
     run_dir.mkdir(parents=True, exist_ok=True)
     precision = precision or Precision.for_device(next(model.parameters()).device)
     precision.prepare(model)
-    backbone = model.model if hasattr(model, "model") else model
+    backbone = backbone_of(model)
     masked = mask.bind(backbone) if mask is not None else None
     if masked is not None:
         masked.apply_()

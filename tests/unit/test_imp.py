@@ -5,7 +5,6 @@ import dwlt_utils.imp as imp
 from dwlt_utils.augment import Transforms
 from dwlt_utils.batches import ArrayBatches
 from dwlt_utils.data import ImageArrays
-from dwlt_utils.engine import Precision
 from dwlt_utils.models import SmallResNet
 from dwlt_utils.pruning import Mask, expected_kept, prune_global_magnitude
 from dwlt_utils.train import TrainConfig, fit

@@ -36,7 +36,7 @@ def official_masks(model: nn.Module) -> dict[str, torch.Tensor]:
 def official_rewind(model: nn.Module, init: dict) -> None:
     """pruning_with_rewind after the prune: keep the mask, reload θ_p, re-apply the mask."""
     masks = {f"{k}_mask": v.float() for k, v in official_masks(model).items()}
-    for name, m in model.named_modules():
+    for m in model.modules():
         if isinstance(m, nn.Conv2d):
             prune.remove(m, "weight")
     model.load_state_dict(init)

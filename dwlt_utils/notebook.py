@@ -1,0 +1,47 @@
+"""What every notebook does first: validate the shared parameters and say where and how it runs."""
+
+from __future__ import annotations
+
+import os
+import platform
+from dataclasses import dataclass
+
+import torch
+
+from . import __version__
+from .cells import Paths, git_revision
+from .engine import resolve_device
+from .errors import InputError
+from .profiles import Profile, get_profile
+
+
+@dataclass(frozen=True)
+class Session:
+    profile: Profile
+    seed: int
+    device: torch.device
+    paths: Paths
+
+    def banner(self) -> str:
+        cuda = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "no GPU in use"
+        rev = git_revision() or "not a git checkout"
+        label = "QUICK PROFILE (stand-in data, small model: not paper results)" if self.profile.name == "quick" \
+            else "paper profile"
+        return (f"dwlt {__version__} ({rev}), torch {torch.__version__}, Python {platform.python_version()}\n"
+                f"{label}; device {self.device} ({cuda}); seed {self.seed}\n"
+                f"data root {self.paths.data_root}; run root {self.paths.run_root}")
+
+
+def start(*, quick: bool, seed: int, device: str, data_root: str, run_root: str, weights_dir: str = "weights") -> Session:
+    """Validate the parameters every notebook has; raises one clear sentence on bad input."""
+    profile = get_profile(quick)
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**31:
+        raise InputError(f"seed is an integer in [0, 2^31); got {seed!r}.")
+    if not isinstance(device, str):
+        raise InputError(f"device is a string ('auto', 'cpu', 'cuda', 'cuda:N'); got {device!r}.")
+    session = Session(profile, seed, resolve_device(device), Paths.create(data_root, run_root, weights_dir))
+    # A papermill job given a share of the machine's cores uses that share, not every core.
+    threads = os.environ.get("DWLT_THREADS")
+    if threads:
+        torch.set_num_threads(int(threads))
+    return session

@@ -1,0 +1,131 @@
+"""The paper's figures drawn from tidy records, and what each one is missing, in words.
+
+Every figure plots IMP tickets against the ladder sparsity, the dense model of the same pre-training as a
+dashed line, and the highest double-win sparsity as a dotted vertical line. Quick-profile figures carry
+that label in their title, so they cannot be mistaken for paper results.
+"""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
+
+from .profiles import PAPER_DATASETS, PRETRAININGS
+from .pruning import Mask
+
+PALETTE = dict(zip(PRETRAININGS, sns.color_palette("colorblind", len(PRETRAININGS))))
+LABELS = {"standard": "standard", "fast_adv": "fast adversarial", "adv": "adversarial"}
+
+
+def _title(records: pd.DataFrame, what: str) -> str:
+    if (records.profile == "quick").any():
+        stand_ins = ", ".join(sorted({f"{d} for {s}" for d, s in zip(records.dataset, records.stands_for)}))
+        return f"{what}\nQUICK PROFILE ({stand_ins}; small model): not paper results"
+    return what
+
+
+def _panel(ax, rows: pd.DataFrame, metric: str, thresholds: pd.DataFrame | None, stands_for: str) -> None:
+    for pretraining, group in rows.groupby("pretraining", sort=False):
+        color = PALETTE[pretraining]
+        curve = group[group.ticket == "imp"].groupby("sparsity").value.mean()
+        if not curve.empty:
+            ax.plot(100 * curve.index, curve.values, "o-", color=color, label=LABELS[pretraining])
+        dense = group[group.ticket == "dense"].value
+        if not dense.empty:
+            ax.axhline(dense.mean(), color=color, linestyle="--", linewidth=1)
+        if thresholds is not None:
+            hit = thresholds[(thresholds.pretraining == pretraining) & (thresholds.stands_for == stands_for)]
+            for value in hit.highest_sparsity.dropna():
+                ax.axvline(100 * value, color=color, linestyle=":", linewidth=1.5)
+    ax.set_xlabel("sparsity (% of backbone Conv2d weights)")
+    ax.set_ylabel(f"{metric} (%)")
+
+
+def transfer_figure(
+    records: pd.DataFrame, regime: str, *, adv_checkpoint: str = "best_ra", thresholds: pd.DataFrame | None = None
+) -> plt.Figure | None:
+    """SA vs sparsity (standard transfer) or SA and RA vs sparsity (adversarial), full training data,
+    one column per data set; None when there are no such records."""
+    checkpoint = "best_sa" if regime == "std" else adv_checkpoint
+    rows = records[(records.regime == regime) & (records.data_fraction == 1.0) & (records.checkpoint == checkpoint)
+                   & records.ticket.isin(["imp", "dense"])]
+    if rows.empty:
+        return None
+    metrics = ["SA"] if regime == "std" else ["SA", "RA"]
+    datasets = [d for d in PAPER_DATASETS if d in set(rows.stands_for)]
+    fig, axes = plt.subplots(len(metrics), len(datasets), figsize=(5 * len(datasets), 3.6 * len(metrics)),
+                             squeeze=False, constrained_layout=True)
+    for i, metric in enumerate(metrics):
+        for j, stands_for in enumerate(datasets):
+            ax = axes[i][j]
+            _panel(ax, rows[(rows.metric == metric) & (rows.stands_for == stands_for)], metric, thresholds, stands_for)
+            ax.set_title(f"{stands_for}: {metric}")
+    axes[0][0].legend(title="pre-training", fontsize="small")
+    what = "Standard transfer" if regime == "std" else f"Adversarial transfer ({checkpoint} checkpoint)"
+    fig.suptitle(_title(rows, what) + "\nIMP tickets (lines), dense model (dashed), highest double-win sparsity (dotted)")
+    return fig
+
+
+def data_limited_figure(records: pd.DataFrame, *, adv_checkpoint: str = "best_ra") -> plt.Figure | None:
+    """SA (standard) and SA/RA (adversarial) vs sparsity at each data fraction below 1; None without records."""
+    rows = records[(records.data_fraction < 1.0) & records.ticket.isin(["imp", "dense"])]
+    rows = rows[((rows.regime == "std") & (rows.checkpoint == "best_sa"))
+                | ((rows.regime == "adv") & (rows.checkpoint == adv_checkpoint))]
+    if rows.empty:
+        return None
+    panels = [(r, m) for r, m in (("std", "SA"), ("adv", "SA"), ("adv", "RA"))
+              if not rows[(rows.regime == r) & (rows.metric == m)].empty]
+    fractions = sorted(set(rows.data_fraction))
+    fig, axes = plt.subplots(len(fractions), len(panels), figsize=(5 * len(panels), 3.6 * len(fractions)),
+                             squeeze=False, constrained_layout=True)
+    for i, fraction in enumerate(fractions):
+        for j, (regime, metric) in enumerate(panels):
+            ax = axes[i][j]
+            part = rows[(rows.data_fraction == fraction) & (rows.regime == regime) & (rows.metric == metric)]
+            for stands_for in sorted(set(part.stands_for)):
+                _panel(ax, part[part.stands_for == stands_for], metric, None, stands_for)
+            ax.set_title(f"{fraction:g} of the training data: {regime} transfer {metric}")
+    axes[0][0].legend(title="pre-training", fontsize="small")
+    fig.suptitle(_title(rows, "Data-limited transfer") + "\nIMP tickets (lines), dense model (dashed)")
+    return fig
+
+
+def missing_cells(records: pd.DataFrame, *, profile: str, datasets: tuple[str, ...]) -> list[str]:
+    """Sentences naming the (pre-training, data set, regime) cells with no records at full data, and the
+    ladder levels each recorded curve has, so a reader knows what a figure leaves out."""
+    lines = []
+    rows = records[(records.profile == profile) & (records.data_fraction == 1.0)]
+    for regime, name in (("std", "Standard transfer"), ("adv", "Adversarial transfer")):
+        part = rows[rows.regime == regime]
+        for stands_for in datasets:
+            absent = [p for p in PRETRAININGS if part[(part.pretraining == p) & (part.stands_for == stands_for)].empty]
+            if len(absent) == len(PRETRAININGS):
+                lines.append(f"{name}, {stands_for}: no records.")
+            elif absent:
+                lines.append(f"{name}, {stands_for}: no records for {', '.join(absent)}.")
+            for p in PRETRAININGS:
+                cell = part[(part.pretraining == p) & (part.stands_for == stands_for)]
+                if cell.empty:
+                    continue
+                if cell[cell.ticket == "dense"].empty:
+                    lines.append(f"{name}, {stands_for}, {p}: no dense baseline, so no double-win decision.")
+                levels = sorted(set(cell[cell.ticket == "imp"].level))
+                if levels:
+                    lines.append(f"{name}, {stands_for}, {p}: IMP levels recorded {levels}.")
+    return lines
+
+
+def layer_sparsity_figure(masks: dict[str, Mask], title: str) -> plt.Figure:
+    """Per-layer sparsity (layers in module order) of several masks of one backbone."""
+    fig, ax = plt.subplots(figsize=(11, 3.6), constrained_layout=True)
+    names = None
+    for label, mask in masks.items():
+        report = mask.report()["layers"]
+        names = list(report)
+        ax.plot(range(len(names)), [100 * layer["sparsity"] for layer in report.values()], ".-", label=label)
+    ax.set_xticks(range(len(names)), [n.removesuffix(".weight") for n in names], rotation=90, fontsize=6)
+    ax.set_ylabel("layer sparsity (%)")
+    ax.set_title(title)
+    ax.legend(fontsize="small", ncol=2)
+    return fig

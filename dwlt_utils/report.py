@@ -1,0 +1,84 @@
+"""What notebook 06 shows: the records of one profile, the double-win decisions, the paper's numbers beside
+the reproduced ones, what each figure leaves out, and the tidy tables it writes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from . import io, results
+from .errors import InputError
+from .plotting import missing_cells
+from .profiles import PAPER_DATASETS, Profile
+
+ADV_CHECKPOINTS = ("best_ra", "best_sa")
+
+
+def check_options(*, tol: float, adv_checkpoint: str) -> None:
+    if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not 0 <= tol <= 100:
+        raise InputError(f"tol is a number of percentage points in [0, 100]; got {tol!r}.")
+    if adv_checkpoint not in ADV_CHECKPOINTS:
+        raise InputError(f"Unknown adv_checkpoint {adv_checkpoint!r}; accepted: {', '.join(ADV_CHECKPOINTS)}.")
+
+
+def profile_records(run_root: Path, profile: str, *, seed: int = 0) -> pd.DataFrame:
+    """Every record of one profile under `run_root` (of one seed when seed > 0)."""
+    records = results.load(run_root)
+    records = records[records.profile == profile]
+    return records[records.seed == seed] if seed else records
+
+
+def thresholds(records: pd.DataFrame, *, tol: float, adv_checkpoint: str) -> pd.DataFrame:
+    return results.highest_double_win(records, tol=tol, adv_checkpoint=adv_checkpoint)
+
+
+def decisions(records: pd.DataFrame, *, tol: float, adv_checkpoint: str) -> pd.DataFrame:
+    return results.double_win_table(records, tol=tol, adv_checkpoint=adv_checkpoint)
+
+
+def paper_table(highest: pd.DataFrame) -> pd.DataFrame:
+    """The paper's six thresholds beside the reproduced ones (percentages), with a note on each row."""
+    table = results.compare_with_paper(highest, results.paper_reference())
+    shown = pd.DataFrame({
+        "profile": table.profile,
+        "pre-training": table.pretraining,
+        "paper data set": table.stands_for,
+        "data set used": table.dataset.fillna(""),
+        "data fraction": table.data_fraction,
+        "paper: highest double-win (%)": (100 * table.paper_sparsity).round(2),
+        "reproduced (%)": (100 * table.reproduced_sparsity).round(2),
+        "paper level": table.paper_level,
+        "reproduced level": table.reproduced_level,
+        "levels apart": table.level_difference,
+        "note": table.note,
+    })
+    return shown
+
+
+def figure_notes(records: pd.DataFrame, profile: Profile, figure: str) -> list[str]:
+    """Sentences saying what a figure has no records for (and, for the curves, which levels it has)."""
+    if figure == "data-limited":
+        limited = records[records.data_fraction < 1.0]
+        if limited.empty:
+            return ["No data-limited records: run notebooks/05_data_limited.ipynb (e.g. -p data_fraction 0.01)."]
+        fractions = ", ".join(f"{f:g}" for f in sorted(set(limited.data_fraction)))
+        return [f"Data fractions recorded: {fractions}."]
+    datasets = ("cifar10",) if profile.name == "quick" else PAPER_DATASETS
+    notes = [line for line in missing_cells(records, profile=profile.name, datasets=datasets)
+             if line.startswith("Standard" if figure == "std" else "Adversarial")]
+    if profile.name == "quick":
+        notes.append("The quick profile has a stand-in for CIFAR-10 only (digits); CIFAR-100 and SVHN exist in the "
+                     "paper profile.")
+    return notes or ["Every pre-training and data set has records."]
+
+
+def write_tables(
+    results_dir: str | Path, profile: str, *, records: pd.DataFrame, thresholds: pd.DataFrame, decisions: pd.DataFrame
+) -> list[Path]:
+    """Write the tidy tables of one profile to `<results_dir>/<profile>/` (each file replaced atomically)."""
+    folder = Path(results_dir) / profile
+    written = []
+    for name, frame in (("records", records), ("highest_double_win", thresholds), ("double_win", decisions)):
+        written.append(io.write_text(folder / f"{name}.csv", frame.to_csv(index=False, lineterminator="\n")))
+    return written

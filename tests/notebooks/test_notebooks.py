@@ -1,0 +1,210 @@
+"""The real notebooks, executed by papermill in the quick profile, judged by the records they leave.
+
+One chain (01 → 06) runs once per session on small parameters; the tests then read its records, its
+executed notebooks and their HTML. Bad parameters and missing inputs are run separately and must stop in
+the validation cell with one sentence, having written nothing.
+"""
+
+import json
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import papermill as pm
+import pytest
+
+from dwlt_utils import results
+from dwlt_utils.cli import render, unclean
+from dwlt_utils.data import DEBIAN_FASHION_MNIST
+from dwlt_utils.io import unreachable
+from dwlt_utils.pruning import sparsity_at_level
+
+NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
+ALL = sorted(NOTEBOOKS.glob("*.ipynb"))
+SPARSITY = 0.36  # level 2: the smallest ladder the chain must build
+
+pytestmark = pytest.mark.skipif(
+    not (DEBIAN_FASHION_MNIST / "train-images-idx3-ubyte.gz").is_file(),
+    reason="the quick profile needs Fashion-MNIST from Debian's dataset-fashion-mnist (apt-get install it)",
+)
+
+
+def execute(name: str, out_dir: Path, **parameters) -> nbformat.NotebookNode:
+    out = out_dir / f"{name}.ipynb"
+    pm.execute_notebook(str(NOTEBOOKS / f"{name}.ipynb"), str(out), parameters=parameters, progress_bar=False,
+                        log_output=False, cwd=str(out_dir))
+    return nbformat.read(out, as_version=4)
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory):
+    base = tmp_path_factory.mktemp("chain")
+    common = dict(quick=True, run_root=str(base / "runs"), data_root=str(base / "data"))
+    executed = base / "executed"
+    executed.mkdir()
+    started = time.perf_counter()
+    execute("01_load_pretrained", executed, **common, pretrainings=["adv"])
+    execute("02_imp", executed, **common, pretraining="adv", levels=2, one_shot_sparsities=[0.5])
+    execute("03_std_transfer", executed, **common, sparsity=SPARSITY)
+    execute("04_adv_transfer", executed, **common, sparsity=SPARSITY, epochs=3)
+    execute("05_data_limited", executed, **common, sparsity=SPARSITY, data_fraction=0.5, epochs=3)
+    execute("06_figures", executed, **common, results_dir=str(base / "results"))
+    return {"base": base, "common": common, "executed": executed, "seconds": time.perf_counter() - started,
+            "records": results.load(base / "runs")}
+
+
+def cell_records(records, notebook):
+    return records[records.notebook == notebook]
+
+
+def test_standard_transfer_records(chain):
+    rows = cell_records(chain["records"], "03_std_transfer")
+    assert set(rows.ticket) == {"imp", "dense"} and set(rows.metric) == {"SA"}
+    assert rows.value.between(0, 100).all()
+    assert (rows.profile == "quick").all() and (rows.dataset == "digits").all() and (rows.stands_for == "cifar10").all()
+    ticket, dense = rows[rows.ticket == "imp"], rows[rows.ticket == "dense"]
+    assert (ticket.sparsity == sparsity_at_level(2)).all() and (ticket.level == 2).all()
+    assert (dense.sparsity == 0).all() and (dense.level == 0).all()
+    assert (rows.deviations == "").all()  # the quick profile's own recipe, followed exactly
+
+
+def test_adversarial_transfer_records(chain):
+    rows = cell_records(chain["records"], "04_adv_transfer")
+    assert set(zip(rows.metric, rows.checkpoint)) == {("SA", "best_sa"), ("RA", "best_sa"), ("SA", "best_ra"), ("RA", "best_ra")}
+    assert rows.value.between(0, 100).all()
+    for (_, _), cell in rows.groupby(["ticket", "checkpoint"]):
+        sa, ra = cell[cell.metric == "SA"].value.item(), cell[cell.metric == "RA"].value.item()
+        assert ra <= sa
+    assert (rows[rows.ticket == "imp"].sparsity == sparsity_at_level(2)).all()
+    assert (rows[rows.ticket == "dense"].sparsity == 0).all()
+    assert (rows[rows.metric == "RA"].attack.str.startswith("linf PGD-20 eps=8/255")).all()
+    assert (rows.deviations == "3 epochs instead of 6").all()  # a shortened run says so in every record
+    assert (rows.profile == "quick").all()
+
+
+def test_data_limited_records_and_the_images_they_used(chain):
+    rows = cell_records(chain["records"], "05_data_limited")
+    assert set(rows.regime) == {"std", "adv"} and (rows.data_fraction == 0.5).all()
+    assert rows.value.between(0, 100).all()
+    run = chain["base"] / "runs" / rows.run_id.iloc[0]
+    assert json.loads((run / "train_indices.json").read_text()) == list(range(598))  # int(1,197 × 0.5), first N
+
+
+def test_rerunning_a_cell_never_duplicates_its_records(chain):
+    before = cell_records(chain["records"], "04_adv_transfer")
+    started = time.perf_counter()
+    execute("04_adv_transfer", chain["base"], **chain["common"], sparsity=SPARSITY, epochs=3)
+    assert time.perf_counter() - started < 30  # read from disk, not retrained
+    again = cell_records(results.load(chain["base"] / "runs"), "04_adv_transfer")
+    assert len(again) == len(before)
+    execute("04_adv_transfer", chain["base"], **chain["common"], sparsity=SPARSITY, epochs=3, force=True,
+            dense_baseline=False)
+    forced = cell_records(results.load(chain["base"] / "runs"), "04_adv_transfer")
+    assert len(forced) == len(before)
+    retrained = forced[forced.ticket == "imp"].timestamp
+    assert set(retrained).isdisjoint(set(before[before.ticket == "imp"].timestamp))  # replaced, not kept
+
+
+def outputs(nb: nbformat.NotebookNode, kind: str) -> list:
+    return [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if kind in o.get("data", {})]
+
+
+def test_figures_notebook_shows_every_figure_and_the_paper_numbers(chain):
+    nb = nbformat.read(chain["executed"] / "06_figures.ipynb", as_version=4)
+    assert len(outputs(nb, "image/png")) == 3  # standard, adversarial and data-limited transfer
+    html = render([chain["executed"] / "06_figures.ipynb"], chain["base"] / "html")[0].read_text()
+    for number in ("89.26", "73.79", "79.03", "91.41", "83.22"):
+        assert number in html
+    assert "QUICK PROFILE" in html and "not reproduced yet" in html
+    assert "no records for standard, fast_adv" in html  # what the figures leave out, in words
+    for table in ("records", "highest_double_win", "double_win"):
+        assert (chain["base"] / "results" / "quick" / f"{table}.csv").is_file()
+
+
+def test_every_notebook_executes_and_renders_to_html(chain):
+    executed = sorted(chain["executed"].glob("*.ipynb"))
+    assert [p.stem for p in executed] == [p.stem for p in ALL]
+    html = render(executed, chain["base"] / "html")
+    assert all(p.is_file() and p.stat().st_size > 10_000 for p in html)
+    print(f"chain 01→06 on small parameters: {chain['seconds']:.0f} s")
+
+
+def failed_cell(nb: nbformat.NotebookNode) -> tuple[str, dict]:
+    """The source of the cell that raised, and its error output."""
+    for c in nb.cells:
+        for o in c.get("outputs", []):
+            if o.output_type == "error":
+                return c.source, o
+    raise AssertionError("no error in the notebook")
+
+
+def validation_cell(name: str) -> str:
+    """The source of the first code cell after the parameters: where bad input must stop."""
+    nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
+    params = next(i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", []))
+    return next(c.source for i, c in enumerate(nb.cells) if i > params and c.cell_type == "code")
+
+
+@pytest.mark.parametrize(
+    "name, parameters, message",
+    [
+        ("04_adv_transfer", {"sparsity": 0.5}, r"Sparsity 0.5 is not on the IMP ladder .*level 3 \(0.4880\)"),
+        ("04_adv_transfer", {"dataset": "imagenet"}, r"Unknown data set 'imagenet'; accepted: cifar10, cifar100, svhn"),
+        ("03_std_transfer", {"pretraining": "moco"}, r"Unknown pre-training 'moco'; accepted: standard, fast_adv, adv"),
+        ("05_data_limited", {"data_fraction": 1.5}, r"data_fraction must be a number in \(0, 1\]; got 1.5"),
+        ("04_adv_transfer", {"eps_255": "8/255"}, r"eps_255 must be a number in \[0, 255\]; got '8/255'"),
+        ("04_adv_transfer", {"sparsity": 0.9141}, r"IMP ticket at level 11 \(91.41%\) .* run notebooks/02_imp.ipynb"),
+        ("02_imp", {"levels": 50}, r"levels must be an integer in \[0, 40\]; got 50"),
+    ],
+)
+def test_bad_parameters_stop_in_the_validation_cell_and_write_nothing(tmp_path, name, parameters, message):
+    run_root = tmp_path / "runs"
+    with pytest.raises(pm.PapermillExecutionError):
+        execute(name, tmp_path, quick=True, run_root=str(run_root), data_root=str(tmp_path / "data"), **parameters)
+    nb = nbformat.read(tmp_path / f"{name}.ipynb", as_version=4)
+    source, error = failed_cell(nb)
+    assert source == validation_cell(name)
+    sentence = f"{error['ename']}: {error['evalue']}"
+    assert re.search(message, sentence), sentence
+    assert error["traceback"] == [sentence]  # one sentence, no traceback
+    assert not run_root.exists()
+
+
+def test_the_cards_command_without_data_weights_or_network_says_what_is_missing(tmp_path):
+    started = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "papermill", str(NOTEBOOKS / "04_adv_transfer.ipynb"),
+                           "-p", "sparsity", "0.9141"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    elapsed = time.perf_counter() - started
+    assert proc.returncode != 0 and elapsed < 60
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("MissingInputError: Cannot run this cell: ")
+    assert "resnet50_linf_eps4.0.ckpt" in last and "01_load_pretrained.ipynb" in last  # the weights, and how
+    assert "run notebooks/02_imp.ipynb" in last  # the ticket, and how
+    if unreachable("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz", timeout=5):
+        assert "cifar-10-batches-py" in last and "put data_batch_1" in last  # the data set, and where it goes
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "data").exists()
+
+
+@pytest.mark.parametrize("path", ALL, ids=lambda p: p.stem)
+def test_help_lists_every_parameter_with_type_default_and_help(path):
+    proc = subprocess.run([sys.executable, "-m", "papermill", "--help-notebook", str(path)],
+                          capture_output=True, text=True, check=True)
+    nb = nbformat.read(path, as_version=4)
+    source = next(c.source for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    for line in source.splitlines():
+        name, annotation, default, help_text = re.match(r"^(\w+): (\w+) = (.+?)  # (.+)$", line).groups()
+        shown = re.search(rf"^  {name}: {annotation} \(default {re.escape(default)}\)\s+(.+)$", proc.stdout, re.M)
+        assert shown, f"{name} is not listed by --help-notebook"
+        assert help_text.startswith(shown.group(1).strip()[:20])
+
+
+def test_committed_notebooks_are_clean(tmp_path):
+    assert [problem for path in ALL for problem in unclean(path)] == []
+    dirty = nbformat.read(ALL[0], as_version=4)
+    dirty.cells[1].outputs = [nbformat.v4.new_output("stream", text="x")]
+    del dirty.metadata["kernelspec"]
+    nbformat.write(dirty, tmp_path / "dirty.ipynb")
+    assert len(unclean(tmp_path / "dirty.ipynb")) == 2

@@ -1,0 +1,45 @@
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from dwlt_utils import cli, report
+from dwlt_utils.errors import InputError
+from dwlt_utils.profiles import PAPER, QUICK
+
+
+def test_values_are_read_as_papermill_reads_them():
+    assert cli.parse_value("0.9141") == 0.9141
+    assert cli.parse_value("True") is True
+    assert cli.parse_value("['std', 'adv']") == ["std", "adv"]
+    assert cli.parse_value("adv") == "adv"
+    assert cli.parse_value("8/255") == "8/255"  # not evaluated: the notebook rejects it with a sentence
+
+
+def test_a_grid_gives_one_named_job_per_combination(tmp_path):
+    jobs = cli.grid_jobs(Path("notebooks/04_adv_transfer.ipynb"), {"quick": True},
+                         {"pretraining": ["standard", "adv"], "sparsity": [0.36, 0.9141]}, tmp_path)
+    assert len(jobs) == 4
+    assert jobs[-1].parameters == {"quick": True, "pretraining": "adv", "sparsity": 0.9141}
+    assert jobs[-1].output == tmp_path / "04_adv_transfer" / "pretraining-adv_sparsity-0.9141.ipynb"
+    assert len({job.output for job in jobs}) == 4
+    command = jobs[-1].command()
+    assert command[command.index("-r") + 1:command.index("-r") + 3] == ["pretraining", "adv"]
+    assert "sparsity: 0.9141" in command and "quick: True" in command
+
+
+def test_report_options_and_notes():
+    report.check_options(tol=0.5, adv_checkpoint="best_sa")
+    with pytest.raises(InputError, match="tol"):
+        report.check_options(tol=-1, adv_checkpoint="best_ra")
+    with pytest.raises(InputError, match="adv_checkpoint"):
+        report.check_options(tol=0, adv_checkpoint="last")
+    empty = report.profile_records(Path("/nonexistent"), "paper")
+    assert empty.empty
+    notes = report.figure_notes(empty, PAPER, "std")
+    assert notes == [f"Standard transfer, {d}: no records." for d in ("cifar10", "cifar100", "svhn")]
+    assert "CIFAR-10 only" in report.figure_notes(empty, QUICK, "adv")[-1]
+    assert "05_data_limited" in report.figure_notes(empty, PAPER, "data-limited")[0]
+    table = report.paper_table(report.thresholds(empty, tol=0, adv_checkpoint="best_ra"))
+    assert list(table["paper: highest double-win (%)"]) == [89.26, 73.79, 89.26, 79.03, 91.41, 83.22]
+    assert set(table.note) == {"not reproduced yet"} and isinstance(table, pd.DataFrame)
