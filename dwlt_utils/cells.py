@@ -315,13 +315,13 @@ def imp_level_dir(config: ImpConfig, paths: Paths, seed: int, level: int) -> Pat
 
 def run_imp_ladder(
     config: ImpConfig, paths: Paths, *, levels: int, seed: int, device: str = "auto",
-    imagenet_root: str = "", workers: int = 8, progress: bool = True,
+    imagenet_root: str = "", workers: int = 8, progress: bool = True, torch_compile: bool = False,
 ) -> list[Mask]:
     """The IMP ladder of `config` up to `levels`, resuming whatever is on disk."""
     _number("levels", levels, 1, 40, integer=True)
     profile = PROFILES[config.profile]
     state = load_source(profile, config.pretraining, config.source_eps_255, paths)
-    precision = Precision.for_device(resolve_device(device))
+    precision = Precision.for_device(resolve_device(device), compile=torch_compile)
     if profile.source_transforms is not None:
         splits = load_splits(profile.source_dataset, paths.data_root)
         train = splits.train.take(torch.arange(profile.imp_images))
@@ -524,7 +524,7 @@ def git_revision() -> str:
 
 def run_transfer(
     config: TransferConfig, paths: Paths, *, seed: int, notebook: str, device: str = "auto",
-    download: bool = True, force: bool = False, progress: bool = True,
+    download: bool = True, force: bool = False, progress: bool = True, torch_compile: bool = False,
 ) -> pd.DataFrame:
     """Train and test one cell; returns its records (those on disk when the cell is already done)."""
     directory = transfer_dir(config, paths, seed)
@@ -534,16 +534,16 @@ def run_transfer(
     with io.exclusive(directory / ".lock"):  # parallel sweep jobs asking for one cell train it once
         if (directory / results.RECORDS_FILE).is_file() and not force:
             return results.load(directory)
-        return _train_and_test(config, paths, directory, seed=seed, notebook=notebook, device=device,
+        precision = Precision.for_device(resolve_device(device), compile=torch_compile)
+        return _train_and_test(config, paths, directory, seed=seed, notebook=notebook, precision=precision,
                                download=download, force=force, progress=progress)
 
 
 def _train_and_test(
-    config: TransferConfig, paths: Paths, directory: Path, *, seed: int, notebook: str, device: str,
+    config: TransferConfig, paths: Paths, directory: Path, *, seed: int, notebook: str, precision: Precision,
     download: bool, force: bool, progress: bool,
 ) -> pd.DataFrame:
     profile = PROFILES[config.profile]
-    precision = Precision.for_device(resolve_device(device))
     splits = load_splits(profile.dataset(config.dataset), paths.data_root, download=download)
     if config.data_fraction < 1:
         splits = limit_train(splits, config.data_fraction, config.subset, seed)
