@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-RUNS ?= runs/demo
+RUNS ?= runs
 RENDERED ?= rendered
 
 .PHONY: test test-all demo install

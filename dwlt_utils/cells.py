@@ -58,11 +58,13 @@ class Paths:
     weights_dir: Path = Path("weights")
 
     @classmethod
-    def create(cls, data_root: str, run_root: str, weights_dir: str = "weights") -> Paths:
+    def create(cls, data_root: str, run_root: str, weights_dir: str = "weights", *, base: Path | None = None) -> Paths:
+        """Validated folders; relative ones are taken from `base` when given (else the current directory)."""
         for name, value in (("data_root", data_root), ("run_root", run_root), ("weights_dir", weights_dir)):
             if not isinstance(value, (str, Path)) or not str(value).strip():
                 raise InputError(f"{name} is a folder path; got {value!r}.")
-        return cls(Path(data_root).expanduser(), Path(run_root).expanduser(), Path(weights_dir).expanduser())
+        folders = [Path(value).expanduser() for value in (data_root, run_root, weights_dir)]
+        return cls(*(base / f if base is not None and not f.is_absolute() else f for f in folders))
 
 
 def _number(name: str, value: Any, low: float, high: float, *, integer: bool = False, low_open: bool = False) -> None:

@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     rend.add_argument("notebooks", nargs="+", type=Path)
     rend.add_argument("--out", type=Path, default=Path("rendered"))
     dem = sub.add_parser("demo", help="the whole chain 01→06 in the quick profile, rendered to HTML")
-    dem.add_argument("--run-root", type=Path, default=Path("runs/demo"))
+    dem.add_argument("--run-root", type=Path, default=Path("runs"), help="the notebooks' default: later runs find its sources and tickets")
     dem.add_argument("--data-root", type=Path, default=Path("data"))
     dem.add_argument("--out", type=Path, default=Path("rendered"))
     dem.add_argument("--jobs", type=int, default=2)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -32,6 +33,15 @@ class Session:
                 f"data root {self.paths.data_root}; run root {self.paths.run_root}")
 
 
+def _working_root() -> Path:
+    """Where relative paths start: the current directory, except that a kernel JupyterLab starts inside
+    the repository's notebooks/ folder resolves them from the repository root, as papermill run there does,
+    so that both find the same runs/ and data/."""
+    cwd = Path.cwd().resolve()
+    repo = Path(__file__).resolve().parent.parent
+    return repo if cwd == repo / "notebooks" else cwd
+
+
 def start(*, quick: bool, seed: int, device: str, data_root: str, run_root: str, weights_dir: str = "weights") -> Session:
     """Validate the parameters every notebook has; raises one clear sentence on bad input."""
     profile = get_profile(quick)
@@ -39,7 +49,8 @@ def start(*, quick: bool, seed: int, device: str, data_root: str, run_root: str,
         raise InputError(f"seed is an integer in [0, 2^31); got {seed!r}.")
     if not isinstance(device, str):
         raise InputError(f"device is a string ('auto', 'cpu', 'cuda', 'cuda:N'); got {device!r}.")
-    session = Session(profile, seed, resolve_device(device), Paths.create(data_root, run_root, weights_dir))
+    paths = Paths.create(data_root, run_root, weights_dir, base=_working_root())
+    session = Session(profile, seed, resolve_device(device), paths)
     # A papermill job given a share of the machine's cores uses that share, not every core.
     threads = os.environ.get("DWLT_THREADS")
     if threads:

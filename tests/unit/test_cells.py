@@ -139,3 +139,19 @@ def test_imp_inputs_and_sources_are_checked(paths):
     assert cells.check_sources(["adv", "standard"], 4, quick=False) == ["adv", "standard"]
     with pytest.raises(InputError, match="accepted"):
         cells.check_sources(["adv"], 3, quick=False)  # no ℓ∞ 3/255 checkpoint is published
+
+
+def test_relative_folders_mean_the_same_from_jupyterlab_and_from_papermill(monkeypatch, tmp_path):
+    from pathlib import Path
+
+    from dwlt_utils import notebook
+
+    repo = Path(notebook.__file__).resolve().parent.parent
+    monkeypatch.chdir(repo / "notebooks")  # where JupyterLab starts a notebook's kernel
+    from_lab = notebook.start(quick=True, seed=1, device="cpu", data_root="data", run_root="runs").paths
+    assert from_lab.run_root == repo / "runs" and from_lab.data_root == repo / "data"
+    monkeypatch.chdir(tmp_path)  # anywhere else: the current directory
+    elsewhere = notebook.start(quick=True, seed=1, device="cpu", data_root="data", run_root="/abs/runs").paths
+    assert elsewhere.data_root == tmp_path / "data" and elsewhere.run_root == Path("/abs/runs")
+    with pytest.raises(InputError, match="seed"):
+        notebook.start(quick=True, seed=-1, device="cpu", data_root="data", run_root="runs")
