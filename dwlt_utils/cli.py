@@ -148,7 +148,7 @@ def demo(run_root: Path, out: Path, data_root: Path, parallel: int) -> int:
                                    {"pretraining": DEMO_PRETRAININGS, "sparsity": DEMO_LIMITED_SPARSITIES},
                                    executed)))
     stages.append(("06", [Job(NOTEBOOKS / "06_figures.ipynb", executed / "06_figures.ipynb",
-                              {**common, "results_dir": str(run_root / "results")})]))
+                              common)]))
     started = time.perf_counter()
     shown = []
     for stage, jobs in stages:

@@ -79,6 +79,7 @@ def write_tables(
     """Write the tidy tables of one profile to `<results_dir>/<profile>/` (each file replaced atomically)."""
     folder = Path(results_dir) / profile
     written = []
-    for name, frame in (("records", records), ("highest_double_win", thresholds), ("double_win", decisions)):
+    # Not "records.csv": that name marks a run directory's own records, which results.load collects.
+    for name, frame in (("all_records", records), ("highest_double_win", thresholds), ("double_win", decisions)):
         written.append(io.write_text(folder / f"{name}.csv", frame.to_csv(index=False, lineterminator="\n")))
     return written

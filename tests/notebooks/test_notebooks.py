@@ -120,7 +120,7 @@ def test_figures_notebook_shows_every_figure_and_the_paper_numbers(chain):
         assert number in html
     assert "QUICK PROFILE" in html and "not reproduced yet" in html
     assert "no records for standard, fast_adv" in html  # what the figures leave out, in words
-    for table in ("records", "highest_double_win", "double_win"):
+    for table in ("all_records", "highest_double_win", "double_win"):
         assert (chain["base"] / "results" / "quick" / f"{table}.csv").is_file()
 
 

@@ -43,3 +43,13 @@ def test_report_options_and_notes():
     table = report.paper_table(report.thresholds(empty, tol=0, adv_checkpoint="best_ra"))
     assert list(table["paper: highest double-win (%)"]) == [89.26, 73.79, 89.26, 79.03, 91.41, 83.22]
     assert set(table.note) == {"not reproduced yet"} and isinstance(table, pd.DataFrame)
+
+
+def test_tables_written_under_a_run_root_are_not_read_back_as_records(tmp_path):
+    from dwlt_utils import results
+
+    records = results.to_frame([])
+    written = report.write_tables(tmp_path, "quick", records=records, thresholds=pd.DataFrame(),
+                                  decisions=pd.DataFrame())
+    assert [p.name for p in written] == ["all_records.csv", "highest_double_win.csv", "double_win.csv"]
+    assert results.load(tmp_path).empty
