@@ -7,6 +7,7 @@ in a DataLoader with PIL transforms, for data too large to hold.
 
 from __future__ import annotations
 
+import os
 from typing import Iterator, Protocol
 
 import torch
@@ -50,8 +51,10 @@ class ArrayBatches:
 class FolderBatches:
     """Train and eval data sets that return (float tensor in [0, 1], label) after their own PIL transforms."""
 
-    def __init__(self, train_set: Dataset | None, eval_set: Dataset | None, device: torch.device, workers: int = 8):
-        self.train_set, self.eval_set, self.device, self.workers = train_set, eval_set, device, workers
+    def __init__(self, train_set: Dataset | None, eval_set: Dataset | None, device: torch.device,
+                 workers: int | None = None):
+        self.train_set, self.eval_set, self.device = train_set, eval_set, device
+        self.workers = min(8, os.cpu_count() or 1) if workers is None else workers
 
     def __len__(self) -> int:
         return len(self.train_set if self.train_set is not None else self.eval_set)

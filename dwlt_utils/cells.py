@@ -461,7 +461,7 @@ class TransferConfig:
 
 
 def transfer_dir(config: TransferConfig, paths: Paths, seed: int) -> Path:
-    return run_dir(paths.run_root / "transfer", "cells", config, seed)
+    return run_dir(paths.run_root, "transfer", config, seed)
 
 
 def _ticket_missing(config: TransferConfig, paths: Paths) -> str | None:

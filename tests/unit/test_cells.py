@@ -13,7 +13,7 @@ from dwlt_utils.profiles import QUICK
 
 @pytest.fixture()
 def paths(tmp_path):
-    return cells.Paths.create(str(tmp_path / "data"), str(tmp_path / "runs"))
+    return cells.Paths.create(str(tmp_path / "data"), str(tmp_path / "runs"), str(tmp_path / "weights"))
 
 
 def quick_cell(**overrides):
@@ -155,3 +155,33 @@ def test_relative_folders_mean_the_same_from_jupyterlab_and_from_papermill(monke
     assert elsewhere.data_root == tmp_path / "data" and elsewhere.run_root == Path("/abs/runs")
     with pytest.raises(InputError, match="seed"):
         notebook.start(quick=True, seed=-1, device="cpu", data_root="data", run_root="runs")
+
+
+def test_a_published_checkpoint_is_converted_once_and_checked_against_its_hash(paths, tmp_path):
+    from PIL import Image
+    from torchvision.models import resnet50
+
+    from dwlt_utils.checkpoints import get_source
+
+    source = get_source("standard")
+    with pytest.raises(MissingInputError, match=f"{source.filename} are not in .*download is off.*{source.url}"):
+        cells.prepare_paper_source("standard", 4, paths, download=False)
+    with pytest.raises(MissingInputError, match="no direct download link"):
+        cells.prepare_paper_source("fast_adv", 4, paths, download=True)
+    paths.weights_dir.mkdir(parents=True)
+    torch.manual_seed(0)
+    torch.save(resnet50().state_dict(), paths.weights_dir / source.filename)  # not the published file
+    with pytest.warns(UserWarning, match="differs from the published"):
+        meta = cells.prepare_paper_source("standard", 4, paths, download=False)
+    assert meta["layout"] == "torchvision" and meta["registry"]["published_sha256"] == source.sha256
+    assert cells.source_summary("standard", meta)["SHA-256 matches the published one"] is False
+    assert cells.prepare_paper_source("standard", 4, paths, download=False)["sha256"] == meta["sha256"]  # read back
+    # ImageNet top-1 on a class-stratified subset of a (tiny) validation folder
+    for label in ("n01", "n02"):
+        folder = tmp_path / "imagenet" / "val" / label
+        folder.mkdir(parents=True)
+        for i in range(2):
+            Image.new("RGB", (64, 48), (60 * i, 100, 200)).save(folder / f"{i}.JPEG")
+    top1 = cells.imagenet_top1(cells.source_path(paths, cells.PROFILES["paper"], "standard", 0),
+                               tmp_path / "imagenet", 4, device="cpu")
+    assert top1 in (0.0, 25.0, 50.0, 75.0, 100.0)
