@@ -46,7 +46,12 @@ class Precision:
     ) -> Precision:
         device = resolve_device(device)
         cuda = device.type == "cuda"
-        return cls(device, cuda if bf16 is None else bf16, cuda if channels_last is None else channels_last, compile)
+        channels_last = cuda if channels_last is None else channels_last
+        if not cuda and (channels_last or compile):
+            # With torch 2.14's CPU kernels both corrupt the heap within a few training steps (channels_last
+            # ResNets; compiled graphs once the batch size changes), and on a CPU neither would pay off.
+            raise InputError("channels_last and torch.compile are for CUDA devices; on a CPU leave them off.")
+        return cls(device, cuda if bf16 is None else bf16, channels_last, compile)
 
     def autocast(self) -> AbstractContextManager:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)

@@ -11,7 +11,7 @@ import torch
 
 from . import __version__
 from .cells import Paths, git_revision
-from .engine import resolve_device
+from .engine import Precision
 from .errors import InputError
 from .profiles import Profile, get_profile
 
@@ -42,7 +42,8 @@ def _working_root() -> Path:
     return repo if cwd == repo / "notebooks" else cwd
 
 
-def start(*, quick: bool, seed: int, device: str, data_root: str, run_root: str, weights_dir: str = "weights") -> Session:
+def start(*, quick: bool, seed: int, device: str, data_root: str, run_root: str, weights_dir: str = "weights",
+          torch_compile: bool = False) -> Session:
     """Validate the parameters every notebook has; raises one clear sentence on bad input."""
     profile = get_profile(quick)
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**31:
@@ -50,7 +51,9 @@ def start(*, quick: bool, seed: int, device: str, data_root: str, run_root: str,
     if not isinstance(device, str):
         raise InputError(f"device is a string ('auto', 'cpu', 'cuda', 'cuda:N'); got {device!r}.")
     paths = Paths.create(data_root, run_root, weights_dir, base=_working_root())
-    session = Session(profile, seed, resolve_device(device), paths)
+    if not isinstance(torch_compile, bool):
+        raise InputError(f"torch_compile is True or False; got {torch_compile!r}.")
+    session = Session(profile, seed, Precision.for_device(device, compile=torch_compile).device, paths)
     # A papermill job given a share of the machine's cores uses that share, not every core.
     threads = os.environ.get("DWLT_THREADS")
     if threads:

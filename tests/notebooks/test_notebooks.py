@@ -158,6 +158,7 @@ def validation_cell(name: str) -> str:
         ("04_adv_transfer", {"eps_255": "8/255"}, r"eps_255 must be a number in \[0, 255\]; got '8/255'"),
         ("04_adv_transfer", {"sparsity": 0.9141}, r"IMP ticket at level 11 \(91.41%\) .* run notebooks/02_imp.ipynb"),
         ("02_imp", {"levels": 50}, r"levels must be an integer in \[0, 40\]; got 50"),
+        ("03_std_transfer", {"device": "cpu", "torch_compile": True}, r"torch.compile are for CUDA devices"),
     ],
 )
 def test_bad_parameters_stop_in_the_validation_cell_and_write_nothing(tmp_path, name, parameters, message):

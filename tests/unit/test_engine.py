@@ -67,3 +67,14 @@ def test_bench_reports_every_field_of_a_figure(tmp_path):
     assert figure["name"] == "clean_train" and figure["px"] == 32 and figure["device"] == "cpu"
     assert figure["ours_img_s"] > 0 and figure["reference_img_s"] > 0
     assert figure["ratio"] == pytest.approx(figure["ours_img_s"] / figure["reference_img_s"], rel=1e-2)
+
+
+def test_cuda_only_settings_are_refused_on_a_cpu():
+    from dwlt_utils.errors import InputError
+
+    with pytest.raises(InputError, match="CUDA"):
+        Precision.for_device("cpu", compile=True)
+    with pytest.raises(InputError, match="CUDA"):
+        Precision.for_device("cpu", channels_last=True)
+    cpu = Precision.for_device("cpu")
+    assert (cpu.bf16, cpu.channels_last, cpu.compile) == (False, False, False)
