@@ -208,8 +208,9 @@ def compare(name: str, px: int, precision: Precision, *, batch: int, steps: int,
     for loop in (ours, theirs):
         loop.run(warmup)
     _synchronize(precision.device)
-    for _ in range(rounds):
-        for key, loop in (("ours", ours), ("reference", theirs)):
+    for round_ in range(rounds):
+        order = (("ours", ours), ("reference", theirs))
+        for key, loop in order if round_ % 2 == 0 else order[::-1]:  # neither side always goes first
             started = time.perf_counter()
             images = loop.run(steps)
             _synchronize(precision.device)
