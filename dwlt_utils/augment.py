@@ -23,6 +23,11 @@ from .errors import InputError
 _TRIES = 10
 
 
+def _unit_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 pixels as float32 in [0, 1]; float images as float32 unchanged."""
+    return images.float().div_(255) if images.dtype == torch.uint8 else images.float()
+
+
 def _uniform(shape: tuple[int, ...], low: float, high: float, generator, device) -> torch.Tensor:
     return torch.rand(shape, generator=generator, device=device) * (high - low) + low
 
@@ -82,7 +87,7 @@ def crop_resize(
     images: uint8 or float N×C×H×W; boxes: N×4 (top, left, height, width); returns float32 in [0, 1].
     """
     n, _, height, width = images.shape
-    x = images.float().div_(255) if images.dtype == torch.uint8 else images.float()
+    x = _unit_float(images)
     top, left, h, w = boxes.to(x.dtype).unbind(1)
     gx = _sample_coords(left, w, size, width)
     if flip is not None:
@@ -111,7 +116,7 @@ def resize_center_crop(images: torch.Tensor, resize: int, size: int) -> torch.Te
     height, width = images.shape[-2:]
     if height != width:
         raise InputError(f"resize_center_crop takes square images; got {height}×{width}.")
-    x = images.float().div_(255) if images.dtype == torch.uint8 else images.float()
+    x = _unit_float(images)
     if resize != height:
         x = F.interpolate(x, size=(resize, resize), mode="bilinear", align_corners=False, antialias=True)
     start = int(round((resize - size) / 2.0))  # torchvision's CenterCrop offset
@@ -123,7 +128,7 @@ def random_crop_flip(
 ) -> torch.Tensor:
     """RandomCrop(size, padding, zero fill) + RandomHorizontalFlip for a whole batch, float32 out."""
     n, _, height, width = images.shape
-    x = images.float().div_(255) if images.dtype == torch.uint8 else images.float()
+    x = _unit_float(images)
     x = F.pad(x, (padding,) * 4)
     top = torch.floor(torch.rand(n, generator=generator, device=x.device) * (height + 2 * padding - size + 1)).long()
     left = torch.floor(torch.rand(n, generator=generator, device=x.device) * (width + 2 * padding - size + 1)).long()

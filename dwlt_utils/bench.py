@@ -28,13 +28,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
-from torchvision import transforms as T
 
 from . import __version__
 from .attacks import PGD10_TRAIN, PGD20_EVAL, AttackSpec
 from .augment import PAPER_32, PAPER_224
 from .batches import ArrayBatches
-from .data import DATASETS, ImageArrays
+from .data import DATASETS, ImageArrays, pil_transforms
 from .engine import Precision, generator_for, resolve_device
 from .evaluate import evaluate
 from .models import build_model
@@ -46,19 +45,10 @@ CIFAR = DATASETS["cifar10"]
 
 
 # --- the reference: how the official scripts do it -----------------------------------------------------
-def reference_transforms(px: int, train: bool) -> T.Compose:
-    """The official per-sample PIL pipelines (dataset.py there), without normalisation (the model has it)."""
-    if px == 224:
-        steps = [T.RandomResizedCrop(224), T.RandomHorizontalFlip()] if train else [T.Resize(256), T.CenterCrop(224)]
-    else:
-        steps = [T.RandomCrop(32, padding=4), T.RandomHorizontalFlip()] if train else []
-    return T.Compose([*steps, T.ToTensor()])
-
-
 class PilImages(Dataset):
     """uint8 CHW images served one by one as PIL images through a transform, as torchvision's CIFAR10 does."""
 
-    def __init__(self, arrays: ImageArrays, transform: T.Compose):
+    def __init__(self, arrays: ImageArrays, transform):
         self.images = arrays.images.permute(0, 2, 3, 1).contiguous().numpy()
         self.labels = arrays.labels.tolist()
         self.transform = transform
@@ -148,7 +138,7 @@ class Loop:
         self.generator = generator_for(precision.device, 0)
         train = name != "pgd20_eval"
         if reference:
-            loader = DataLoader(PilImages(arrays, reference_transforms(px, train)), batch_size=batch, shuffle=train,
+            loader = DataLoader(PilImages(arrays, pil_transforms(px, train)), batch_size=batch, shuffle=train,
                                 num_workers=workers, drop_last=True, persistent_workers=workers > 0,
                                 pin_memory=precision.device.type == "cuda")
             self.batches = lambda: ((x.to(precision.device, non_blocking=True), y.to(precision.device, non_blocking=True))

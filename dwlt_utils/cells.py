@@ -39,7 +39,7 @@ from .checkpoints import (
 from .config import config_hash, run_dir, write_config
 from .data import ensure_available, imagenet_folder, limit_train, load_splits, subset_positions
 from .engine import Precision, resolve_device
-from .errors import InputError, MissingInputError
+from .errors import InputError, MissingInputError, check_choice, check_number
 from .evaluate import evaluate
 from .imp import level_dir, run_imp
 from .models import build_backbone, build_model, replace_fc, with_normalization
@@ -65,22 +65,6 @@ class Paths:
                 raise InputError(f"{name} is a folder path; got {value!r}.")
         folders = [Path(value).expanduser() for value in (data_root, run_root, weights_dir)]
         return cls(*(base / f if base is not None and not f.is_absolute() else f for f in folders))
-
-
-def _number(name: str, value: Any, low: float, high: float, *, integer: bool = False, low_open: bool = False) -> None:
-    kind = int if integer else (int, float)
-    ok = isinstance(value, kind) and not isinstance(value, bool)
-    if ok:
-        ok = (low < value if low_open else low <= value) and value <= high
-    if not ok:
-        what = "an integer" if integer else "a number"
-        bracket = "(" if low_open else "["
-        raise InputError(f"{name} must be {what} in {bracket}{low:g}, {high:g}]; got {value!r}.")
-
-
-def _choice(name: str, value: Any, accepted: tuple[str, ...]) -> None:
-    if value not in accepted:
-        raise InputError(f"Unknown {name} {value!r}; accepted: {', '.join(map(str, accepted))}.")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -168,7 +152,7 @@ def check_sources(pretrainings: list, eps_255: float, *, quick: bool) -> list[st
     if not isinstance(pretrainings, (list, tuple)) or not pretrainings:
         raise InputError(f"pretrainings is a non-empty list such as {list(PRETRAININGS)}; got {pretrainings!r}.")
     for pretraining in pretrainings:
-        _choice("pre-training", pretraining, PRETRAININGS)
+        check_choice("pre-training", pretraining, PRETRAININGS)
         if not quick and pretraining != "standard":
             get_source(pretraining, eps_255)  # raises when no checkpoint of that ε is published
     return list(pretrainings)
@@ -209,7 +193,7 @@ def pretrain_quick_source(
 ) -> dict:
     """Pre-train one small source model on Fashion-MNIST (clean, FGSM-RS or PGD), the quick profile's
     stand-in for the published ImageNet models; returns its record (recipe, test SA and RA)."""
-    _choice("pre-training", pretraining, PRETRAININGS)
+    check_choice("pre-training", pretraining, PRETRAININGS)
     profile = PROFILES["quick"]
     eps = source_eps(pretraining, QUICK_SOURCE_EPS_255)
     target = source_path(paths, profile, pretraining, eps)
@@ -251,11 +235,11 @@ class ImpConfig:
                epochs_per_level: int = 0, source_fraction: float = 1.0) -> ImpConfig:
         """Validated, with "auto" and 0 resolved to the profile's protocol values."""
         profile = PROFILES["quick" if quick else "paper"]
-        _choice("pre-training", pretraining, PRETRAININGS)
-        _choice("IMP variant", variant, ("auto", *IMP_VARIANTS))
-        _number("source_eps_255", source_eps_255, 0, 255)
-        _number("epochs_per_level", epochs_per_level, 0, 10_000, integer=True)
-        _number("source_fraction", source_fraction, 0, 1, low_open=True)
+        check_choice("pre-training", pretraining, PRETRAININGS)
+        check_choice("IMP variant", variant, ("auto", *IMP_VARIANTS))
+        check_number("source_eps_255", source_eps_255, 0, 255)
+        check_number("epochs_per_level", epochs_per_level, 0, 10_000, integer=True)
+        check_number("source_fraction", source_fraction, 0, 1, low_open=True)
         variant = DEFAULT_IMP[pretraining] if variant == "auto" else variant
         epochs = epochs_per_level or profile.imp_recipe(variant).epochs
         return cls(profile.name, pretraining, source_eps(pretraining, source_eps_255), variant, epochs, source_fraction)
@@ -279,11 +263,11 @@ def check_imp_inputs(
 ) -> int:
     """Validate notebook 02's remaining parameters and find its inputs; returns the number of levels."""
     profile = PROFILES[config.profile]
-    _number("levels", levels, 0, 40, integer=True)
+    check_number("levels", levels, 0, 40, integer=True)
     if not isinstance(one_shot_sparsities, (list, tuple)):
         raise InputError(f"one_shot_sparsities is a list of numbers in [0, 1); got {one_shot_sparsities!r}.")
     for value in one_shot_sparsities:
-        _number("a one-shot sparsity", value, 0, 0.9999)
+        check_number("a one-shot sparsity", value, 0, 0.9999)
     missing = [m for m in (_source_missing(profile, config.pretraining, config.source_eps_255, paths),) if m]
     if profile.source_transforms is None and not (imagenet_root and Path(imagenet_root, "train").is_dir()):
         missing.append(f"IMP on ImageNet needs its training images, and {imagenet_root or 'no imagenet_root'} has no "
@@ -320,7 +304,7 @@ def run_imp_ladder(
     imagenet_root: str = "", workers: int = 8, progress: bool = True, torch_compile: bool = False,
 ) -> list[Mask]:
     """The IMP ladder of `config` up to `levels`, resuming whatever is on disk."""
-    _number("levels", levels, 1, 40, integer=True)
+    check_number("levels", levels, 1, 40, integer=True)
     profile = PROFILES[config.profile]
     state = load_source(profile, config.pretraining, config.source_eps_255, paths)
     precision = Precision.for_device(resolve_device(device), compile=torch_compile)
@@ -357,8 +341,8 @@ def one_shot_dir(paths: Paths, profile: Profile, pretraining: str, eps_255: floa
 def one_shot_ticket(profile: Profile, pretraining: str, eps_255: float, method: str, sparsity: float,
                     paths: Paths, *, seed: int) -> Mask:
     """One-shot magnitude (OMP) or random pruning of θ_p at any sparsity, saved on first use."""
-    _choice("one-shot method", method, ("magnitude", "random"))
-    _number("sparsity", sparsity, 0, 1)
+    check_choice("one-shot method", method, ("magnitude", "random"))
+    check_number("sparsity", sparsity, 0, 1)
     directory = one_shot_dir(paths, profile, pretraining, eps_255, method, sparsity, seed)
     if (directory / MASK_FILE).is_file():
         return Mask.load(directory)
@@ -398,18 +382,18 @@ class TransferConfig:
     ) -> TransferConfig:
         """Validate notebook parameters and resolve them into a cell; raises one clear sentence."""
         profile = PROFILES["quick" if quick else "paper"]
-        _choice("pre-training", pretraining, PRETRAININGS)
+        check_choice("pre-training", pretraining, PRETRAININGS)
         profile.dataset(dataset)  # validates the name (and that the quick profile has a stand-in)
-        _choice("regime", regime, REGIMES)
-        _choice("ticket", ticket, TICKETS)
-        _number("data_fraction", data_fraction, 0, 1, low_open=True)
-        _choice("subset", subset, SUBSETS)
-        _number("epochs", epochs, 0, 10_000, integer=True)
-        _number("ticket_seed", ticket_seed, 0, 2**31 - 1, integer=True)
+        check_choice("regime", regime, REGIMES)
+        check_choice("ticket", ticket, TICKETS)
+        check_number("data_fraction", data_fraction, 0, 1, low_open=True)
+        check_choice("subset", subset, SUBSETS)
+        check_number("epochs", epochs, 0, 10_000, integer=True)
+        check_number("ticket_seed", ticket_seed, 0, 2**31 - 1, integer=True)
         for name, value in (("eps_255", eps_255), ("source_eps_255", source_eps_255)):
-            _number(name, value, 0, 255)
-        _number("train_steps", train_steps, 1, 1000, integer=True)
-        _number("eval_steps", eval_steps, 1, 1000, integer=True)
+            check_number(name, value, 0, 255)
+        check_number("train_steps", train_steps, 1, 1000, integer=True)
+        check_number("eval_steps", eval_steps, 1, 1000, integer=True)
         if ticket == "dense":
             level = 0
             if sparsity not in (0, 0.0):
@@ -510,7 +494,7 @@ def check_regimes(regimes: list) -> list[str]:
     if not isinstance(regimes, (list, tuple)) or not regimes:
         raise InputError(f"regimes is a non-empty list of {list(REGIMES)}; got {regimes!r}.")
     for regime in regimes:
-        _choice("regime", regime, REGIMES)
+        check_choice("regime", regime, REGIMES)
     return list(dict.fromkeys(regimes))
 
 

@@ -219,20 +219,27 @@ def limit_train(splits: DataSplits, fraction: float, how: str = "first", seed: i
 # ---- ImageNet (source task of IMP)
 
 
+def pil_transforms(px: int, train: bool) -> transforms.Compose:
+    """The official per-sample PIL pipelines, without normalisation (the model normalises): at 224 px
+    RandomResizedCrop(224) + flip for training, Resize(256) + CenterCrop(224) for evaluation; at 32 px
+    RandomCrop(32, padding=4) + flip for training, nothing for evaluation; then ToTensor."""
+    if px == 224:
+        steps = [transforms.RandomResizedCrop(224), transforms.RandomHorizontalFlip()] if train else \
+            [transforms.Resize(256), transforms.CenterCrop(224)]
+    elif px == 32:
+        steps = [transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip()] if train else []
+    else:
+        raise InputError(f"The protocol's pipelines are at 224 or 32 px, not {px!r}.")
+    return transforms.Compose([*steps, transforms.ToTensor()])
+
+
 def imagenet_folder(root: str | Path, split: str) -> ImageFolder:
-    """ImageFolder on `root/train` or `root/val` with the protocol's transforms; no normalisation (the model
-    normalises): train RandomResizedCrop(224) + flip, val Resize(256) + CenterCrop(224), both ToTensor."""
+    """ImageFolder on `root/train` or `root/val` with the protocol's 224 px transforms (`pil_transforms`)."""
     if split not in ("train", "val"):
         raise InputError(f"The ImageNet split must be 'train' or 'val', not {split!r}.")
     folder = Path(root) / split
-    if split == "train":
-        transform = transforms.Compose(
-            [transforms.RandomResizedCrop(224), transforms.RandomHorizontalFlip(), transforms.ToTensor()]
-        )
-    else:
-        transform = transforms.Compose([transforms.Resize(256), transforms.CenterCrop(224), transforms.ToTensor()])
     try:
-        return ImageFolder(str(folder), transform=transform)
+        return ImageFolder(str(folder), transform=pil_transforms(224, split == "train"))
     except FileNotFoundError as err:  # no folder, no class folders, or no images
         raise MissingInputError(
             f"ImageNet {split} images not found in {folder} (one sub-folder of images per class expected): {err}"

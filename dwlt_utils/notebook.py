@@ -12,7 +12,7 @@ import torch
 from . import __version__
 from .cells import Paths, git_revision
 from .engine import Precision
-from .errors import InputError
+from .errors import InputError, check_number
 from .profiles import Profile, get_profile
 
 
@@ -46,8 +46,7 @@ def start(*, quick: bool, seed: int, device: str, data_root: str, run_root: str,
           torch_compile: bool = False) -> Session:
     """Validate the parameters every notebook has; raises one clear sentence on bad input."""
     profile = get_profile(quick)
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**31:
-        raise InputError(f"seed is an integer in [0, 2^31); got {seed!r}.")
+    check_number("seed", seed, 0, 2**31 - 1, integer=True)
     if not isinstance(device, str):
         raise InputError(f"device is a string ('auto', 'cpu', 'cuda', 'cuda:N'); got {device!r}.")
     paths = Paths.create(data_root, run_root, weights_dir, base=_working_root())

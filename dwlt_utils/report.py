@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import io, results
-from .errors import InputError
+from .errors import check_choice, check_number
 from .plotting import missing_cells
 from .profiles import PAPER_DATASETS, Profile
 
@@ -16,10 +16,8 @@ ADV_CHECKPOINTS = ("best_ra", "best_sa")
 
 
 def check_options(*, tol: float, adv_checkpoint: str) -> None:
-    if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not 0 <= tol <= 100:
-        raise InputError(f"tol is a number of percentage points in [0, 100]; got {tol!r}.")
-    if adv_checkpoint not in ADV_CHECKPOINTS:
-        raise InputError(f"Unknown adv_checkpoint {adv_checkpoint!r}; accepted: {', '.join(ADV_CHECKPOINTS)}.")
+    check_number("tol (percentage points)", tol, 0, 100)
+    check_choice("adv_checkpoint", adv_checkpoint, ADV_CHECKPOINTS)
 
 
 def profile_records(run_root: Path, profile: str, *, seed: int = 0) -> pd.DataFrame:

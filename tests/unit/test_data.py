@@ -583,3 +583,11 @@ def test_imagenet_folder_errors(tmp_path):
         imagenet_folder(tmp_path, "val")
     with pytest.raises(InputError, match="must be 'train' or 'val'"):
         imagenet_folder(tmp_path, "test")
+
+
+def test_the_official_pil_pipelines_exist_at_224_and_32_px_only():
+    image = Image.new("RGB", (32, 32), (10, 200, 30))
+    assert data.pil_transforms(224, train=False)(image).shape == (3, 224, 224)
+    assert data.pil_transforms(32, train=True)(image).shape == (3, 32, 32)
+    with pytest.raises(InputError, match="224 or 32 px"):
+        data.pil_transforms(64, train=True)
