@@ -1,5 +1,6 @@
 """Checks that need a CUDA device: `pytest -m gpu` on a GPU machine. Skipped (and marked) elsewhere."""
 
+import statistics
 from dataclasses import replace
 
 import pytest
@@ -9,11 +10,12 @@ from dwlt_utils import bench
 from dwlt_utils.augment import QUICK_16
 from dwlt_utils.batches import ArrayBatches
 from dwlt_utils.data import load_splits
-from dwlt_utils.engine import Precision
+from dwlt_utils.engine import Precision, generator_for
 from dwlt_utils.evaluate import evaluate
 from dwlt_utils.models import build_model
 from dwlt_utils.profiles import QUICK
-from dwlt_utils.train import fit
+from dwlt_utils.pruning import one_shot_mask
+from dwlt_utils.train import fit, make_optimizer, train_step
 
 pytestmark = [
     pytest.mark.gpu,
@@ -21,26 +23,55 @@ pytestmark = [
 ]
 
 
-def short_adversarial_run(tmp_path, bf16: bool) -> dict[str, float]:
+SEEDS = range(8)
+
+
+def short_adversarial_run(tmp_path, bf16: bool, seed: int) -> dict[str, float]:
     splits = load_splits("digits", tmp_path)
     device = torch.device("cuda")
     precision = Precision.for_device(device, bf16=bf16, channels_last=bf16)
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     model = build_model("small_resnet", 10, splits.info.mean, splits.info.std)
     recipe = replace(QUICK.recipes["adv_transfer"], epochs=12, milestones=(6, 9), val_from_epoch=5)
     batches = {n: ArrayBatches(getattr(splits, n), QUICK_16, device) for n in ("train", "val", "test")}
-    fit(model, batches["train"], batches["val"], recipe, tmp_path / f"bf16_{bf16}", seed=0, precision=precision,
-        progress=False)
+    fit(model, batches["train"], batches["val"], recipe, tmp_path / f"bf16_{bf16}_seed_{seed}", seed=seed,
+        precision=precision, progress=False)
     fp32 = Precision.for_device(device, bf16=False, channels_last=False)
     return evaluate(model.eval(), batches["test"], attack=recipe.val_attack, precision=fp32)
 
 
 def test_bf16_training_matches_fp32_within_a_point(tmp_path):
-    fp32 = short_adversarial_run(tmp_path, bf16=False)
-    bf16 = short_adversarial_run(tmp_path, bf16=True)
-    print(f"fp32 {fp32}  bf16 {bf16}")
-    assert abs(bf16["SA"] - fp32["SA"]) <= 1.0
-    assert abs(bf16["RA"] - fp32["RA"]) <= 1.0
+    # One run's accuracy on the 300 test digits moves by more than a point from seed to seed, so the two
+    # precisions are compared on their means over the same seeds, not on a single pair of runs.
+    runs = {bf16: [short_adversarial_run(tmp_path, bf16, seed) for seed in SEEDS] for bf16 in (False, True)}
+    for metric in ("SA", "RA"):
+        fp32, bf16 = ([run[metric] for run in runs[key]] for key in (False, True))
+        print(f"{metric}: fp32 {statistics.mean(fp32):.2f} {fp32}  bf16 {statistics.mean(bf16):.2f} {bf16}")
+        assert abs(statistics.mean(bf16) - statistics.mean(fp32)) <= 1.0, metric
+
+
+def test_training_steps_never_wait_for_the_device(tmp_path):
+    splits = load_splits("digits", tmp_path)
+    precision = Precision.for_device("cuda")  # the defaults: bf16 autocast, channels_last
+    torch.manual_seed(0)
+    model = precision.prepare(build_model("small_resnet", 10, splits.info.mean, splits.info.std))
+    masked = one_shot_mask(model.model, 0.5).bind(model.model)
+    config = QUICK.recipes["adv_transfer"]
+    optimizer = make_optimizer(model, config)
+    batches = ArrayBatches(splits.train, QUICK_16, precision.device)
+
+    def steps(generator):
+        for x, y in batches.train(config.batch_size, generator, drop_last=True):
+            train_step(model, x, y, optimizer, attack=config.attack, masked=masked, generator=generator,
+                       precision=precision)
+
+    steps(generator_for(precision.device, 0))  # warm-up: cuDNN's autotuning may synchronise
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")  # any copy to the host or stream synchronisation now raises
+    try:
+        steps(generator_for(precision.device, 1))
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
 
 
 def test_pgd10_training_at_224px_is_three_times_the_reference_and_400_images_per_second():
