@@ -13,7 +13,9 @@ from dwlt_utils.engine import Precision
 from dwlt_utils.evaluate import evaluate
 from dwlt_utils.models import build_model
 from dwlt_utils.pruning import Mask, one_shot_mask
-from dwlt_utils.train import ADV_TRANSFER_CIFAR, FitResult, TrainConfig, fit, load_selected
+from dwlt_utils.train import (
+    ADV_TRANSFER_CIFAR, FitResult, TrainConfig, fit, load_selected, make_optimizer, train_step,
+)
 
 CPU = Precision.for_device("cpu")
 PIPELINE = Transforms(train="rrc", size=12, resize=14)
@@ -166,3 +168,23 @@ def test_evaluate_warns_on_a_model_in_train_mode_and_restores_it(data):
 def test_validation_data_is_required_when_the_recipe_validates(tmp_path, data):
     with pytest.raises(ValueError, match="validation data"):
         fit(new_model(), data[0], None, ADV, tmp_path, seed=0, progress=False)
+
+
+def test_the_fused_optimizer_updates_as_torchs_default_sgd_loop(data):
+    engine, reference = new_model(), new_model()
+    config = replace(ADV, attack=None)
+    optimizers = {
+        "engine": make_optimizer(engine, config),
+        "reference": torch.optim.SGD(reference.parameters(), lr=config.lr, momentum=config.momentum,
+                                     weight_decay=config.weight_decay, foreach=False),
+    }
+    assert optimizers["engine"].defaults["fused"]
+    x, y = next(data[0].train(32, torch.Generator().manual_seed(0)))
+    for _ in range(3):  # momentum buffers come into play from the second step
+        for model, key in ((engine, "engine"), (reference, "reference")):
+            train_step(model, x, y, optimizers[key], attack=None, masked=None,
+                       generator=torch.Generator().manual_seed(1), precision=CPU)
+    expected = reference.state_dict()
+    for name, value in engine.state_dict().items():
+        assert torch.allclose(value.float(), expected[name].float(), rtol=1e-6, atol=1e-7), name
+    assert not torch.equal(engine.state_dict()["model.fc.weight"], new_model().state_dict()["model.fc.weight"])
