@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .errors import InputError
+from .errors import InputError, check_choice
 
 BN_MODES = ("eval", "train")
 
@@ -32,8 +32,7 @@ def attack_context(model: nn.Module, bn_mode: str) -> Iterator[None]:
     whose attack runs in train mode, so BatchNorm uses batch statistics and its running statistics also
     see the attack's forward passes.
     """
-    if bn_mode not in BN_MODES:
-        raise InputError(f"Unknown attack BN mode {bn_mode!r}; accepted: {', '.join(BN_MODES)}.")
+    check_choice("attack BN mode", bn_mode, BN_MODES)
     was_training = model.training
     params = list(model.parameters())
     flags = [p.requires_grad for p in params]
@@ -116,8 +115,7 @@ class AttackSpec:
                 raise InputError(f"{name} is a number of 255ths ≥ 0 (8 for ε = 8/255); got {value!r}.")
         if not isinstance(self.steps, int) or self.steps < 0:
             raise InputError(f"steps is an integer ≥ 0; got {self.steps!r}.")
-        if self.bn_mode not in BN_MODES:
-            raise InputError(f"Unknown attack BN mode {self.bn_mode!r}; accepted: {', '.join(BN_MODES)}.")
+        check_choice("attack BN mode", self.bn_mode, BN_MODES)
 
     @property
     def eps(self) -> float:

@@ -28,7 +28,7 @@ import dill
 import torch
 import torch.nn as nn
 
-from .errors import FileFormatError, InputError, MissingInputError, UntrustedFileError
+from .errors import FileFormatError, InputError, MissingInputError, UntrustedFileError, check_choice
 from .io import load_torch, save_torch, sha256_of, write_json
 from .models import ARCHS, build_backbone
 
@@ -158,9 +158,8 @@ def get_source(
     name: str, eps_255: float | None = None, *, norm: str = "linf", eps_l2: float | None = None
 ) -> PretrainedSource:
     """The registered source `name` at ℓ∞ ε = eps_255/255 (default 4/255), or at ℓ2 ε = eps_l2 with norm="l2"."""
+    check_choice("pre-trained source", name, SOURCE_NAMES)
     candidates = [s for s in SOURCES if s.name == name]
-    if not candidates:
-        raise InputError(f"Unknown pre-trained source {name!r}; accepted: {', '.join(SOURCE_NAMES)}.")
     if candidates[0].norm is None:
         if eps_255 or eps_l2:
             raise InputError(f"Source {name!r} is not adversarially trained, so it takes no ε; leave it unset.")

@@ -137,14 +137,18 @@ def quick_stand_in(paper_name: str) -> str:
         ) from None
 
 
+def dataset_info(name: str) -> DatasetInfo:
+    if name not in DATASETS:
+        raise InputError(f"Unknown data set {name!r}; known: {', '.join(DATASETS)}.")
+    return DATASETS[name]
+
+
 def load_splits(name: str, root: str | Path, *, download: bool = False) -> DataSplits:
     """Train/val/test of a data set of `DATASETS`, read from `root` (layout: the module docstring).
 
     With download=False (the default) nothing is downloaded; with download=True only missing files are.
     """
-    if name not in DATASETS:
-        raise InputError(f"Unknown data set {name!r}; known: {', '.join(DATASETS)}.")
-    info = DATASETS[name]
+    info = dataset_info(name)
     return _load_splits(info, Path(root), download, info.train_size, info.val_size)
 
 
@@ -404,9 +408,7 @@ def _missing_files(info: DatasetInfo, root: Path, download: bool) -> list[str]:
 def ensure_available(name: str, root: str | Path, *, download: bool = False) -> None:
     """Raise the one-sentence MissingInputError that `load_splits` would, without reading anything: the
     files are there, or download=True and their host answers."""
-    if name not in DATASETS:
-        raise InputError(f"Unknown data set {name!r}; known: {', '.join(DATASETS)}.")
-    info = DATASETS[name]
+    info = dataset_info(name)
     if name == "fashion_mnist" and all((DEBIAN_FASHION_MNIST / f"{n}.gz").is_file()
                                        for n in _fashion_mnist_files(info, Path(root)).names):
         return

@@ -25,7 +25,7 @@ from typing import Mapping
 from .attacks import PGD3_IMP, AttackSpec
 from .augment import PAPER_224, QUICK_16, Transforms
 from .data import quick_stand_in
-from .errors import InputError
+from .errors import InputError, check_choice
 from .train import (
     ADV_TRANSFER_CIFAR,
     ADV_TRANSFER_SVHN,
@@ -60,20 +60,17 @@ class Profile:
 
     def dataset(self, paper_name: str) -> str:
         """The data set actually used for a paper data set (its stand-in in the quick profile)."""
-        if paper_name not in PAPER_DATASETS:
-            raise InputError(f"Unknown data set {paper_name!r}; accepted: {', '.join(PAPER_DATASETS)}.")
+        check_choice("data set", paper_name, PAPER_DATASETS)
         return quick_stand_in(paper_name) if self.name == "quick" else paper_name
 
     def transfer_recipe(self, regime: str, paper_dataset: str) -> TrainConfig:
-        if regime not in REGIMES:
-            raise InputError(f"Unknown transfer regime {regime!r}; accepted: {', '.join(REGIMES)}.")
+        check_choice("transfer regime", regime, REGIMES)
         if regime == "std":
             return self.recipes["std_transfer"]
         return self.recipes["adv_transfer_svhn" if paper_dataset == "svhn" else "adv_transfer"]
 
     def imp_recipe(self, variant: str) -> TrainConfig:
-        if variant not in IMP_VARIANTS:
-            raise InputError(f"Unknown IMP variant {variant!r}; accepted: {', '.join(IMP_VARIANTS)}.")
+        check_choice("IMP variant", variant, IMP_VARIANTS)
         return self.recipes["imp_clean" if variant == "s-imp" else "imp_adv"]
 
 

@@ -27,7 +27,7 @@ from . import io
 from .attacks import PGD3_IMP, PGD10_TRAIN, PGD20_EVAL, AttackSpec
 from .batches import Batches
 from .engine import Precision, generator_for
-from .errors import InputError
+from .errors import InputError, check_choice
 from .evaluate import evaluate
 from .models import backbone_of
 from .pruning import Mask, MaskedWeights
@@ -61,8 +61,7 @@ class TrainConfig:
     keep: tuple[str, ...] = ("best_sa",)  # checkpoints selected on validation
 
     def __post_init__(self) -> None:
-        if self.schedule not in SCHEDULES:
-            raise InputError(f"Unknown schedule {self.schedule!r}; accepted: {', '.join(SCHEDULES)}.")
+        check_choice("schedule", self.schedule, SCHEDULES)
         if self.epochs < 1 or self.batch_size < 1:
             raise InputError(f"epochs and batch_size must be ≥ 1; got {self.epochs} and {self.batch_size}.")
         unknown = [k for k in self.keep if k not in SELECTIONS]
