@@ -42,7 +42,7 @@ from .engine import Precision, resolve_device
 from .errors import InputError, MissingInputError, check_choice, check_number
 from .evaluate import evaluate
 from .imp import level_dir, run_imp
-from .models import build_backbone, build_model, replace_fc, with_normalization
+from .models import backbone_holding, build_backbone, build_model, replace_fc, with_normalization
 from .profiles import DEFAULT_IMP, IMP_VARIANTS, PRETRAININGS, QUICK_SOURCE_EPS_255, REGIMES, Profile, PROFILES
 from .pruning import MASK_FILE, Mask, level_for_sparsity, one_shot_mask, sparsity_at_level
 from .train import TrainConfig, fit, load_selected
@@ -97,6 +97,15 @@ def _source_missing(profile: Profile, pretraining: str, eps_255: float, paths: P
         return None
     return (f"the dense {source_key(pretraining, eps_255)} source is not in {path}: "
             f"{_how_to_get_source(profile, pretraining, eps_255, paths)}")
+
+
+def _data_missing(dataset: str, paths: Paths, *, download: bool) -> list[str]:
+    """[] when the data set's files are there (or can be downloaded), else [how to provide them]."""
+    try:
+        ensure_available(dataset, paths.data_root, download=download)
+    except MissingInputError as err:
+        return [str(err).rstrip(".")]
+    return []
 
 
 def _sentence(phrase: str) -> str:
@@ -273,10 +282,7 @@ def check_imp_inputs(
         missing.append(f"IMP on ImageNet needs its training images, and {imagenet_root or 'no imagenet_root'} has no "
                        "train/ folder: pass -p imagenet_root /path/to/imagenet (with train/ and val/ image folders)")
     elif profile.source_transforms is not None:
-        try:
-            ensure_available(profile.source_dataset, paths.data_root)
-        except MissingInputError as err:
-            missing.append(str(err).rstrip("."))
+        missing += _data_missing(profile.source_dataset, paths, download=False)
     if missing:
         raise MissingInputError("Cannot run this ladder: " + "; ".join(missing) + ".")
     return levels or profile.levels
@@ -346,9 +352,7 @@ def one_shot_ticket(profile: Profile, pretraining: str, eps_255: float, method: 
     directory = one_shot_dir(paths, profile, pretraining, eps_255, method, sparsity, seed)
     if (directory / MASK_FILE).is_file():
         return Mask.load(directory)
-    state = load_source(profile, pretraining, eps_255, paths)
-    backbone = build_backbone(profile.arch, state["fc.weight"].shape[0])
-    backbone.load_state_dict(state, strict=True)
+    backbone = backbone_holding(profile.arch, load_source(profile, pretraining, eps_255, paths))
     mask = one_shot_mask(backbone, sparsity, method, torch.Generator().manual_seed(seed))
     mask.save(directory)
     return mask
@@ -464,11 +468,7 @@ def missing_inputs(config: TransferConfig, paths: Paths, *, download: bool = Tru
     profile = PROFILES[config.profile]
     missing = [m for m in (_source_missing(profile, config.pretraining, config.source_eps_255, paths),
                            _ticket_missing(config, paths)) if m]
-    try:
-        ensure_available(profile.dataset(config.dataset), paths.data_root, download=download)
-    except MissingInputError as err:
-        missing.append(str(err).rstrip("."))
-    return missing
+    return missing + _data_missing(profile.dataset(config.dataset), paths, download=download)
 
 
 def require_inputs(config: TransferConfig, paths: Paths, *, download: bool = True) -> None:
@@ -533,9 +533,7 @@ def _train_and_test(
     splits = load_splits(profile.dataset(config.dataset), paths.data_root, download=download)
     if config.data_fraction < 1:
         splits = limit_train(splits, config.data_fraction, config.subset, seed)
-    state = load_source(profile, config.pretraining, config.source_eps_255, paths)
-    backbone = build_backbone(profile.arch, state["fc.weight"].shape[0])
-    backbone.load_state_dict(state, strict=True)
+    backbone = backbone_holding(profile.arch, load_source(profile, config.pretraining, config.source_eps_255, paths))
     replace_fc(backbone, splits.info.num_classes, seed)
     model = with_normalization(backbone, splits.info.mean, splits.info.std)
     mask = ticket_mask(config, paths)

@@ -17,7 +17,7 @@ import torch.nn as nn
 
 from .batches import Batches
 from .engine import Precision
-from .models import build_backbone, with_normalization
+from .models import backbone_holding, with_normalization
 from .pruning import MASK_FILE, PRUNE_FRACTION, Mask, prune_global_magnitude
 from .train import TrainConfig, fit
 
@@ -31,8 +31,7 @@ def rewound_model(
 ) -> nn.Sequential:
     """θ_p ⊙ m as a `normalize → backbone` model: every tensor of θ_p (fc and BatchNorm included), pruned
     weights zeroed."""
-    backbone = build_backbone(arch, source_state["fc.weight"].shape[0])
-    backbone.load_state_dict(source_state, strict=True)
+    backbone = backbone_holding(arch, source_state)
     mask.apply_(backbone)
     return with_normalization(backbone, mean, std)
 
@@ -55,8 +54,7 @@ def run_imp(
     """The masks of levels 1..`levels` (sparsity 1 − 0.8^k), computing only the levels not on disk yet."""
     first = level_dir(run_dir, 1)
     if not (first / MASK_FILE).is_file():
-        dense = build_backbone(arch, source_state["fc.weight"].shape[0])
-        dense.load_state_dict(source_state, strict=True)
+        dense = backbone_holding(arch, source_state)
         prune_global_magnitude(dense, Mask.ones_like(dense), PRUNE_FRACTION).save(first)
     masks = [Mask.load(first)]
     for level in range(1, levels):

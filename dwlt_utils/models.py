@@ -8,7 +8,7 @@ Normalisation is the first layer inside the model, so attacks, ε and the robust
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import torch
 import torch.nn as nn
@@ -83,6 +83,13 @@ def build_backbone(arch: str, num_classes: int) -> nn.Module:
     if arch == "small_resnet":
         return SmallResNet(num_classes)
     raise InputError(f"Unknown architecture {arch!r}; accepted: {', '.join(ARCHS)}.")
+
+
+def backbone_holding(arch: str, state: Mapping[str, torch.Tensor]) -> nn.Module:
+    """A backbone of `arch` with `state` loaded strictly; the classifier is sized by its `fc.weight`."""
+    backbone = build_backbone(arch, state["fc.weight"].shape[0])
+    backbone.load_state_dict(state, strict=True)
+    return backbone
 
 
 def with_normalization(backbone: nn.Module, mean: Sequence[float], std: Sequence[float]) -> nn.Sequential:
