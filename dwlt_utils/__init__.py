@@ -1,7 +1,16 @@
-"""dwlt_utils: the building blocks of the Double-Win Lottery Tickets companion.
+"""dwlt_utils: the package behind the Double-Win Lottery Tickets notebooks.
 
-One module per concern: `models`, `checkpoints`, `pruning`, `attacks`, `data`, `augment`, `train`,
-`evaluate`, `config`, `results`. Notebooks orchestrate; everything testable lives here.
+Notebooks orchestrate; everything testable lives here, in floors. A module imports only from the floors
+below its own (tests/unit/test_layout.py holds the package to this order):
+
+1. words and files: `errors`, `io`, `vocabulary` (the names of the paper's things and what they mean),
+   `config` (typed configs and their hashes), `paths` (every directory and file name of a run root);
+2. building blocks: `models`, `augment`, `engine`, `attacks`, `data`, `batches`, `evaluate`, `pruning`,
+   `train`, `imp`, `checkpoints`, `results`;
+3. the profiles (`profiles`: paper and quick) and what they draw (`plotting`);
+4. the session every notebook starts (`notebook`);
+5. one module per notebook step: `sources` (01), `tickets` (02), `transfer` (03-05), `report` (06);
+6. entry points: `cli`, `bench`.
 """
 
 __version__ = "0.1.0"

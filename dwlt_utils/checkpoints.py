@@ -20,17 +20,20 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import dill
 import torch
 import torch.nn as nn
 
+from . import paths
 from .errors import FileFormatError, InputError, MissingInputError, UntrustedFileError, check_choice
 from .io import load_torch, save_torch, sha256_of, write_json
 from .models import ARCHS, build_backbone
+from .vocabulary import PRETRAININGS
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -42,7 +45,7 @@ DEFAULT_EPS_255 = 4  # the ε of the paper's robust sources is not known [choice
 class PretrainedSource:
     """One published ResNet-50 checkpoint: where it comes from, how to check it, what it should score."""
 
-    name: str  # "standard" | "fast_adv" | "adv"
+    name: str  # a pre-training of `vocabulary.PRETRAININGS`
     variant: str  # human-readable threat model, e.g. "linf 4/255", "l2 3"
     description: str
     citation: str
@@ -151,14 +154,13 @@ SOURCES: tuple[PretrainedSource, ...] = (
     _salman("l2", 3, "380b14e6f9750bffa1447cf7017f65da4dc5ce71a3dd112f107515dcf7b14d9d", 62.83),
     _salman("l2", 5, "c50db4bbd9a61bc0e0a33290e1f07a79080e16489aa5ada869efc88306f497be", 56.13),
 )
-SOURCE_NAMES = ("standard", "fast_adv", "adv")
 
 
 def get_source(
     name: str, eps_255: float | None = None, *, norm: str = "linf", eps_l2: float | None = None
 ) -> PretrainedSource:
     """The registered source `name` at ℓ∞ ε = eps_255/255 (default 4/255), or at ℓ2 ε = eps_l2 with norm="l2"."""
-    check_choice("pre-trained source", name, SOURCE_NAMES)
+    check_choice("pre-trained source", name, PRETRAININGS)
     candidates = [s for s in SOURCES if s.name == name]
     if candidates[0].norm is None:
         if eps_255 or eps_l2:
@@ -294,7 +296,7 @@ def _convert(sd: dict[str, torch.Tensor], path: Path) -> tuple[dict[str, torch.T
     """Backbone weights from one of LAYOUTS, with what was dropped and the input normaliser recorded."""
     module_prefix = all(k.startswith("module.") for k in sd)
     if module_prefix:
-        sd = {k[len("module."):]: v for k, v in sd.items()}
+        sd = {k[len("module.") :]: v for k, v in sd.items()}
     if any(k.startswith("attacker.") for k in sd):
         layout = "robustness"
     elif "normalize.mean" in sd:
@@ -307,13 +309,16 @@ def _convert(sd: dict[str, torch.Tensor], path: Path) -> tuple[dict[str, torch.T
         strays = [k for k in kept if not k.startswith("model.")]
         if strays:
             raise _unknown_layout(path, strays)
-        weights = {k[len("model."):]: sd[k] for k in kept}
+        weights = {k[len("model.") :]: sd[k] for k in kept}
     else:
         weights = {k: sd[k] for k in kept}
     if layout == "robustness":
-        attacker = {k[len("attacker.model."):]: v for k, v in sd.items() if k.startswith("attacker.model.")}
-        differing = [k for k in sorted(set(weights) | set(attacker))
-                     if k not in weights or k not in attacker or not torch.equal(weights[k], attacker[k])]
+        attacker = {k[len("attacker.model.") :]: v for k, v in sd.items() if k.startswith("attacker.model.")}
+        differing = [
+            k
+            for k in sorted(set(weights) | set(attacker))
+            if k not in weights or k not in attacker or not torch.equal(weights[k], attacker[k])
+        ]
         if differing:
             raise FileFormatError(
                 f"{path} is a robustness-library checkpoint whose attacker copy of the weights differs from the "
@@ -325,7 +330,7 @@ def _convert(sd: dict[str, torch.Tensor], path: Path) -> tuple[dict[str, torch.T
     if strays or absent:
         raise _unknown_layout(path, strays or f"{len(weights)} backbone keys but no {absent}")
     # BatchNorm fills a missing counter with 0 when loading; doing it here gives every caller the full key set.
-    added = [f"{k[:-len('running_mean')]}num_batches_tracked" for k in weights if k.endswith(".running_mean")]
+    added = [f"{k[: -len('running_mean')]}num_batches_tracked" for k in weights if k.endswith(".running_mean")]
     added = [k for k in added if k not in weights]
     weights.update({k: torch.tensor(0, dtype=torch.long) for k in added})
     normalization = None
@@ -341,9 +346,7 @@ def _convert(sd: dict[str, torch.Tensor], path: Path) -> tuple[dict[str, torch.T
     return weights, meta
 
 
-def load_backbone_state(
-    path: str | Path, *, trust: bool = False
-) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def load_backbone_state(path: str | Path, *, trust: bool = False) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """A torchvision ResNet state dict from a checkpoint in any of LAYOUTS, and a JSON-ready record of the file.
 
     Full unpickling (which can run code from the file) happens only when the file's SHA-256 is registered in
@@ -353,8 +356,12 @@ def load_backbone_state(
     if not path.is_file():
         url = _published_at(path)
         raise MissingInputError(
-            f"{path} does not exist or is not a file; " + (f"download it from {url} and put it there." if url else
-            "check the path (dwlt_utils.checkpoints.SOURCES lists where each pre-trained model is published).")
+            f"{path} does not exist or is not a file; "
+            + (
+                f"download it from {url} and put it there."
+                if url
+                else "check the path (dwlt_utils.checkpoints.SOURCES lists where each pre-trained model is published)."
+            )
         )
     fmt = _sniff_format(path)
     sha256 = sha256_of(path)
@@ -365,8 +372,14 @@ def load_backbone_state(
     meta = {
         "file": str(path),
         "sha256": sha256,
-        "source": None if source is None else {"name": source.name, "variant": source.variant,
-                                               "filename": source.filename, "imagenet_top1": source.imagenet_top1},
+        "source": None
+        if source is None
+        else {
+            "name": source.name,
+            "variant": source.variant,
+            "filename": source.filename,
+            "imagenet_top1": source.imagenet_top1,
+        },
         "format": fmt,
         "full_unpickling": unpickled,
         "container": container,
@@ -390,9 +403,15 @@ def load_pretrained_backbone(
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
     reshaped = [k for k in expected if k in state and state[k].shape != expected[k].shape]
-    problems = [f"{len(keys)} {what} such as {keys[0]!r}" for keys, what in
-                ((missing, "missing keys"), (unexpected, "unexpected keys"), (reshaped, "keys of another shape"))
-                if keys]
+    problems = [
+        f"{len(keys)} {what} such as {keys[0]!r}"
+        for keys, what in (
+            (missing, "missing keys"),
+            (unexpected, "unexpected keys"),
+            (reshaped, "keys of another shape"),
+        )
+        if keys
+    ]
     if reshaped:
         problems[-1] += f" (file {list(state[reshaped[0]].shape)}, model {list(expected[reshaped[0]].shape)})"
     if problems:
@@ -404,11 +423,6 @@ def load_pretrained_backbone(
     return net, {**meta, "arch": arch, "num_classes": classes}
 
 
-def sidecar_path(path: str | Path) -> Path:
-    """Where `save_backbone_state` writes the JSON record beside a converted checkpoint."""
-    return Path(f"{path}.json")
-
-
 def save_backbone_state(path: str | Path, state_dict: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> Path:
     """Write converted weights as plain CPU tensors (readable with weights_only=True) and `meta` beside them."""
     path = Path(path)
@@ -416,5 +430,5 @@ def save_backbone_state(path: str | Path, state_dict: Mapping[str, torch.Tensor]
     if not_tensors:
         raise InputError(f"Cannot save {path}: entry {not_tensors[0]!r} of the state dict is not a tensor.")
     save_torch(path, {k: v.detach().cpu() for k, v in state_dict.items()})
-    write_json(sidecar_path(path), dict(meta))
+    write_json(paths.sidecar_file(path), dict(meta))
     return path

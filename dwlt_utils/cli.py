@@ -27,6 +27,9 @@ from pathlib import Path
 
 import nbformat
 
+from .paths import Roots
+from .vocabulary import PRETRAININGS
+
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = REPO / "notebooks"
 
@@ -103,13 +106,33 @@ def run_jobs(jobs: list[Job], *, parallel: int = 1, quiet: bool = False) -> list
 def render(notebooks: list[Path], out: Path) -> list[Path]:
     """Executed notebooks to HTML (nbconvert), one file each in `out`."""
     out.mkdir(parents=True, exist_ok=True)
-    subprocess.run([sys.executable, "-m", "nbconvert", "--to", "html", "--log-level", "ERROR", "--output-dir",
-                    str(out), *map(str, notebooks)], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "nbconvert",
+            "--to",
+            "html",
+            "--log-level",
+            "ERROR",
+            "--output-dir",
+            str(out),
+            *map(str, notebooks),
+        ],
+        check=True,
+    )
     return [out / f"{nb.stem}.html" for nb in notebooks]
 
 
+def bare_headings(markdown: str) -> list[str]:
+    """The section headings of a markdown cell with no sentence under them before the next heading."""
+    lines = [line for line in markdown.splitlines() if line.strip()]
+    return [line for line, after in zip(lines, [*lines[1:], "#"]) if line.startswith("##") and after.startswith("#")]
+
+
 def unclean(notebook: Path) -> list[str]:
-    """Why a notebook may not be committed: outputs, execution counts, or no kernelspec."""
+    """Why a notebook may not be committed: outputs, execution counts, no kernelspec, not one parameters cell,
+    or a section heading that no sentence explains."""
     nb = nbformat.read(notebook, as_version=4)
     problems = []
     if any(c.cell_type == "code" and (c.outputs or c.execution_count) for c in nb.cells):
@@ -119,6 +142,8 @@ def unclean(notebook: Path) -> list[str]:
     parameter_cells = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
     if len(parameter_cells) != 1:
         problems.append(f"{notebook} needs exactly one cell tagged 'parameters'")
+    for heading in (h for c in nb.cells if c.cell_type == "markdown" for h in bare_headings(c.source)):
+        problems.append(f"{notebook} has the heading {heading!r} with no sentence under it")
     return problems
 
 
@@ -126,29 +151,48 @@ def unclean(notebook: Path) -> list[str]:
 # ladder sparsities (and the dense models), plus data-limited cells at 25% of the data at two of them.
 DEMO_SPARSITIES = [0.36, 0.7903, 0.9141]
 DEMO_LIMITED_SPARSITIES = [0.7903, 0.9141]
-DEMO_PRETRAININGS = ["standard", "fast_adv", "adv"]
+DEMO_PRETRAININGS = list(PRETRAININGS)
 
 
 def demo(run_root: Path, out: Path, data_root: Path, parallel: int) -> int:
     common = {"quick": True, "run_root": str(run_root), "data_root": str(data_root)}
-    executed = run_root / "executed"
+    executed = Roots(data_root, run_root).executed()
     cell = {"pretraining": "adv", "sparsity": 0.9141}  # the card's cell: each transfer notebook's showcase
     stages = [
         ("01", [Job(NOTEBOOKS / "01_load_pretrained.ipynb", executed / "01_load_pretrained.ipynb", common)]),
-        ("02", grid_jobs(NOTEBOOKS / "02_imp.ipynb", {**common, "levels": 11}, {"pretraining": DEMO_PRETRAININGS},
-                         executed)),
+        (
+            "02",
+            grid_jobs(
+                NOTEBOOKS / "02_imp.ipynb", {**common, "levels": 11}, {"pretraining": DEMO_PRETRAININGS}, executed
+            ),
+        ),
     ]
     for name in ("03_std_transfer", "04_adv_transfer"):
-        dense = grid_jobs(NOTEBOOKS / f"{name}.ipynb", {**common, "ticket": "dense", "sparsity": 0.0},
-                          {"pretraining": DEMO_PRETRAININGS}, executed)
-        tickets = grid_jobs(NOTEBOOKS / f"{name}.ipynb", common,
-                            {"pretraining": DEMO_PRETRAININGS, "sparsity": DEMO_SPARSITIES}, executed)
+        dense = grid_jobs(
+            NOTEBOOKS / f"{name}.ipynb",
+            {**common, "ticket": "dense", "sparsity": 0.0},
+            {"pretraining": DEMO_PRETRAININGS},
+            executed,
+        )
+        tickets = grid_jobs(
+            NOTEBOOKS / f"{name}.ipynb",
+            common,
+            {"pretraining": DEMO_PRETRAININGS, "sparsity": DEMO_SPARSITIES},
+            executed,
+        )
         stages.append((name[:2], dense + tickets))
-    stages.append(("05", grid_jobs(NOTEBOOKS / "05_data_limited.ipynb", {**common, "data_fraction": 0.25},
-                                   {"pretraining": DEMO_PRETRAININGS, "sparsity": DEMO_LIMITED_SPARSITIES},
-                                   executed)))
-    stages.append(("06", [Job(NOTEBOOKS / "06_figures.ipynb", executed / "06_figures.ipynb",
-                              common)]))
+    stages.append(
+        (
+            "05",
+            grid_jobs(
+                NOTEBOOKS / "05_data_limited.ipynb",
+                {**common, "data_fraction": 0.25},
+                {"pretraining": DEMO_PRETRAININGS, "sparsity": DEMO_LIMITED_SPARSITIES},
+                executed,
+            ),
+        )
+    )
+    stages.append(("06", [Job(NOTEBOOKS / "06_figures.ipynb", executed / "06_figures.ipynb", common)]))
     started = time.perf_counter()
     shown = []
     for stage, jobs in stages:
@@ -177,17 +221,33 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sweep = sub.add_parser("sweep", help="run a notebook for every combination of --grid values")
     sweep.add_argument("notebook", type=Path)
-    sweep.add_argument("-p", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
-                       help="a fixed parameter (a Python literal or a string)")
-    sweep.add_argument("--grid", action="append", default=[], metavar="NAME=V1,V2,...",
-                       help="a parameter and its values, comma-separated")
+    sweep.add_argument(
+        "-p",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("NAME", "VALUE"),
+        help="a fixed parameter (a Python literal or a string)",
+    )
+    sweep.add_argument(
+        "--grid",
+        action="append",
+        default=[],
+        metavar="NAME=V1,V2,...",
+        help="a parameter and its values, comma-separated",
+    )
     sweep.add_argument("--jobs", type=int, default=1, help="cells run at once (one GPU each when there are GPUs)")
     sweep.add_argument("--out", type=Path, default=Path("runs/executed"), help="where executed notebooks go")
     rend = sub.add_parser("render", help="executed notebooks to HTML")
     rend.add_argument("notebooks", nargs="+", type=Path)
     rend.add_argument("--out", type=Path, default=Path("rendered"))
     dem = sub.add_parser("demo", help="the whole chain 01→06 in the quick profile, rendered to HTML")
-    dem.add_argument("--run-root", type=Path, default=Path("runs"), help="the notebooks' default: later runs find its sources and tickets")
+    dem.add_argument(
+        "--run-root",
+        type=Path,
+        default=Path("runs"),
+        help="the notebooks' default: later runs find its sources and tickets",
+    )
     dem.add_argument("--data-root", type=Path, default=Path("data"))
     dem.add_argument("--out", type=Path, default=Path("rendered"))
     dem.add_argument("--jobs", type=int, default=2)

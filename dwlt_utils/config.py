@@ -1,9 +1,9 @@
-"""Typed configuration, canonical hashing and run directories.
+"""Typed configuration and its canonical hash: the identity of a run.
 
 A run's identity is the hash of its non-default settings in canonical JSON (sorted keys, no spaces), so
 adding a field with a default never renames old runs. The seed is not part of it: replicates of one
-configuration live side by side as `<root>/<kind>/<hash>/seed_<seed>/`. Every run directory holds the
-full configuration (`config.json`), so a reader never needs the hash function.
+configuration live side by side (`paths.run_dir`). Every run directory holds the full configuration
+(`write_config`), so a reader never needs the hash function.
 """
 
 from __future__ import annotations
@@ -15,10 +15,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError
 from . import io
-
-CONFIG_FILE = "config.json"
+from .errors import InputError
 
 
 def to_plain(value: Any) -> Any:
@@ -66,12 +64,8 @@ def config_hash(config: Any, length: int = 12) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:length]
 
 
-def run_dir(root: Path, kind: str, config: Any, seed: int) -> Path:
-    return Path(root) / kind / config_hash(config) / f"seed_{seed}"
-
-
-def write_config(directory: Path, config: Any, **extra: Any) -> Path:
-    """Write the full configuration (all fields, defaults included) with its hash beside the results."""
+def write_config(path: Path, config: Any, **extra: Any) -> Path:
+    """Write the full configuration (all fields, defaults included) and its hash to `path` (a JSON file)."""
     payload = {
         "kind": type(config).__name__,
         "config_hash": config_hash(config),
@@ -79,4 +73,4 @@ def write_config(directory: Path, config: Any, **extra: Any) -> Path:
         "non_defaults": non_defaults(config),
         **to_plain(extra),
     }
-    return io.write_json(Path(directory) / CONFIG_FILE, payload)
+    return io.write_json(Path(path), payload)

@@ -35,6 +35,7 @@ from torchvision.datasets.utils import check_integrity
 
 from .errors import FileFormatError, InputError, MissingInputError, UntrustedFileError
 from .io import atomic_write, unreachable
+from .vocabulary import SUBSETS
 
 # Debian's package dataset-fashion-mnist installs the four raw .gz files here (a module constant, so
 # tests can point it elsewhere).
@@ -73,8 +74,6 @@ DATASETS: dict[str, DatasetInfo] = {
         DatasetInfo("digits", 10, (0.3064,) * 3, (0.3753,) * 3, 8, 1_197, 300, True),
     )
 }
-
-_QUICK_STAND_INS = {"imagenet": "fashion_mnist", "cifar10": "digits"}
 
 
 @dataclass(frozen=True)
@@ -126,17 +125,6 @@ class DataSplits:
     test: ImageArrays
 
 
-def quick_stand_in(paper_name: str) -> str:
-    """The quick-profile data set that stands in for a paper data set (which it never does silently)."""
-    try:
-        return _QUICK_STAND_INS[paper_name]
-    except KeyError:
-        raise InputError(
-            f"The quick profile has stand-ins only for ImageNet ('imagenet' → 'fashion_mnist') and CIFAR-10 "
-            f"('cifar10' → 'digits'), not for {paper_name!r}."
-        ) from None
-
-
 def dataset_info(name: str) -> DatasetInfo:
     if name not in DATASETS:
         raise InputError(f"Unknown data set {name!r}; known: {', '.join(DATASETS)}.")
@@ -178,8 +166,9 @@ def subset_positions(labels: torch.Tensor, fraction: float, how: str = "first", 
     still at 0 takes one image from the class holding the most (ties to the lower label). The images within
     a class are drawn at random. "random" and "stratified" depend only on `seed`.
     """
-    if how not in ("first", "random", "stratified"):
-        raise InputError(f"Unknown subset choice {how!r}; use 'first', 'random' or 'stratified'.")
+    if how not in SUBSETS:
+        *others, last = map(repr, SUBSETS)
+        raise InputError(f"Unknown subset choice {how!r}; use {', '.join(others)} or {last}.")
     labels = torch.as_tensor(labels).cpu()
     if not 0 < fraction <= 1:
         raise InputError(f"The data fraction must be in (0, 1], not {fraction!r}.")
@@ -228,8 +217,11 @@ def pil_transforms(px: int, train: bool) -> transforms.Compose:
     RandomResizedCrop(224) + flip for training, Resize(256) + CenterCrop(224) for evaluation; at 32 px
     RandomCrop(32, padding=4) + flip for training, nothing for evaluation; then ToTensor."""
     if px == 224:
-        steps = [transforms.RandomResizedCrop(224), transforms.RandomHorizontalFlip()] if train else \
-            [transforms.Resize(256), transforms.CenterCrop(224)]
+        steps = (
+            [transforms.RandomResizedCrop(224), transforms.RandomHorizontalFlip()]
+            if train
+            else [transforms.Resize(256), transforms.CenterCrop(224)]
+        )
     elif px == 32:
         steps = [transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip()] if train else []
     else:
@@ -263,9 +255,7 @@ def _require_files(folder: Path, names: list[str], *, what: str, source: str, ur
     if missing:
         problem = unreachable(url, REACHABILITY_TIMEOUT_S)
         if problem:
-            raise MissingInputError(
-                f"Cannot download {what}: {problem}; put {', '.join(missing)} in {folder} by hand."
-            )
+            raise MissingInputError(f"Cannot download {what}: {problem}; put {', '.join(missing)} in {folder} by hand.")
     return missing
 
 
@@ -401,16 +391,28 @@ def _fashion_mnist_files(info: DatasetInfo, root: Path) -> _Files:
 
 def _missing_files(info: DatasetInfo, root: Path, download: bool) -> list[str]:
     files = _FILES[info.name](info, root)
-    return _require_files(files.folder, files.names, what=info.name, source=files.source, url=files.url,
-                          download=download)
+    return _require_files(
+        files.folder, files.names, what=info.name, source=files.source, url=files.url, download=download
+    )
+
+
+def missing_phrase(name: str, root: str | Path, *, download: bool = False) -> str | None:
+    """None when the data set's files are there (or can be downloaded), else what `ensure_available` would
+    say, as a phrase to join with others."""
+    try:
+        ensure_available(name, root, download=download)
+    except MissingInputError as err:
+        return str(err).rstrip(".")
+    return None
 
 
 def ensure_available(name: str, root: str | Path, *, download: bool = False) -> None:
     """Raise the one-sentence MissingInputError that `load_splits` would, without reading anything: the
     files are there, or download=True and their host answers."""
     info = dataset_info(name)
-    if name == "fashion_mnist" and all((DEBIAN_FASHION_MNIST / f"{n}.gz").is_file()
-                                       for n in _fashion_mnist_files(info, Path(root)).names):
+    if name == "fashion_mnist" and all(
+        (DEBIAN_FASHION_MNIST / f"{n}.gz").is_file() for n in _fashion_mnist_files(info, Path(root)).names
+    ):
         return
     if name in _FILES:
         _missing_files(info, Path(root), download)
@@ -426,7 +428,9 @@ def _read_cifar(info: DatasetInfo, root: Path, download: bool) -> tuple[ImageArr
 
 def _read_svhn(info: DatasetInfo, root: Path, download: bool) -> tuple[ImageArrays, ImageArrays]:
     missing = _missing_files(info, root, download)
-    train, test = (_SVHN(str(root), split, download=SVHN.split_list[split][1] in missing) for split in ("train", "test"))
+    train, test = (
+        _SVHN(str(root), split, download=SVHN.split_list[split][1] in missing) for split in ("train", "test")
+    )
     return tuple(_arrays(ds.data, ds.labels) for ds in (train, test))  # torchvision maps label 10 to 0
 
 

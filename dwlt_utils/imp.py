@@ -2,28 +2,25 @@
 
 Level 1 is one-shot magnitude pruning of θ_p at 20%. Level k+1 trains θ_p ⊙ m_k (every weight, BatchNorm
 statistic and the classifier rewound to θ_p, a new optimiser), then removes 20% of the weights still kept
-by the trained magnitudes. Each level's mask is saved as `<run_dir>/level_XX/` (`mask.pt` with its
-sparsity report); the training that produces level k+1 lives in `level_XX/train/` of level k, so an
-interrupted ladder resumes inside the level it was training.
+by the trained magnitudes. Each level's mask is saved with its sparsity report in its own directory
+(`paths.level_dir`); the training that produces level k+1 runs in `paths.level_training_dir` of level k,
+so an interrupted ladder resumes inside the level it was training.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import torch
 import torch.nn as nn
 
+from . import paths
 from .batches import Batches
 from .engine import Precision
 from .models import backbone_holding, with_normalization
-from .pruning import MASK_FILE, PRUNE_FRACTION, Mask, prune_global_magnitude
+from .pruning import PRUNE_FRACTION, Mask, prune_global_magnitude
 from .train import TrainConfig, fit
-
-
-def level_dir(run_dir: Path, level: int) -> Path:
-    return Path(run_dir) / f"level_{level:02d}"
 
 
 def rewound_model(
@@ -49,20 +46,31 @@ def run_imp(
     levels: int,
     seed: int,
     precision: Precision | None = None,
-    progress: bool = True,
+    progress: str = "off",
 ) -> list[Mask]:
-    """The masks of levels 1..`levels` (sparsity 1 − 0.8^k), computing only the levels not on disk yet."""
-    first = level_dir(run_dir, 1)
-    if not (first / MASK_FILE).is_file():
+    """The masks of levels 1..`levels` (sparsity 1 − 0.8^k), computing only the levels not on disk yet.
+    `progress` is `train.fit`'s."""
+    first = paths.level_dir(run_dir, 1)
+    if not Mask.exists(first):
         dense = backbone_holding(arch, source_state)
         prune_global_magnitude(dense, Mask.ones_like(dense), PRUNE_FRACTION).save(first)
     masks = [Mask.load(first)]
     for level in range(1, levels):
-        following = level_dir(run_dir, level + 1)
-        if not (following / MASK_FILE).is_file():
+        following = paths.level_dir(run_dir, level + 1)
+        if not Mask.exists(following):
             model = rewound_model(arch, source_state, masks[-1], mean, std)
-            fit(model, train_batches, val_batches, recipe, level_dir(run_dir, level) / "train",
-                seed=seed, mask=masks[-1], precision=precision, progress=progress)
+            fit(
+                model,
+                train_batches,
+                val_batches,
+                recipe,
+                paths.level_training_dir(run_dir, level),
+                seed=seed,
+                mask=masks[-1],
+                precision=precision,
+                progress=progress,
+                label=f"IMP level {level} → {level + 1}",
+            )
             prune_global_magnitude(model.model, masks[-1], PRUNE_FRACTION).save(following)
         masks.append(Mask.load(following))
     return masks

@@ -1,4 +1,5 @@
-"""What every notebook does first: validate the shared parameters and say where and how it runs."""
+"""What every notebook does first: validate the shared parameters, resolve where and how the work runs
+once, and say so in a banner. The resulting `Session` is what the notebooks hand to the step modules."""
 
 from __future__ import annotations
 
@@ -10,49 +11,82 @@ from pathlib import Path
 import torch
 
 from . import __version__
-from .cells import Paths, git_revision
 from .engine import Precision
 from .errors import InputError, check_number
+from .paths import Roots
 from .profiles import Profile, get_profile
+from .results import git_revision
 
 
 @dataclass(frozen=True)
 class Session:
+    """A notebook's resolved settings: the profile, the seed, the device and precision (with compilation),
+    the folders, and how training shows its progress (`train.PROGRESS`)."""
+
     profile: Profile
     seed: int
-    device: torch.device
-    paths: Paths
+    precision: Precision
+    roots: Roots
+    progress: str = "phases"
+
+    @property
+    def device(self) -> torch.device:
+        return self.precision.device
 
     def banner(self) -> str:
         cuda = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "no GPU in use"
         rev = git_revision() or "not a git checkout"
-        label = "QUICK PROFILE (stand-in data, small model: not paper results)" if self.profile.name == "quick" \
-            else "paper profile"
-        return (f"dwlt {__version__} ({rev}), torch {torch.__version__}, Python {platform.python_version()}\n"
-                f"{label}; device {self.device} ({cuda}); seed {self.seed}\n"
-                f"data root {self.paths.data_root}; run root {self.paths.run_root}")
+        return (
+            f"dwlt {__version__} ({rev}), torch {torch.__version__}, Python {platform.python_version()}\n"
+            f"{self.profile.label}; device {self.device} ({cuda}), {self.precision.describe()}; seed {self.seed}\n"
+            f"data root {self.roots.data_root}; run root {self.roots.run_root}"
+        )
+
+
+def _notebook_folder() -> Path:
+    """The folder of the running notebook: a Jupyter server names the notebook in `JPY_SESSION_NAME` when it
+    starts the kernel; elsewhere (papermill, scripts) the current directory stands for it."""
+    session = os.environ.get("JPY_SESSION_NAME")
+    if session and Path(session).is_absolute():
+        return Path(session).resolve().parent
+    return Path.cwd().resolve()
 
 
 def _working_root() -> Path:
-    """Where relative paths start: the current directory, except that a kernel JupyterLab starts inside
-    the repository's notebooks/ folder resolves them from the repository root, as papermill run there does,
-    so that both find the same runs/ and data/."""
-    cwd = Path.cwd().resolve()
-    repo = Path(__file__).resolve().parent.parent
-    return repo if cwd == repo / "notebooks" else cwd
+    """Where relative folders start. A notebook opened in a dwlt checkout's `notebooks/` (where JupyterLab
+    starts its kernel) resolves them from that checkout's root, as papermill run from the root does, so both
+    find the same runs/ and data/; anywhere else, from the current directory."""
+    folder = _notebook_folder()
+    if folder.name == "notebooks" and (folder.parent / "dwlt_utils" / "__init__.py").is_file():
+        return folder.parent
+    return Path.cwd().resolve()
 
 
-def start(*, quick: bool, seed: int, device: str, data_root: str, run_root: str, weights_dir: str = "weights",
-          torch_compile: bool = False) -> Session:
-    """Validate the parameters every notebook has; raises one clear sentence on bad input."""
+def _progress() -> str:
+    """A live bar where a person watches (a kernel started by a Jupyter server), one line per finished
+    phase where nobody does (papermill, nbconvert, CI), so rendered notebooks stay readable."""
+    return "bar" if os.environ.get("JPY_SESSION_NAME") else "phases"
+
+
+def start(
+    *,
+    quick: bool,
+    seed: int,
+    device: str,
+    data_root: str,
+    run_root: str,
+    weights_dir: str = "weights",
+    torch_compile: bool = False,
+) -> Session:
+    """Validate the parameters every notebook has and resolve them; raises one clear sentence on bad input."""
     profile = get_profile(quick)
     check_number("seed", seed, 0, 2**31 - 1, integer=True)
     if not isinstance(device, str):
         raise InputError(f"device is a string ('auto', 'cpu', 'cuda', 'cuda:N'); got {device!r}.")
-    paths = Paths.create(data_root, run_root, weights_dir, base=_working_root())
+    roots = Roots.create(data_root, run_root, weights_dir, base=_working_root())
     if not isinstance(torch_compile, bool):
         raise InputError(f"torch_compile is True or False; got {torch_compile!r}.")
-    session = Session(profile, seed, Precision.for_device(device, compile=torch_compile).device, paths)
+    session = Session(profile, seed, Precision.for_device(device, compile=torch_compile), roots, _progress())
     # A papermill job given a share of the machine's cores uses that share, not every core.
     threads = os.environ.get("DWLT_THREADS")
     if threads:

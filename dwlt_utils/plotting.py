@@ -1,8 +1,10 @@
-"""The paper's figures drawn from tidy records, and what each one is missing, in words.
+"""The paper's figures drawn from tidy records, what each one is missing, in words, and the training curves
+of single runs.
 
-Every figure plots IMP tickets against the ladder sparsity, the dense model of the same pre-training as a
-dashed line, and the highest double-win sparsity as a dotted vertical line. Quick-profile figures carry
-that label in their title, so they cannot be mistaken for paper results.
+Every figure of the paper plots IMP tickets against the ladder sparsity, the dense model of the same
+pre-training as a dashed line, and the highest double-win sparsity as a dotted vertical line. Figures of
+records on stand-in data sets carry their profile's label in the title, so they cannot be mistaken for
+paper results.
 """
 
 from __future__ import annotations
@@ -10,19 +12,24 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
+from matplotlib.ticker import MaxNLocator
 
-from .profiles import PAPER_DATASETS, PRETRAININGS
+from .profiles import PROFILES
 from .pruning import Mask
+from .vocabulary import PAPER_DATASETS, PRETRAINING_LABELS, PRETRAININGS
 
 PALETTE = dict(zip(PRETRAININGS, sns.color_palette("colorblind", len(PRETRAININGS))))
-LABELS = {"standard": "standard", "fast_adv": "fast adversarial", "adv": "adversarial"}
 
 
 def _title(records: pd.DataFrame, what: str) -> str:
-    if (records.profile == "quick").any():
-        stand_ins = ", ".join(sorted({f"{d} for {s}" for d, s in zip(records.dataset, records.stands_for)}))
-        return f"{what}\nQUICK PROFILE ({stand_ins}; small model): not paper results"
-    return what
+    """`what`, and the label of every profile among the records that trains on stand-in data sets."""
+    lines = [what]
+    for name in sorted(set(records.profile)):
+        if PROFILES[name].stand_ins:
+            part = records[records.profile == name]
+            stand_ins = ", ".join(sorted({f"{d} for {s}" for d, s in zip(part.dataset, part.stands_for)}))
+            lines.append(f"{PROFILES[name].label}: {stand_ins}")
+    return "\n".join(lines)
 
 
 def _panel(ax, rows: pd.DataFrame, metric: str, thresholds: pd.DataFrame | None, stands_for: str) -> None:
@@ -30,7 +37,7 @@ def _panel(ax, rows: pd.DataFrame, metric: str, thresholds: pd.DataFrame | None,
         color = PALETTE[pretraining]
         curve = group[group.ticket == "imp"].groupby("sparsity").value.mean()
         if not curve.empty:
-            ax.plot(100 * curve.index, curve.values, "o-", color=color, label=LABELS[pretraining])
+            ax.plot(100 * curve.index, curve.values, "o-", color=color, label=PRETRAINING_LABELS[pretraining])
         dense = group[group.ticket == "dense"].value
         if not dense.empty:
             ax.axhline(dense.mean(), color=color, linestyle="--", linewidth=1)
@@ -48,14 +55,23 @@ def transfer_figure(
     """SA vs sparsity (standard transfer) or SA and RA vs sparsity (adversarial), full training data,
     one column per data set; None when there are no such records."""
     checkpoint = "best_sa" if regime == "std" else adv_checkpoint
-    rows = records[(records.regime == regime) & (records.data_fraction == 1.0) & (records.checkpoint == checkpoint)
-                   & records.ticket.isin(["imp", "dense"])]
+    rows = records[
+        (records.regime == regime)
+        & (records.data_fraction == 1.0)
+        & (records.checkpoint == checkpoint)
+        & records.ticket.isin(["imp", "dense"])
+    ]
     if rows.empty:
         return None
     metrics = ["SA"] if regime == "std" else ["SA", "RA"]
     datasets = [d for d in PAPER_DATASETS if d in set(rows.stands_for)]
-    fig, axes = plt.subplots(len(metrics), len(datasets), figsize=(5 * len(datasets), 3.6 * len(metrics)),
-                             squeeze=False, constrained_layout=True)
+    fig, axes = plt.subplots(
+        len(metrics),
+        len(datasets),
+        figsize=(5 * len(datasets), 3.6 * len(metrics)),
+        squeeze=False,
+        constrained_layout=True,
+    )
     for i, metric in enumerate(metrics):
         for j, stands_for in enumerate(datasets):
             ax = axes[i][j]
@@ -63,22 +79,34 @@ def transfer_figure(
             ax.set_title(f"{stands_for}: {metric}")
     axes[0][0].legend(title="pre-training", fontsize="small")
     what = "Standard transfer" if regime == "std" else f"Adversarial transfer ({checkpoint} checkpoint)"
-    fig.suptitle(_title(rows, what) + "\nIMP tickets (lines), dense model (dashed), highest double-win sparsity (dotted)")
+    fig.suptitle(
+        _title(rows, what) + "\nIMP tickets (lines), dense model (dashed), highest double-win sparsity (dotted)"
+    )
     return fig
 
 
 def data_limited_figure(records: pd.DataFrame, *, adv_checkpoint: str = "best_ra") -> plt.Figure | None:
     """SA (standard) and SA/RA (adversarial) vs sparsity at each data fraction below 1; None without records."""
     rows = records[(records.data_fraction < 1.0) & records.ticket.isin(["imp", "dense"])]
-    rows = rows[((rows.regime == "std") & (rows.checkpoint == "best_sa"))
-                | ((rows.regime == "adv") & (rows.checkpoint == adv_checkpoint))]
+    rows = rows[
+        ((rows.regime == "std") & (rows.checkpoint == "best_sa"))
+        | ((rows.regime == "adv") & (rows.checkpoint == adv_checkpoint))
+    ]
     if rows.empty:
         return None
-    panels = [(r, m) for r, m in (("std", "SA"), ("adv", "SA"), ("adv", "RA"))
-              if not rows[(rows.regime == r) & (rows.metric == m)].empty]
+    panels = [
+        (r, m)
+        for r, m in (("std", "SA"), ("adv", "SA"), ("adv", "RA"))
+        if not rows[(rows.regime == r) & (rows.metric == m)].empty
+    ]
     fractions = sorted(set(rows.data_fraction))
-    fig, axes = plt.subplots(len(fractions), len(panels), figsize=(5 * len(panels), 3.6 * len(fractions)),
-                             squeeze=False, constrained_layout=True)
+    fig, axes = plt.subplots(
+        len(fractions),
+        len(panels),
+        figsize=(5 * len(panels), 3.6 * len(fractions)),
+        squeeze=False,
+        constrained_layout=True,
+    )
     for i, fraction in enumerate(fractions):
         for j, (regime, metric) in enumerate(panels):
             ax = axes[i][j]
@@ -114,6 +142,41 @@ def missing_cells(records: pd.DataFrame, *, profile: str, datasets: tuple[str, .
                 if levels:
                     lines.append(f"{name}, {stands_for}, {p}: IMP levels recorded {levels}.")
     return lines
+
+
+def training_curves_figure(logs: dict[str, pd.DataFrame], records: pd.DataFrame) -> plt.Figure:
+    """Per-epoch training loss, accuracies and, where validated, RA of several runs (`train.read_metrics`),
+    one line each; `records` are the runs' records, which say what the runs are."""
+    panels = [
+        ("train_loss", "training loss", None),
+        ("train_acc", "accuracy (%)", "training"),
+        ("val_SA", "accuracy (%)", "validation SA"),
+        ("val_RA", "validation RA (%)", None),
+    ]
+    shown = [
+        (column, ylabel, what)
+        for column, ylabel, what in panels
+        if any(column in log and log[column].notna().any() for log in logs.values())
+    ]
+    axes_for = {ylabel: i for i, ylabel in enumerate(dict.fromkeys(ylabel for _, ylabel, _ in shown))}
+    fig, axes = plt.subplots(
+        1, len(axes_for), figsize=(4.6 * len(axes_for), 3.4), squeeze=False, constrained_layout=True
+    )
+    colors = dict(zip(logs, sns.color_palette("colorblind", len(logs))))
+    for column, ylabel, what in shown:
+        ax = axes[0][axes_for[ylabel]]
+        for label, log in logs.items():
+            if column in log and log[column].notna().any():
+                style = "--" if what == "training" else "o-"
+                name = label if what is None else f"{label}: {what}"
+                ax.plot(log.epoch + 1, log[column], style, color=colors[label], label=name, markersize=3)
+    for ax, ylabel in zip(axes[0], axes_for):
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(ylabel)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.legend(fontsize="x-small")
+    fig.suptitle(_title(records, "Training curves (from each run's per-epoch log)"))
+    return fig
 
 
 def layer_sparsity_figure(masks: dict[str, Mask], title: str) -> plt.Figure:

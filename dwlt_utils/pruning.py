@@ -19,14 +19,12 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from . import io
+from . import io, paths
 from .errors import FileFormatError, InputError, MissingInputError
 from .models import prunable_weight_names
 
 PRUNE_FRACTION = 0.2  # each IMP event removes 20% of the weights still kept
 MAX_LEVEL = 40
-MASK_FILE = "mask.pt"
-REPORT_FILE = "sparsity.json"
 # Prefixes that wrappers put before backbone names in official ticket files:
 # DataParallel (`module.`), nn.Sequential(normalize, model) (`1.`), our own in-model normalisation (`model.`).
 _WRAPPER_PREFIX = re.compile(r"^(?:module\.|1\.|model\.)+")
@@ -113,7 +111,8 @@ class Mask(Mapping[str, torch.Tensor]):
             some = ", ".join(list(state_dict)[:4])
             raise FileFormatError(
                 f"No `<module>.weight_mask` entries found (keys start: {some}); "
-                "a ticket file holds the masks of every Conv2d as `conv1.weight_mask`, `layer1.0.conv1.weight_mask`, ..."
+                "a ticket file holds the masks of every Conv2d as `conv1.weight_mask`, "
+                "`layer1.0.conv1.weight_mask`, ..."
             )
         return cls(tensors)
 
@@ -123,16 +122,22 @@ class Mask(Mapping[str, torch.Tensor]):
 
     # Persistence: the mask beside its sparsity report
     def save(self, directory: Path) -> Path:
-        directory = Path(directory)
-        io.save_torch(directory / MASK_FILE, dict(self._tensors))
-        io.write_json(directory / REPORT_FILE, self.report())
-        return directory
+        io.save_torch(paths.mask_file(directory), dict(self._tensors))
+        io.write_json(paths.sparsity_file(directory), self.report())
+        return Path(directory)
+
+    @staticmethod
+    def exists(directory: Path) -> bool:
+        """Whether `directory` holds a saved mask."""
+        return paths.mask_file(directory).is_file()
 
     @classmethod
     def load(cls, directory: Path) -> Mask:
-        path = Path(directory) / MASK_FILE
+        path = paths.mask_file(directory)
         if not path.is_file():
-            raise MissingInputError(f"No mask file at {path}; a mask directory holds {MASK_FILE} and {REPORT_FILE}.")
+            raise MissingInputError(
+                f"No mask file at {path}; a mask directory holds {path.name} and {paths.sparsity_file(directory).name}."
+            )
         return cls(io.load_torch(path))
 
     # Use on a backbone
@@ -262,9 +267,7 @@ def _printed_tolerance(value: float) -> float:
 def level_for_sparsity(sparsity: float) -> int:
     """The IMP level whose sparsity `sparsity` is, exactly or as a paper prints it (0.9141 → 11)."""
     if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)) or not 0.0 <= sparsity < 1.0:
-        raise InputError(
-            f"A sparsity is a fraction in [0, 1), e.g. 0.9141 for 91.41%; got {sparsity!r}."
-        )
+        raise InputError(f"A sparsity is a fraction in [0, 1), e.g. 0.9141 for 91.41%; got {sparsity!r}.")
     tol = _printed_tolerance(sparsity) + 1e-12
     matches = [k for k in range(MAX_LEVEL + 1) if abs(sparsity_at_level(k) - sparsity) <= tol]
     if len(matches) == 1:

@@ -10,14 +10,13 @@ import pandas as pd
 from . import io, results
 from .errors import check_choice, check_number
 from .plotting import missing_cells
-from .profiles import PAPER_DATASETS, Profile
-
-ADV_CHECKPOINTS = ("best_ra", "best_sa")
+from .profiles import Profile
+from .vocabulary import CHECKPOINTS
 
 
 def check_options(*, tol: float, adv_checkpoint: str) -> None:
     check_number("tol (percentage points)", tol, 0, 100)
-    check_choice("adv_checkpoint", adv_checkpoint, ADV_CHECKPOINTS)
+    check_choice("adv_checkpoint", adv_checkpoint, CHECKPOINTS)
 
 
 def profile_records(run_root: Path, profile: str, *, seed: int = 0) -> pd.DataFrame:
@@ -38,19 +37,21 @@ def decisions(records: pd.DataFrame, *, tol: float, adv_checkpoint: str) -> pd.D
 def paper_table(highest: pd.DataFrame) -> pd.DataFrame:
     """The paper's six thresholds beside the reproduced ones (percentages), with a note on each row."""
     table = results.compare_with_paper(highest, results.paper_reference())
-    shown = pd.DataFrame({
-        "profile": table.profile,
-        "pre-training": table.pretraining,
-        "paper data set": table.stands_for,
-        "data set used": table.dataset.fillna(""),
-        "data fraction": table.data_fraction,
-        "paper: highest double-win (%)": (100 * table.paper_sparsity).round(2),
-        "reproduced (%)": (100 * table.reproduced_sparsity).round(2),
-        "paper level": table.paper_level,
-        "reproduced level": table.reproduced_level,
-        "levels apart": table.level_difference,
-        "note": table.note,
-    })
+    shown = pd.DataFrame(
+        {
+            "profile": table.profile,
+            "pre-training": table.pretraining,
+            "paper data set": table.stands_for,
+            "data set used": table.dataset.fillna(""),
+            "data fraction": table.data_fraction,
+            "paper: highest double-win (%)": (100 * table.paper_sparsity).round(2),
+            "reproduced (%)": (100 * table.reproduced_sparsity).round(2),
+            "paper level": table.paper_level,
+            "reproduced level": table.reproduced_level,
+            "levels apart": table.level_difference,
+            "note": table.note,
+        }
+    )
     return shown
 
 
@@ -62,13 +63,13 @@ def figure_notes(records: pd.DataFrame, profile: Profile, figure: str) -> list[s
             return ["No data-limited records: run notebooks/05_data_limited.ipynb (e.g. -p data_fraction 0.01)."]
         fractions = ", ".join(f"{f:g}" for f in sorted(set(limited.data_fraction)))
         return [f"Data fractions recorded: {fractions}."]
-    datasets = ("cifar10",) if profile.name == "quick" else PAPER_DATASETS
-    notes = [line for line in missing_cells(records, profile=profile.name, datasets=datasets)
-             if line.startswith("Standard" if figure == "std" else "Adversarial")]
-    if profile.name == "quick":
-        notes.append("The quick profile has a stand-in for CIFAR-10 only (digits); CIFAR-100 and SVHN exist in the "
-                     "paper profile.")
-    return notes or ["Every pre-training and data set has records."]
+    notes = [
+        line
+        for line in missing_cells(records, profile=profile.name, datasets=profile.paper_datasets)
+        if line.startswith("Standard" if figure == "std" else "Adversarial")
+    ]
+    coverage = profile.coverage_note()
+    return notes + [coverage] if coverage else notes or ["Every pre-training and data set has records."]
 
 
 def write_tables(

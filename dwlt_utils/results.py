@@ -1,7 +1,7 @@
 """Tidy result records, the double-win decision and the comparison with the paper's numbers.
 
-A run writes one row per measured value to `<run_dir>/records.csv`; `load` reads every such file under a
-root into one DataFrame. The decision follows PROTOCOL.md section 1: a ticket is double-win when its
+A run writes one row per measured value to its records file (`paths.records_file`); `load` reads every
+such file under a root into one DataFrame. The decision follows PROTOCOL.md section 1: a ticket is double-win when its
 standard-transfer SA and its adversarial-transfer SA and RA all reach the dense model's, within `tol`
 percentage points. Sparsities are fractions in [0, 1]; accuracies are percentages.
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import subprocess
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -17,9 +18,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import __version__
+from . import __version__, paths
 from .errors import InputError, MissingInputError
 from .io import write_text
+from .vocabulary import CHECKPOINTS, METRICS, PRETRAININGS, PROFILES, REGIMES, SUBSETS, TICKETS
 
 # The record schema, in column order: what is reproduced, then how, then what it cost.
 SCHEMA: dict[str, type] = {
@@ -54,18 +56,20 @@ RECORD_COLUMNS: tuple[str, ...] = tuple(SCHEMA)
 DTYPES = {name: {str: "str", int: "int64", float: "float64"}[kind] for name, kind in SCHEMA.items()}
 
 CHOICES: dict[str, tuple[str, ...]] = {
-    "profile": ("paper", "quick"),
-    "pretraining": ("standard", "fast_adv", "adv"),
-    "regime": ("std", "adv"),
-    "subset": ("first", "random", "stratified"),
-    "ticket": ("dense", "imp", "omp", "random"),
-    "metric": ("SA", "RA"),
-    "checkpoint": ("best_sa", "best_ra"),
+    name: tuple(vocabulary)
+    for name, vocabulary in (
+        ("profile", PROFILES),
+        ("pretraining", PRETRAININGS),
+        ("regime", REGIMES),
+        ("subset", SUBSETS),
+        ("ticket", TICKETS),
+        ("metric", METRICS),
+        ("checkpoint", CHECKPOINTS),
+    )
 }
 # `attack` is empty for SA rows; `deviations` is empty when the run follows its profile's protocol exactly
 # (otherwise it says how it differs, e.g. "epochs 10 instead of 100"); `git_rev` is empty outside a git checkout.
 MAY_BE_EMPTY = frozenset({"attack", "deviations", "git_rev"})
-RECORDS_FILE = "records.csv"
 
 # Two records with equal identity measure the same thing: a run may hold only one of them.
 IDENTITY = (*RECORD_COLUMNS[: RECORD_COLUMNS.index("value")], "attack")
@@ -77,6 +81,22 @@ GROUP_KEYS = ("profile", "pretraining", "dataset", "stands_for", "data_fraction"
 # The three values the decision reads: (regime, metric); std rows always use the best-SA checkpoint.
 QUANTITIES = {"sa_std": ("std", "SA"), "sa_adv": ("adv", "SA"), "ra_adv": ("adv", "RA")}
 EPS = 1e-9  # percentage points: float noise must not turn a tie into a loss
+
+
+def git_revision() -> str:
+    """The commit of the checkout the package runs from, "" outside one (e.g. an installed wheel)."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return out.stdout.strip()
 
 
 def make_record(**fields) -> dict:
@@ -113,8 +133,10 @@ def _check(fields: dict) -> dict:
     if rec["ticket"] == "dense":
         _require(rec["level"] == 0 and rec["sparsity"] == 0, "a dense record has level 0 and sparsity 0.")
     if rec["profile"] == "paper":
-        _require(rec["dataset"] == rec["stands_for"], "in the paper profile stands_for must equal dataset, "
-                 f"got {rec['stands_for']!r} for {rec['dataset']!r}.")
+        _require(
+            rec["dataset"] == rec["stands_for"],
+            f"in the paper profile stands_for must equal dataset, got {rec['stands_for']!r} for {rec['dataset']!r}.",
+        )
     if rec["metric"] == "RA":
         _require(rec["attack"] != "", "an RA record must name its attack.")
     else:
@@ -159,8 +181,13 @@ def to_frame(records: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=list(RECORD_COLUMNS)).astype(DTYPES)
 
 
+def recorded(run_dir: Path) -> bool:
+    """Whether a run has written its records (a finished run)."""
+    return paths.records_file(run_dir).is_file()
+
+
 def write_records(run_dir: Path, records: list[dict]) -> Path:
-    """Atomically replace `<run_dir>/records.csv` with these records: a rerun never duplicates rows."""
+    """Atomically replace the run's records file with these records: a rerun never duplicates rows."""
     frame = to_frame(records)
     repeated = frame[frame.duplicated(list(IDENTITY), keep=False)]
     if not repeated.empty:
@@ -170,14 +197,14 @@ def write_records(run_dir: Path, records: list[dict]) -> Path:
             f"(e.g. {row.ticket} level {row.level} {row.regime} {row.metric} {row.checkpoint} "
             f"seed {row.seed})."
         )
-    return write_text(Path(run_dir) / RECORDS_FILE, frame.to_csv(index=False, lineterminator="\n"))
+    return write_text(paths.records_file(run_dir), frame.to_csv(index=False, lineterminator="\n"))
 
 
 def load(root: Path) -> pd.DataFrame:
-    """Every records.csv under `root` (path order, then file order); a missing or empty root gives no rows."""
+    """Every records file under `root` (path order, then file order); a missing or empty root gives no rows."""
     root = Path(root)
-    paths = root.rglob(RECORDS_FILE) if root.is_dir() else []
-    frames = [_read_records(p) for p in sorted(paths, key=lambda p: p.relative_to(root).as_posix())]
+    files = root.rglob(paths.RECORDS) if root.is_dir() else []
+    frames = [_read_records(p) for p in sorted(files, key=lambda p: p.relative_to(root).as_posix())]
     if not frames:
         return to_frame([])
     return pd.concat(frames, ignore_index=True).astype(DTYPES)
@@ -256,13 +283,24 @@ def double_win_table(
         for n in (f"{q}_n", f"{q}_dense_n"):
             table[n] = table[n].astype("Int64")
     oks = table[[f"{q}_ok" for q in QUANTITIES]]
-    table["status"] = np.where(oks.isna().any(axis=1), "missing",
-                               np.where(oks.fillna(False).all(axis=1), "double-win", "not"))
+    table["status"] = np.where(
+        oks.isna().any(axis=1), "missing", np.where(oks.fillna(False).all(axis=1), "double-win", "not")
+    )
     table["adv_checkpoint"], table["tol"] = adv_checkpoint, float(tol)
 
     per_value = [c for q in QUANTITIES for c in (q, f"{q}_n", f"{q}_dense", f"{q}_dense_n", f"{q}_ok")]
-    columns = [*keys, "ticket", "level", "sparsity", "sparsity_denominator", "attack", "adv_checkpoint",
-               "tol", *per_value, "status"]
+    columns = [
+        *keys,
+        "ticket",
+        "level",
+        "sparsity",
+        "sparsity_denominator",
+        "attack",
+        "adv_checkpoint",
+        "tol",
+        *per_value,
+        "status",
+    ]
     return table[columns].sort_values([*keys, "level"], ignore_index=True)
 
 
@@ -270,8 +308,10 @@ def _decision_rows(df: pd.DataFrame, *, tol: float, adv_checkpoint: str, ticket:
     """The records the decision reads, each tagged with its quantity; the same cell twice is an error."""
     valid_tol = isinstance(tol, numbers.Real) and math.isfinite(tol) and tol >= 0
     _require(valid_tol, f"tol must be a number >= 0 (percentage points), got {tol!r}.")
-    _require(adv_checkpoint in CHOICES["checkpoint"],
-             f"adv_checkpoint must be one of {list(CHOICES['checkpoint'])}, got {adv_checkpoint!r}.")
+    _require(
+        adv_checkpoint in CHOICES["checkpoint"],
+        f"adv_checkpoint must be one of {list(CHOICES['checkpoint'])}, got {adv_checkpoint!r}.",
+    )
     tickets = [t for t in CHOICES["ticket"] if t != "dense"]
     _require(ticket in tickets, f"ticket must be one of {tickets}, got {ticket!r}.")
     lacking = [c for c in RECORD_COLUMNS if c not in df.columns]
@@ -279,9 +319,15 @@ def _decision_rows(df: pd.DataFrame, *, tol: float, adv_checkpoint: str, ticket:
 
     checkpoint = {"std": "best_sa", "adv": adv_checkpoint}
     rows = pd.concat(
-        [df[(df.regime == regime) & (df.metric == metric) & (df.checkpoint == checkpoint[regime])
-            & df.ticket.isin(["dense", ticket])].assign(quantity=q)
-         for q, (regime, metric) in QUANTITIES.items()],
+        [
+            df[
+                (df.regime == regime)
+                & (df.metric == metric)
+                & (df.checkpoint == checkpoint[regime])
+                & df.ticket.isin(["dense", ticket])
+            ].assign(quantity=q)
+            for q, (regime, metric) in QUANTITIES.items()
+        ],
         ignore_index=True,
     )
     # Two runs measuring the same cell with the same seed would be averaged as if they were two seeds.
@@ -300,8 +346,7 @@ def _one_per(rows: pd.DataFrame, keys: list[str], column: str) -> pd.DataFrame:
     counts = grouped.nunique()
     if (counts > 1).any():
         where = dict(zip(keys, counts[counts > 1].index[0]))
-        raise InputError(f"records of {where} mix several {column} values; "
-                         "select one before deciding double-win.")
+        raise InputError(f"records of {where} mix several {column} values; select one before deciding double-win.")
     return grouped.first().reset_index()
 
 
@@ -320,69 +365,125 @@ def highest_double_win(
         missing = levels[levels.status == "missing"]
         best = wins.loc[wins.sparsity.idxmax()] if not wins.empty else None
         first_failure = fails.loc[fails.sparsity.idxmin()] if not fails.empty else None
-        rows.append({
-            **dict(zip(keys, key)),
-            "ticket": ticket,
-            "sparsity_denominator": levels.sparsity_denominator.iloc[0],
-            "adv_checkpoint": adv_checkpoint,
-            "tol": float(tol),
-            "highest_sparsity": best.sparsity if best is not None else np.nan,
-            "highest_level": best.level if best is not None else pd.NA,
-            "first_failure_sparsity": first_failure.sparsity if first_failure is not None else np.nan,
-            "first_failure_level": first_failure.level if first_failure is not None else pd.NA,
-            "n_levels": len(levels),
-            "n_missing": len(missing),
-            "missing_above": bool((missing.sparsity > best.sparsity).any()) if best is not None
-                             else not missing.empty,
-        })
-    columns = [*keys, "ticket", "sparsity_denominator", "adv_checkpoint", "tol", "highest_sparsity",
-               "highest_level", "first_failure_sparsity", "first_failure_level", "n_levels", "n_missing",
-               "missing_above"]
+        rows.append(
+            {
+                **dict(zip(keys, key)),
+                "ticket": ticket,
+                "sparsity_denominator": levels.sparsity_denominator.iloc[0],
+                "adv_checkpoint": adv_checkpoint,
+                "tol": float(tol),
+                "highest_sparsity": best.sparsity if best is not None else np.nan,
+                "highest_level": best.level if best is not None else pd.NA,
+                "first_failure_sparsity": first_failure.sparsity if first_failure is not None else np.nan,
+                "first_failure_level": first_failure.level if first_failure is not None else pd.NA,
+                "n_levels": len(levels),
+                "n_missing": len(missing),
+                "missing_above": bool((missing.sparsity > best.sparsity).any())
+                if best is not None
+                else not missing.empty,
+            }
+        )
+    columns = [
+        *keys,
+        "ticket",
+        "sparsity_denominator",
+        "adv_checkpoint",
+        "tol",
+        "highest_sparsity",
+        "highest_level",
+        "first_failure_sparsity",
+        "first_failure_level",
+        "n_levels",
+        "n_missing",
+        "missing_above",
+    ]
     out = pd.DataFrame(rows, columns=columns)
-    return out.astype({"highest_level": "Int64", "first_failure_level": "Int64",
-                       "highest_sparsity": "float64", "first_failure_sparsity": "float64",
-                       "n_levels": "int64", "n_missing": "int64", "missing_above": "bool"})
+    return out.astype(
+        {
+            "highest_level": "Int64",
+            "first_failure_level": "Int64",
+            "highest_sparsity": "float64",
+            "first_failure_sparsity": "float64",
+            "n_levels": "int64",
+            "n_missing": "int64",
+            "missing_above": "bool",
+        }
+    )
 
 
 def compare_with_paper(highest: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame:
     """The reproduced thresholds beside the paper's, per pre-training and data set.
 
     Only paper-profile IMP rows on the full data that follow the protocol exactly are matched to a paper
-    cell; quick-profile rows (stand-in data sets), data-limited rows and deviating rows are kept, with no
+    cell; rows of stand-in data sets (the quick profile), data-limited rows and deviating rows are kept, with no
     paper value and a `note` that says why. Paper cells not reproduced yet appear with empty reproduced
     columns."""
-    reproduced = highest.rename(columns={"highest_sparsity": "reproduced_sparsity",
-                                         "highest_level": "reproduced_level"})
-    paper = reference.rename(columns={"dataset": "stands_for", "sparsity": "paper_sparsity",
-                                      "level": "paper_level"})
+    reproduced = highest.rename(
+        columns={"highest_sparsity": "reproduced_sparsity", "highest_level": "reproduced_level"}
+    )
+    paper = reference.rename(columns={"dataset": "stands_for", "sparsity": "paper_sparsity", "level": "paper_level"})
     paper = paper[["pretraining", "stands_for", "paper_sparsity", "paper_level", "source"]]
     # The abstract's numbers are IMP tickets transferred with all the training data.
-    comparable = ((reproduced.profile == "paper") & (reproduced.ticket == "imp")
-                  & (reproduced.data_fraction == 1.0) & (reproduced.deviations == ""))
+    comparable = (
+        (reproduced.profile == "paper")
+        & (reproduced.ticket == "imp")
+        & (reproduced.data_fraction == 1.0)
+        & (reproduced.deviations == "")
+    )
 
     matched = reproduced[comparable].merge(paper, on=["pretraining", "stands_for"], how="outer")
     matched["note"] = np.select(
         [matched.profile.isna(), matched.paper_level.isna(), matched.missing_above.eq(True)],
-        ["not reproduced yet", "no paper number for this cell",
-         "a level above is missing: the threshold may be higher"],
+        [
+            "not reproduced yet",
+            "no paper number for this cell",
+            "a level above is missing: the threshold may be higher",
+        ],
         "",
     )
     matched["profile"] = matched.profile.fillna("paper")
     others = reproduced[~comparable].assign(
-        note=lambda d: np.where(d.profile == "quick",
-                                "quick profile: " + d.dataset + " stands in for " + d.stands_for
-                                + "; not comparable with the paper",
-                                np.where(d.deviations != "", "deviates from the protocol: " + d.deviations,
-                                         "no paper number for this cell")))
+        note=lambda d: np.where(
+            d.dataset != d.stands_for,
+            d.profile + " profile: " + d.dataset + " stands in for " + d.stands_for + "; not comparable with the paper",
+            np.where(
+                d.deviations != "", "deviates from the protocol: " + d.deviations, "no paper number for this cell"
+            ),
+        )
+    )
     out = pd.concat([matched, others], ignore_index=True)
-    out = out.astype({"paper_level": "Int64", "reproduced_level": "Int64", "n_levels": "Int64",
-                      "n_missing": "Int64", "missing_above": "boolean", "note": "str"})
+    out = out.astype(
+        {
+            "paper_level": "Int64",
+            "reproduced_level": "Int64",
+            "n_levels": "Int64",
+            "n_missing": "Int64",
+            "missing_above": "boolean",
+            "note": "str",
+        }
+    )
     out["level_difference"] = out.reproduced_level - out.paper_level
 
     order = {name: i for i, name in enumerate(CHOICES["pretraining"])}
-    out = out.sort_values(["profile", "pretraining", "stands_for", "data_fraction", "subset"],
-                          key=lambda s: s.map(order) if s.name == "pretraining" else s, ignore_index=True)
-    first = ["profile", "pretraining", "stands_for", "dataset", "data_fraction", "subset", "ticket",
-             "paper_sparsity", "reproduced_sparsity", "paper_level", "reproduced_level", "level_difference",
-             "missing_above", "note"]
+    out = out.sort_values(
+        ["profile", "pretraining", "stands_for", "data_fraction", "subset"],
+        key=lambda s: s.map(order) if s.name == "pretraining" else s,
+        ignore_index=True,
+    )
+    first = [
+        "profile",
+        "pretraining",
+        "stands_for",
+        "dataset",
+        "data_fraction",
+        "subset",
+        "ticket",
+        "paper_sparsity",
+        "reproduced_sparsity",
+        "paper_level",
+        "reproduced_level",
+        "level_difference",
+        "missing_above",
+        "note",
+    ]
     return out[first + [c for c in out.columns if c not in first]]

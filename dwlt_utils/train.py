@@ -6,8 +6,8 @@ and writes after every epoch, atomically, a resume state: a run killed at any po
 finished epoch and ends exactly as the uninterrupted run would (every random draw of an epoch comes from a
 generator seeded by (seed, epoch)). A finished run is not recomputed.
 
-Files in a run directory: `resume.pt` (model, optimiser, history, best so far), `best_sa.pt` /
-`best_ra.pt` (the selected weights), `metrics.csv` (one row per epoch).
+It writes into its run directory (names in `paths`): the resume state (model, optimiser, history, best so
+far), the selected weights (best SA, best RA) and the per-epoch metrics, which `read_metrics` returns.
 """
 
 from __future__ import annotations
@@ -15,15 +15,16 @@ from __future__ import annotations
 import math
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
 
+import pandas as pd
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import io
+from . import io, paths
 from .attacks import PGD3_IMP, PGD10_TRAIN, PGD20_EVAL, AttackSpec
 from .batches import Batches
 from .engine import Precision, generator_for
@@ -37,10 +38,11 @@ with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message="IProgress not found")
     from tqdm.auto import tqdm
 
-RESUME_FILE = "resume.pt"
-METRICS_FILE = "metrics.csv"
-SELECTIONS = {"best_sa": "SA", "best_ra": "RA"}  # checkpoint name → validation metric it maximises
+SELECTIONS = {"best_sa": "SA", "best_ra": "RA"}  # checkpoint selection → validation metric it maximises
 SCHEDULES = ("multistep", "cosine", "constant")
+# What a run shows while it trains: a live bar belongs in JupyterLab; a headless run (papermill, CI) writes
+# one line when it finishes, so that rendered notebooks are not walls of progress lines.
+PROGRESS = {"bar": "a live progress bar", "phases": "one line when the run finishes", "off": "nothing"}
 
 
 @dataclass(frozen=True)
@@ -93,8 +95,15 @@ class TrainConfig:
 # The protocol's recipes (PROTOCOL.md §3-4).
 STD_TRANSFER = TrainConfig(epochs=150, batch_size=64, lr=1e-3, weight_decay=5e-4, milestones=(50, 100))
 ADV_TRANSFER_CIFAR = TrainConfig(
-    epochs=100, batch_size=128, lr=0.1, weight_decay=5e-4, milestones=(50, 75),
-    attack=PGD10_TRAIN, val_attack=PGD20_EVAL, val_from_epoch=45, keep=("best_sa", "best_ra"),
+    epochs=100,
+    batch_size=128,
+    lr=0.1,
+    weight_decay=5e-4,
+    milestones=(50, 75),
+    attack=PGD10_TRAIN,
+    val_attack=PGD20_EVAL,
+    val_from_epoch=45,
+    keep=("best_sa", "best_ra"),
 )
 ADV_TRANSFER_SVHN = replace(ADV_TRANSFER_CIFAR, epochs=80, lr=0.01, schedule="cosine", milestones=(), val_from_epoch=0)
 IMP_LEVEL_CLEAN = TrainConfig(
@@ -111,15 +120,16 @@ class FitResult:
     resumed_from: int = 0
 
     def checkpoint_path(self, selection: str) -> Path:
-        return self.run_dir / f"{selection}.pt"
+        return paths.checkpoint_file(self.run_dir, selection)
 
 
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.SGD:
     # Weight decay on every parameter, BatchNorm and biases included, as the official code does. The fused
     # kernel makes one pass over each parameter (one launch for all of them on CUDA) and computes what torch's
     # default per-parameter loop computes, to rounding (tests/unit/test_train.py).
-    return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
-                           weight_decay=config.weight_decay, fused=True)
+    return torch.optim.SGD(
+        model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay, fused=True
+    )
 
 
 def train_step(
@@ -179,13 +189,36 @@ def train_epoch(
 
 def _save_resume(run_dir: Path, model: nn.Module, optimizer, history: list[dict], best: dict) -> None:
     io.save_torch(
-        run_dir / RESUME_FILE,
-        {"epoch": len(history), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-         "history": history, "best": best},
+        paths.resume_file(run_dir),
+        {
+            "epoch": len(history),
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "history": history,
+            "best": best,
+        },
     )
     header = sorted({k for row in history for k in row}, key=lambda k: (k != "epoch", k))
     lines = [",".join(header)] + [",".join(str(row.get(k, "")) for k in header) for row in history]
-    io.write_text(run_dir / METRICS_FILE, "\n".join(lines) + "\n")
+    io.write_text(paths.metrics_file(run_dir), "\n".join(lines) + "\n")
+
+
+def read_metrics(run_dir: Path) -> pd.DataFrame:
+    """The per-epoch log of a run: epoch, lr, train_loss, train_acc, val_SA and val_RA where validated, wall_s."""
+    path = paths.metrics_file(run_dir)
+    if not path.is_file():
+        raise InputError(f"{run_dir} has no training log ({path.name}); it has not finished an epoch yet.")
+    return pd.read_csv(path)
+
+
+def _finished_line(label: str, history: list[dict], first: int, epochs: int) -> str:
+    """One line for a run that trained epochs first+1..len(history) of `epochs`."""
+    last = history[-1]
+    wall = sum(row["wall_s"] for row in history[first:])
+    scores = [f"train loss {last['train_loss']:.3f}", f"train acc {last['train_acc']:.1f}%"]
+    scores += [f"val {k[4:]} {v:.1f}%" for k, v in last.items() if k.startswith("val_")]
+    span = f"epoch {first + 1}" if first + 1 == len(history) else f"epochs {first + 1}-{len(history)}"
+    return f"{label}: {span} of {epochs} in {wall:.0f} s; last epoch {', '.join(scores)}"
 
 
 def fit(
@@ -198,14 +231,17 @@ def fit(
     seed: int,
     mask: Mask | None = None,
     precision: Precision | None = None,
-    progress: bool = True,
+    progress: str = "off",
+    label: str | None = None,
     on_epoch_end: Callable[[dict], None] | None = None,
 ) -> FitResult:
     """Train `model` in place per `config`; resumable and idempotent through `run_dir`.
 
     On return the model holds the weights of the last epoch; `FitResult.best` says which epochs the kept
-    checkpoints come from. `on_epoch_end` sees each new epoch's metrics after they are saved.
+    checkpoints come from. `on_epoch_end` sees each new epoch's metrics after they are saved. `progress` is
+    one of PROGRESS; `label` names the run in it (default: the run directory's name).
     """
+    check_choice("progress", progress, PROGRESS)
     if (config.keep or config.val_from_epoch >= 0) and val_batches is None:
         raise InputError("This recipe validates, but no validation data was given.")
     run_dir = Path(run_dir)
@@ -221,7 +257,7 @@ def fit(
 
     history: list[dict] = []
     best: dict[str, dict] = {}
-    resume_path = run_dir / RESUME_FILE
+    resume_path = paths.resume_file(run_dir)
     if resume_path.is_file():
         state = io.load_torch(resume_path, map_location=precision.device)
         model.load_state_dict(state["model"])
@@ -229,16 +265,18 @@ def fit(
         history, best = state["history"], state["best"]
     result = FitResult(run_dir, history, best, resumed_from=len(history))
 
+    label = label or run_dir.name
     epochs = range(len(history), config.epochs)
-    bar = tqdm(epochs, desc=run_dir.name, disable=not progress, initial=len(history), total=config.epochs)
+    bar = tqdm(epochs, desc=label, disable=progress != "bar", initial=len(history), total=config.epochs)
     for epoch in bar:
         started = time.perf_counter()
         for group in optimizer.param_groups:
             group["lr"] = config.lr_at(epoch)
         generator = generator_for(precision.device, seed, epoch)
         row = {"epoch": epoch, "lr": config.lr_at(epoch)}
-        row.update(train_epoch(net, train_batches, optimizer, config, masked=masked,
-                               generator=generator, precision=precision))
+        row.update(
+            train_epoch(net, train_batches, optimizer, config, masked=masked, generator=generator, precision=precision)
+        )
         if config.validates(epoch):
             net.eval()
             val = evaluate(net, val_batches, attack=config.val_attack, precision=precision)
@@ -248,14 +286,17 @@ def fit(
                 # Strictly better only: ties keep the earlier epoch, as the official code's `>` does.
                 if selection not in best or val[metric] > best[selection][metric]:
                     best[selection] = {"epoch": epoch, **val}
-                    io.save_torch(result.checkpoint_path(selection),
-                                  {"epoch": epoch, "metrics": val, "model": model.state_dict()})
+                    io.save_torch(
+                        result.checkpoint_path(selection), {"epoch": epoch, "metrics": val, "model": model.state_dict()}
+                    )
         row["wall_s"] = time.perf_counter() - started
         history.append(row)
         _save_resume(run_dir, model, optimizer, history, best)
         bar.set_postfix({k: round(v, 2) for k, v in row.items() if k.startswith(("train_", "val_"))})
         if on_epoch_end is not None:
             on_epoch_end(row)
+    if progress == "phases" and len(history) > result.resumed_from:
+        print(_finished_line(label, history, result.resumed_from, config.epochs), flush=True)
     return result
 
 

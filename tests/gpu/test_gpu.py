@@ -34,8 +34,16 @@ def short_adversarial_run(tmp_path, bf16: bool, seed: int) -> dict[str, float]:
     model = build_model("small_resnet", 10, splits.info.mean, splits.info.std)
     recipe = replace(QUICK.recipes["adv_transfer"], epochs=12, milestones=(6, 9), val_from_epoch=5)
     batches = {n: ArrayBatches(getattr(splits, n), QUICK_16, device) for n in ("train", "val", "test")}
-    fit(model, batches["train"], batches["val"], recipe, tmp_path / f"bf16_{bf16}_seed_{seed}", seed=seed,
-        precision=precision, progress=False)
+    fit(
+        model,
+        batches["train"],
+        batches["val"],
+        recipe,
+        tmp_path / f"bf16_{bf16}_seed_{seed}",
+        seed=seed,
+        precision=precision,
+        progress="off",
+    )
     fp32 = Precision.for_device(device, bf16=False, channels_last=False)
     return evaluate(model.eval(), batches["test"], attack=recipe.val_attack, precision=fp32)
 
@@ -62,8 +70,9 @@ def test_training_steps_never_wait_for_the_device(tmp_path):
 
     def steps(generator):
         for x, y in batches.train(config.batch_size, generator, drop_last=True):
-            train_step(model, x, y, optimizer, attack=config.attack, masked=masked, generator=generator,
-                       precision=precision)
+            train_step(
+                model, x, y, optimizer, attack=config.attack, masked=masked, generator=generator, precision=precision
+            )
 
     steps(generator_for(precision.device, 0))  # warm-up: cuDNN's autotuning may synchronise
     torch.cuda.synchronize()
@@ -75,8 +84,9 @@ def test_training_steps_never_wait_for_the_device(tmp_path):
 
 
 def test_pgd10_training_at_224px_is_three_times_the_reference_and_400_images_per_second():
-    figure = bench.compare("adv_train", 224, Precision.for_device("cuda"), batch=128, steps=6, rounds=3, warmup=3,
-                           workers=8)
+    figure = bench.compare(
+        "adv_train", 224, Precision.for_device("cuda"), batch=128, steps=6, rounds=3, warmup=3, workers=8
+    )
     print(figure)
     assert figure.ratio >= 3.0
     assert figure.ours_img_s >= 400

@@ -34,8 +34,14 @@ pytestmark = pytest.mark.skipif(
 
 def execute(name: str, out_dir: Path, **parameters) -> nbformat.NotebookNode:
     out = out_dir / f"{name}.ipynb"
-    pm.execute_notebook(str(NOTEBOOKS / f"{name}.ipynb"), str(out), parameters=parameters, progress_bar=False,
-                        log_output=False, cwd=str(out_dir))
+    pm.execute_notebook(
+        str(NOTEBOOKS / f"{name}.ipynb"),
+        str(out),
+        parameters=parameters,
+        progress_bar=False,
+        log_output=False,
+        cwd=str(out_dir),
+    )
     return nbformat.read(out, as_version=4)
 
 
@@ -52,8 +58,13 @@ def chain(tmp_path_factory):
     execute("04_adv_transfer", executed, **common, sparsity=SPARSITY, epochs=3)
     execute("05_data_limited", executed, **common, sparsity=SPARSITY, data_fraction=0.5, epochs=3)
     execute("06_figures", executed, **common, results_dir=str(base / "results"))
-    return {"base": base, "common": common, "executed": executed, "seconds": time.perf_counter() - started,
-            "records": results.load(base / "runs")}
+    return {
+        "base": base,
+        "common": common,
+        "executed": executed,
+        "seconds": time.perf_counter() - started,
+        "records": results.load(base / "runs"),
+    }
 
 
 def cell_records(records, notebook):
@@ -73,7 +84,12 @@ def test_standard_transfer_records(chain):
 
 def test_adversarial_transfer_records(chain):
     rows = cell_records(chain["records"], "04_adv_transfer")
-    assert set(zip(rows.metric, rows.checkpoint)) == {("SA", "best_sa"), ("RA", "best_sa"), ("SA", "best_ra"), ("RA", "best_ra")}
+    assert set(zip(rows.metric, rows.checkpoint)) == {
+        ("SA", "best_sa"),
+        ("RA", "best_sa"),
+        ("SA", "best_ra"),
+        ("RA", "best_ra"),
+    }
     assert rows.value.between(0, 100).all()
     for (_, _), cell in rows.groupby(["ticket", "checkpoint"]):
         sa, ra = cell[cell.metric == "SA"].value.item(), cell[cell.metric == "RA"].value.item()
@@ -100,8 +116,15 @@ def test_rerunning_a_cell_never_duplicates_its_records(chain):
     assert time.perf_counter() - started < 30  # read from disk, not retrained
     again = cell_records(results.load(chain["base"] / "runs"), "04_adv_transfer")
     assert len(again) == len(before)
-    execute("04_adv_transfer", chain["base"], **chain["common"], sparsity=SPARSITY, epochs=3, force=True,
-            dense_baseline=False)
+    execute(
+        "04_adv_transfer",
+        chain["base"],
+        **chain["common"],
+        sparsity=SPARSITY,
+        epochs=3,
+        force=True,
+        dense_baseline=False,
+    )
     forced = cell_records(results.load(chain["base"] / "runs"), "04_adv_transfer")
     assert len(forced) == len(before)
     retrained = forced[forced.ticket == "imp"].timestamp
@@ -122,6 +145,20 @@ def test_figures_notebook_shows_every_figure_and_the_paper_numbers(chain):
     assert "no records for standard, fast_adv" in html  # what the figures leave out, in words
     for table in ("all_records", "highest_double_win", "double_win"):
         assert (chain["base"] / "results" / "quick" / f"{table}.csv").is_file()
+
+
+def test_headless_runs_print_a_line_per_training_and_draw_its_curves(chain):
+    runs = {"01_load_pretrained": 1, "02_imp": 1, "03_std_transfer": 2, "04_adv_transfer": 2, "05_data_limited": 4}
+    for name, trainings in runs.items():
+        nb = nbformat.read(chain["executed"] / f"{name}.ipynb", as_version=4)
+        streams = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "stream"]
+        assert [o.text for o in streams if o.name == "stderr"] == [], name  # no progress bars in the page
+        finished = [
+            line for o in streams for line in o.text.splitlines() if re.search(r": epochs? \S+ of \d+ in ", line)
+        ]
+        assert len(finished) == trainings, (name, finished)
+        if name != "01_load_pretrained" and name != "02_imp":  # training curves, then the cell's curve
+            assert len(outputs(nb, "image/png")) == 2, name
 
 
 def test_every_notebook_executes_and_renders_to_html(chain):
@@ -176,8 +213,13 @@ def test_bad_parameters_stop_in_the_validation_cell_and_write_nothing(tmp_path, 
 
 def test_the_cards_command_without_data_weights_or_network_says_what_is_missing(tmp_path):
     started = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "papermill", str(NOTEBOOKS / "04_adv_transfer.ipynb"),
-                           "-p", "sparsity", "0.9141"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "papermill", str(NOTEBOOKS / "04_adv_transfer.ipynb"), "-p", "sparsity", "0.9141"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     elapsed = time.perf_counter() - started
     assert proc.returncode != 0 and elapsed < 60
     last = proc.stderr.strip().splitlines()[-1]
@@ -191,8 +233,9 @@ def test_the_cards_command_without_data_weights_or_network_says_what_is_missing(
 
 @pytest.mark.parametrize("path", ALL, ids=lambda p: p.stem)
 def test_help_lists_every_parameter_with_type_default_and_help(path):
-    proc = subprocess.run([sys.executable, "-m", "papermill", "--help-notebook", str(path)],
-                          capture_output=True, text=True, check=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "papermill", "--help-notebook", str(path)], capture_output=True, text=True, check=True
+    )
     nb = nbformat.read(path, as_version=4)
     source = next(c.source for c in nb.cells if "parameters" in c.metadata.get("tags", []))
     for line in source.splitlines():
@@ -207,5 +250,7 @@ def test_committed_notebooks_are_clean(tmp_path):
     dirty = nbformat.read(ALL[0], as_version=4)
     dirty.cells[1].outputs = [nbformat.v4.new_output("stream", text="x")]
     del dirty.metadata["kernelspec"]
+    dirty.cells.append(nbformat.v4.new_markdown_cell("## A section\n\n## Another\nexplained"))
     nbformat.write(dirty, tmp_path / "dirty.ipynb")
-    assert len(unclean(tmp_path / "dirty.ipynb")) == 2
+    problems = unclean(tmp_path / "dirty.ipynb")
+    assert len(problems) == 3 and problems[-1].endswith("the heading '## A section' with no sentence under it")

@@ -14,9 +14,11 @@ import torch
 from torchvision.models import resnet50
 
 from dwlt_utils import checkpoints as ck
+from dwlt_utils import paths
 from dwlt_utils.errors import FileFormatError, InputError, MissingInputError, UntrustedFileError
 from dwlt_utils.io import load_torch, read_json
 from dwlt_utils.models import build_backbone, build_model
+from dwlt_utils.vocabulary import PRETRAININGS
 
 MEAN, STD = ck.IMAGENET_MEAN, ck.IMAGENET_STD
 
@@ -25,7 +27,8 @@ def randomised(state: dict[str, torch.Tensor], seed: int = 0) -> dict[str, torch
     """Distinct random values in every tensor, so a key mix-up between same-shaped tensors cannot pass."""
     gen = torch.Generator().manual_seed(seed)
     return {
-        k: torch.randint(1, 10_000, v.shape, generator=gen) if v.dtype == torch.long
+        k: torch.randint(1, 10_000, v.shape, generator=gen)
+        if v.dtype == torch.long
         else torch.randn(v.shape, generator=gen)
         for k, v in state.items()
     }
@@ -78,26 +81,48 @@ LAYOUT_CASES = {
     "torchvision": (lambda w: w, {}, False, {"layout": "torchvision", "container": None}),
     "dataparallel": (dataparallel, {}, False, {"layout": "dataparallel", "container": None}),
     "wong_wrapper": (
-        lambda w: {"epoch": 15, "arch": "resnet50", "state_dict": dataparallel(w),
-                   "best_prec1": torch.tensor(60.9),
-                   "optimizer": {"state": {}, "param_groups": [{"lr": 0.4, "params": [0]}]}},
-        {}, False,
-        {"layout": "dataparallel", "container": "state_dict",
-         "extras": {"epoch": 15, "arch": "resnet50", "best_prec1": pytest.approx(60.9), "optimizer": "<dict>"}},
+        lambda w: {
+            "epoch": 15,
+            "arch": "resnet50",
+            "state_dict": dataparallel(w),
+            "best_prec1": torch.tensor(60.9),
+            "optimizer": {"state": {}, "param_groups": [{"lr": 0.4, "params": [0]}]},
+        },
+        {},
+        False,
+        {
+            "layout": "dataparallel",
+            "container": "state_dict",
+            "extras": {"epoch": 15, "arch": "resnet50", "best_prec1": pytest.approx(60.9), "optimizer": "<dict>"},
+        },
     ),
     "robustness_zip": (
-        robustness_checkpoint, {"pickle_module": dill}, True,
-        {"layout": "robustness", "container": "model", "format": "zip", "full_unpickling": True,
-         "normalization": {"mean": pytest.approx(MEAN), "std": pytest.approx(STD)}},
+        robustness_checkpoint,
+        {"pickle_module": dill},
+        True,
+        {
+            "layout": "robustness",
+            "container": "model",
+            "format": "zip",
+            "full_unpickling": True,
+            "normalization": {"mean": pytest.approx(MEAN), "std": pytest.approx(STD)},
+        },
     ),
     "robustness_legacy": (
-        robustness_checkpoint, {"pickle_module": dill, "_use_new_zipfile_serialization": False}, True,
+        robustness_checkpoint,
+        {"pickle_module": dill, "_use_new_zipfile_serialization": False},
+        True,
         {"layout": "robustness", "container": "model", "format": "legacy", "full_unpickling": True},
     ),
     "normalized": (
-        dwlt_model, {}, False,
-        {"layout": "normalized", "dropped_keys": ["normalize.mean", "normalize.std"],
-         "normalization": {"mean": pytest.approx(MEAN), "std": pytest.approx(STD)}},
+        dwlt_model,
+        {},
+        False,
+        {
+            "layout": "normalized",
+            "dropped_keys": ["normalize.mean", "normalize.std"],
+            "normalization": {"mean": pytest.approx(MEAN), "std": pytest.approx(STD)},
+        },
     ),
 }
 
@@ -214,30 +239,59 @@ def truncated(path: Path, legacy: bool, weights: dict[str, torch.Tensor]) -> Pat
 @pytest.mark.parametrize(
     "make, error, words",
     [
-        (lambda p, w: p.write_bytes(b"<!DOCTYPE html><html><body>Before you continue</body></html>"),
-         FileFormatError, ["HTML page", "download it again"]),
+        (
+            lambda p, w: p.write_bytes(b"<!DOCTYPE html><html><body>Before you continue</body></html>"),
+            FileFormatError,
+            ["HTML page", "download it again"],
+        ),
         (lambda p, w: p.write_bytes(b"\n  <html>consent</html>"), FileFormatError, ["HTML page"]),
         (lambda p, w: truncated(p, False, w), FileFormatError, ["truncated or corrupt", "zip format"]),
         (lambda p, w: truncated(p, True, w), FileFormatError, ["truncated or corrupt", "legacy format"]),
         (lambda p, w: p.write_bytes(b""), FileFormatError, ["empty"]),
-        (lambda p, w: p.write_bytes(b"version https://git-lfs.github.com/spec/v1\noid sha256:00\n"),
-         FileFormatError, ["Git LFS pointer"]),
+        (
+            lambda p, w: p.write_bytes(b"version https://git-lfs.github.com/spec/v1\noid sha256:00\n"),
+            FileFormatError,
+            ["Git LFS pointer"],
+        ),
         (lambda p, w: p.write_bytes(b"\x00\x01 not a checkpoint"), FileFormatError, ["not a PyTorch checkpoint"]),
-        (lambda p, w: p.write_bytes(b"\x80\x02" + bytes(range(256)) * 4), FileFormatError,
-         ["truncated or corrupt", "legacy format"]),
-        (lambda p, w: torch.save({"encoder.weight": torch.ones(2), "decoder.bias": torch.ones(2)}, p),
-         FileFormatError, ["unknown key layout", "'encoder.weight'", "conv1.weight"]),
+        (
+            lambda p, w: p.write_bytes(b"\x80\x02" + bytes(range(256)) * 4),
+            FileFormatError,
+            ["truncated or corrupt", "legacy format"],
+        ),
+        (
+            lambda p, w: torch.save({"encoder.weight": torch.ones(2), "decoder.bias": torch.ones(2)}, p),
+            FileFormatError,
+            ["unknown key layout", "'encoder.weight'", "conv1.weight"],
+        ),
         (lambda p, w: torch.save({"epoch": 3, "net": w}, p), FileFormatError, ["unknown key layout", "'epoch'"]),
         (lambda p, w: torch.save([w], p), FileFormatError, ["unknown key layout", "list"]),
         (lambda p, w: torch.save({}, p), FileFormatError, ["unknown key layout", "no keys"]),
         (lambda p, w: torch.save({**w, "head.weight": torch.ones(1)}, p), FileFormatError, ["'head.weight'"]),
-        (lambda p, w: torch.save({k: v for k, v in w.items() if not k.startswith("fc.")}, p),
-         FileFormatError, ["unknown key layout", "no 'fc.weight'"]),
+        (
+            lambda p, w: torch.save({k: v for k, v in w.items() if not k.startswith("fc.")}, p),
+            FileFormatError,
+            ["unknown key layout", "no 'fc.weight'"],
+        ),
         (lambda p, w: None, MissingInputError, ["does not exist"]),
     ],
-    ids=["html", "html_whitespace", "truncated_zip", "truncated_legacy", "empty", "lfs_pointer", "garbage",
-         "pickle_header_garbage", "foreign_keys", "no_state_dict", "not_a_dict", "empty_dict", "stray_key",
-         "no_classifier", "missing"],
+    ids=[
+        "html",
+        "html_whitespace",
+        "truncated_zip",
+        "truncated_legacy",
+        "empty",
+        "lfs_pointer",
+        "garbage",
+        "pickle_header_garbage",
+        "foreign_keys",
+        "no_state_dict",
+        "not_a_dict",
+        "empty_dict",
+        "stray_key",
+        "no_classifier",
+        "missing",
+    ],
 )
 @pytest.mark.parametrize("trust", [False, True], ids=["untrusted", "trusted"])
 def test_bad_files_give_one_clear_sentence(make, error, words, trust, small, tmp_path):
@@ -267,8 +321,10 @@ def test_load_pretrained_backbone_resnet50_and_mismatched_architectures(r50, tmp
         net, meta = ck.load_pretrained_backbone("resnet50", path)
         assert_same_tensors(net.state_dict(), r50)
         assert meta["num_classes"] == 1000 and meta["arch"] == "resnet50"
-        for arch, words in [("resnet50_32px", ["keys of another shape", "'conv1.weight'", "[64, 3, 7, 7]"]),
-                            ("small_resnet", ["unexpected keys", "keys of another shape"])]:
+        for arch, words in [
+            ("resnet50_32px", ["keys of another shape", "'conv1.weight'", "[64, 3, 7, 7]"]),
+            ("small_resnet", ["unexpected keys", "keys of another shape"]),
+        ]:
             with pytest.raises(FileFormatError) as err:
                 ck.load_pretrained_backbone(arch, path)
             message = assert_one_sentence(err, path)
@@ -301,7 +357,7 @@ def test_save_backbone_state_writes_plain_tensors_and_a_json_sidecar(small, tmp_
     state, meta = ck.load_backbone_state(source, trust=True)
     target = ck.save_backbone_state(tmp_path / "converted" / "backbone.pt", state, meta)
     assert_same_tensors(load_torch(target), small)  # weights_only=True
-    assert read_json(ck.sidecar_path(target)) == meta
+    assert read_json(paths.sidecar_file(target)) == meta
     again, again_meta = ck.load_backbone_state(target)
     assert_same_tensors(again, small)
     assert again_meta["layout"] == "torchvision" and not again_meta["full_unpickling"]
@@ -349,7 +405,7 @@ def test_get_source_rejects_others_naming_what_is_accepted(args, kwargs):
 
 
 def test_registry_is_consistent():
-    assert {s.name for s in ck.SOURCES} == set(ck.SOURCE_NAMES)
+    assert {s.name for s in ck.SOURCES} == set(PRETRAININGS)
     assert all(s.layout in ck.LAYOUTS for s in ck.SOURCES)
     filenames = [s.filename for s in ck.SOURCES]
     hashes = [s.sha256 for s in ck.SOURCES if s.sha256]
@@ -368,8 +424,7 @@ def test_registry_is_consistent():
 
 def test_torch_reasons_are_cut_to_one_line():
     weights_only = RuntimeError(
-        "Weights only load failed. Long advice.\n\t(1) more\n"
-        "WeightsUnpickler error: \n\nUnsupported operand 7\n\nDocs."
+        "Weights only load failed. Long advice.\n\t(1) more\nWeightsUnpickler error: \n\nUnsupported operand 7\n\nDocs."
     )
     assert ck._reason(weights_only) == "Unsupported operand 7"
     assert ck._reason(RuntimeError("unexpected EOF,\n expected 4 more bytes. The file might be corrupted.")) == (

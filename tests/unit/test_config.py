@@ -3,8 +3,9 @@ from dataclasses import dataclass, field, replace
 
 import pytest
 
+from dwlt_utils import paths
 from dwlt_utils.attacks import PGD10_TRAIN, AttackSpec
-from dwlt_utils.config import canonical_json, config_hash, non_defaults, run_dir, write_config
+from dwlt_utils.config import canonical_json, config_hash, non_defaults, write_config
 from dwlt_utils.errors import InputError
 from dwlt_utils.train import ADV_TRANSFER_CIFAR, STD_TRANSFER, TrainConfig
 
@@ -46,17 +47,21 @@ def test_class_is_part_of_the_identity():
 
 
 def test_seed_is_a_folder_not_part_of_the_hash(tmp_path):
-    a = run_dir(tmp_path, "transfer", Example(), seed=1)
-    b = run_dir(tmp_path, "transfer", Example(), seed=2)
+    a = paths.run_dir(tmp_path, "transfer", Example(), seed=1)
+    b = paths.run_dir(tmp_path, "transfer", Example(), seed=2)
     assert a.parent == b.parent and a.name == "seed_1" and b.name == "seed_2"
 
 
 def test_run_directory_holds_the_full_config(tmp_path):
     config = replace(ADV_TRANSFER_CIFAR, epochs=3)
-    write_config(tmp_path, config, seed=1, notebook="04_adv_transfer")
+    write_config(paths.config_file(tmp_path), config, seed=1, notebook="04_adv_transfer")
     saved = json.loads((tmp_path / "config.json").read_text())
     assert saved["config"]["attack"] == {
-        "eps_255": 8, "alpha_255": 2, "steps": 10, "random_start": True, "bn_mode": "train"
+        "eps_255": 8,
+        "alpha_255": 2,
+        "steps": 10,
+        "random_start": True,
+        "bn_mode": "train",
     }
     assert saved["config"]["milestones"] == [50, 75]
     assert saved["config_hash"] == config_hash(config)
@@ -71,7 +76,11 @@ def test_non_finite_numbers_are_refused():
 def test_learning_rate_schedules_follow_torch():
     import torch
 
-    for config in (STD_TRANSFER, ADV_TRANSFER_CIFAR, replace(ADV_TRANSFER_CIFAR, epochs=80, schedule="cosine", milestones=())):
+    for config in (
+        STD_TRANSFER,
+        ADV_TRANSFER_CIFAR,
+        replace(ADV_TRANSFER_CIFAR, epochs=80, schedule="cosine", milestones=()),
+    ):
         opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=config.lr)
         if config.schedule == "cosine":
             sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, config.epochs)

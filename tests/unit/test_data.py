@@ -71,23 +71,49 @@ def write_cifar(root: Path, name: str, per_batch: int, n_test: int) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
         for b in range(5):
             idx = np.arange(b * per_batch, (b + 1) * per_batch)
-            batch = {"batch_label": f"training batch {b + 1} of 5", "labels": (idx % 10).tolist(),
-                     "data": _cifar_rows(idx), "filenames": [f"img_{i}.png" for i in idx]}
+            batch = {
+                "batch_label": f"training batch {b + 1} of 5",
+                "labels": (idx % 10).tolist(),
+                "data": _cifar_rows(idx),
+                "filenames": [f"img_{i}.png" for i in idx],
+            }
             _dump(folder / f"data_batch_{b + 1}", batch)
         idx = np.arange(n_test)
-        _dump(folder / "test_batch", {"batch_label": "testing batch 1 of 1", "labels": (idx % 10).tolist(),
-                                      "data": _cifar_rows(idx + TEST_OFFSET), "filenames": []})
-        _dump(folder / "batches.meta", {"num_cases_per_batch": per_batch, "num_vis": 3072,
-                                        "label_names": [f"class{i}" for i in range(10)]})
+        _dump(
+            folder / "test_batch",
+            {
+                "batch_label": "testing batch 1 of 1",
+                "labels": (idx % 10).tolist(),
+                "data": _cifar_rows(idx + TEST_OFFSET),
+                "filenames": [],
+            },
+        )
+        _dump(
+            folder / "batches.meta",
+            {"num_cases_per_batch": per_batch, "num_vis": 3072, "label_names": [f"class{i}" for i in range(10)]},
+        )
     else:
         folder = root / "cifar-100-python"
         folder.mkdir(parents=True, exist_ok=True)
         for split, idx, offset in (("train", np.arange(5 * per_batch), 0), ("test", np.arange(n_test), TEST_OFFSET)):
-            _dump(folder / split, {"batch_label": split, "fine_labels": (idx % 100).tolist(),
-                                   "coarse_labels": (idx % 20).tolist(), "data": _cifar_rows(idx + offset),
-                                   "filenames": []}, protocol=pickle.DEFAULT_PROTOCOL)
-        _dump(folder / "meta", {"fine_label_names": [f"fine{i}" for i in range(100)],
-                                "coarse_label_names": [f"coarse{i}" for i in range(20)]})
+            _dump(
+                folder / split,
+                {
+                    "batch_label": split,
+                    "fine_labels": (idx % 100).tolist(),
+                    "coarse_labels": (idx % 20).tolist(),
+                    "data": _cifar_rows(idx + offset),
+                    "filenames": [],
+                },
+                protocol=pickle.DEFAULT_PROTOCOL,
+            )
+        _dump(
+            folder / "meta",
+            {
+                "fine_label_names": [f"fine{i}" for i in range(100)],
+                "coarse_label_names": [f"coarse{i}" for i in range(20)],
+            },
+        )
     return folder
 
 
@@ -97,10 +123,13 @@ def write_svhn(root: Path, n_train: int, n_test: int) -> None:
     for split, n, offset in (("train", n_train, 0), ("test", n_test, TEST_OFFSET)):
         idx = np.arange(n)
         digits = idx % 10
-        scipy.io.savemat(root / f"{split}_32x32.mat", {
-            "X": _encoded_hwc(idx + offset).transpose(1, 2, 3, 0).copy(),
-            "y": np.where(digits == 0, 10, digits).astype(np.uint8)[:, None],
-        })
+        scipy.io.savemat(
+            root / f"{split}_32x32.mat",
+            {
+                "X": _encoded_hwc(idx + offset).transpose(1, 2, 3, 0).copy(),
+                "y": np.where(digits == 0, 10, digits).astype(np.uint8)[:, None],
+            },
+        )
 
 
 def _idx(images: np.ndarray | None = None, labels: np.ndarray | None = None) -> bytes:
@@ -194,8 +223,9 @@ def test_small_files_split_in_file_order(tmp_path, name):
             assert (arrays.images[:, 1, 0, 0] == G_MARK).all() and (arrays.images[:, 2, 0, 0] == B_MARK).all()
 
 
-@pytest.mark.parametrize("name, needed", [("cifar10", "50,000"), ("cifar100", "50,000"), ("svhn", "73,257"),
-                                          ("fashion_mnist", "60,000")])
+@pytest.mark.parametrize(
+    "name, needed", [("cifar10", "50,000"), ("cifar100", "50,000"), ("svhn", "73,257"), ("fashion_mnist", "60,000")]
+)
 def test_public_call_uses_the_official_split_sizes(tmp_path, name, needed):
     write_small(tmp_path, name)
     with warnings.catch_warnings():
@@ -205,11 +235,17 @@ def test_public_call_uses_the_official_split_sizes(tmp_path, name, needed):
 
 
 def test_split_constants_are_the_protocols():
-    sizes = {name: (info.train_size, info.val_size, info.num_classes, info.native_size, info.quick)
-             for name, info in DATASETS.items()}
-    assert sizes == {"cifar10": (45_000, 5_000, 10, 32, False), "cifar100": (45_000, 5_000, 100, 32, False),
-                     "svhn": (68_257, 5_000, 10, 32, False), "fashion_mnist": (55_000, 5_000, 10, 28, True),
-                     "digits": (1_197, 300, 10, 8, True)}
+    sizes = {
+        name: (info.train_size, info.val_size, info.num_classes, info.native_size, info.quick)
+        for name, info in DATASETS.items()
+    }
+    assert sizes == {
+        "cifar10": (45_000, 5_000, 10, 32, False),
+        "cifar100": (45_000, 5_000, 100, 32, False),
+        "svhn": (68_257, 5_000, 10, 32, False),
+        "fashion_mnist": (55_000, 5_000, 10, 28, True),
+        "digits": (1_197, 300, 10, 8, True),
+    }
     assert DATASETS["svhn"].mean == (0.4377, 0.4438, 0.4728) and DATASETS["cifar100"].std == (0.2675, 0.2565, 0.2761)
 
 
@@ -256,10 +292,15 @@ def test_unofficial_warning_names_the_files(tmp_path):
     assert "data_batch_1" in messages and "test_batch" in messages and "not comparable with the paper" in messages
 
 
-@pytest.mark.parametrize("name, removed, folder", [
-    ("cifar10", "data_batch_3", "cifar-10-batches-py"), ("cifar100", "meta", "cifar-100-python"),
-    ("svhn", "test_32x32.mat", ""), ("fashion_mnist", "t10k-labels-idx1-ubyte", "FashionMNIST/raw"),
-])
+@pytest.mark.parametrize(
+    "name, removed, folder",
+    [
+        ("cifar10", "data_batch_3", "cifar-10-batches-py"),
+        ("cifar100", "meta", "cifar-100-python"),
+        ("svhn", "test_32x32.mat", ""),
+        ("fashion_mnist", "t10k-labels-idx1-ubyte", "FashionMNIST/raw"),
+    ],
+)
 def test_missing_file_is_one_clear_error_and_nothing_is_downloaded(tmp_path, offline, name, removed, folder):
     write_small(tmp_path, name)
     (tmp_path / folder / removed).unlink()
@@ -271,9 +312,13 @@ def test_missing_file_is_one_clear_error_and_nothing_is_downloaded(tmp_path, off
     assert message.count("\n") == 0 and offline == []
 
 
-@pytest.mark.parametrize("name, removed, folder", [
-    ("cifar10", "data_batch_3", "cifar-10-batches-py"), ("svhn", "test_32x32.mat", ""),
-])
+@pytest.mark.parametrize(
+    "name, removed, folder",
+    [
+        ("cifar10", "data_batch_3", "cifar-10-batches-py"),
+        ("svhn", "test_32x32.mat", ""),
+    ],
+)
 def test_availability_is_checked_without_reading_anything(tmp_path, offline, name, removed, folder):
     write_small(tmp_path, name)
     data.ensure_available(name, tmp_path)  # small files: present, never unpickled, so no warning either
@@ -348,8 +393,10 @@ class _Payload:
         return os.mkdir, (str(self.marker),)
 
 
-@pytest.mark.parametrize("name, replaced", [("cifar10", "data_batch_4"), ("cifar10", "test_batch"),
-                                             ("cifar10", "batches.meta"), ("cifar100", "train")])
+@pytest.mark.parametrize(
+    "name, replaced",
+    [("cifar10", "data_batch_4"), ("cifar10", "test_batch"), ("cifar10", "batches.meta"), ("cifar100", "train")],
+)
 def test_a_malicious_cifar_pickle_never_runs(tmp_path, name, replaced):
     folder = write_cifar(tmp_path, name, per_batch=10, n_test=12)
     marker = tmp_path / "code_ran"
@@ -465,12 +512,6 @@ def test_digits_splits_and_constants():
     assert std == pytest.approx(DATASETS["digits"].std, abs=5e-5)
 
 
-def test_quick_stand_ins():
-    assert data.quick_stand_in("imagenet") == "fashion_mnist" and data.quick_stand_in("cifar10") == "digits"
-    with pytest.raises(InputError, match="only for ImageNet .*fashion_mnist.* and CIFAR-10 .*digits.*'svhn'"):
-        data.quick_stand_in("svhn")
-
-
 def test_unknown_data_set():
     with pytest.raises(InputError, match="Unknown data set 'imagenet'; known: cifar10, cifar100, svhn"):
         load_splits("imagenet", "/data")
@@ -479,8 +520,10 @@ def test_unknown_data_set():
 # ---- data-limited subsets
 
 
-@pytest.mark.parametrize("total, fraction, n", [(45_000, 0.01, 450), (45_000, 0.1, 4_500), (68_257, 0.01, 682),
-                                                (68_257, 0.1, 6_825), (50, 1.0, 50), (7, 0.5, 3)])
+@pytest.mark.parametrize(
+    "total, fraction, n",
+    [(45_000, 0.01, 450), (45_000, 0.1, 4_500), (68_257, 0.01, 682), (68_257, 0.1, 6_825), (50, 1.0, 50), (7, 0.5, 3)],
+)
 @pytest.mark.parametrize("how", ["first", "random", "stratified"])
 def test_subset_size_is_floored(total, fraction, n, how):
     labels = torch.arange(total) % 10
@@ -570,10 +613,13 @@ def test_imagenet_folder_with_the_protocol_transforms(tmp_path):
             image, label = folder[i]
             assert image.shape == (3, 224, 224) and image.dtype == torch.float32 and label == i
             assert 0 <= image.min() and image.max() <= 1
-    kinds = {split: [type(t) for t in imagenet_folder(tmp_path, split).transform.transforms]
-             for split in ("train", "val")}
-    assert kinds == {"train": [transforms.RandomResizedCrop, transforms.RandomHorizontalFlip, transforms.ToTensor],
-                     "val": [transforms.Resize, transforms.CenterCrop, transforms.ToTensor]}  # no normalisation
+    kinds = {
+        split: [type(t) for t in imagenet_folder(tmp_path, split).transform.transforms] for split in ("train", "val")
+    }
+    assert kinds == {
+        "train": [transforms.RandomResizedCrop, transforms.RandomHorizontalFlip, transforms.ToTensor],
+        "val": [transforms.Resize, transforms.CenterCrop, transforms.ToTensor],
+    }  # no normalisation
     val_image, _ = imagenet_folder(tmp_path, "val")[1]  # a plain colour stays that colour (PNG: lossless)
     assert torch.allclose(val_image[:, 100, 100], torch.tensor([200, 100, 50]) / 255)
 

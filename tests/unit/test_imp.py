@@ -10,8 +10,9 @@ from dwlt_utils.pruning import Mask, expected_kept, prune_global_magnitude
 from dwlt_utils.train import TrainConfig, fit
 
 MEAN, STD = [0.5] * 3, [0.25] * 3
-RECIPE = TrainConfig(epochs=1, batch_size=16, lr=0.05, weight_decay=1e-4, schedule="constant",
-                     val_from_epoch=-1, keep=())
+RECIPE = TrainConfig(
+    epochs=1, batch_size=16, lr=0.05, weight_decay=1e-4, schedule="constant", val_from_epoch=-1, keep=()
+)
 
 
 @pytest.fixture()
@@ -19,8 +20,11 @@ def setting():
     torch.manual_seed(0)
     source = SmallResNet(5).state_dict()
     g = torch.Generator().manual_seed(1)
-    arrays = ImageArrays(torch.randint(0, 256, (48, 3, 10, 10), generator=g, dtype=torch.uint8),
-                         torch.randint(0, 5, (48,), generator=g), torch.arange(48))
+    arrays = ImageArrays(
+        torch.randint(0, 256, (48, 3, 10, 10), generator=g, dtype=torch.uint8),
+        torch.randint(0, 5, (48,), generator=g),
+        torch.arange(48),
+    )
     batches = ArrayBatches(arrays, Transforms(train="rrc", size=8, resize=9), torch.device("cpu"))
     return source, batches
 
@@ -41,15 +45,16 @@ def test_ladder_levels_rewind_to_the_source_and_prune_trained_magnitudes(tmp_pat
     source, batches = setting
     torch.use_deterministic_algorithms(True)
     try:
-        masks = imp.run_imp("small_resnet", source, MEAN, STD, batches, None, RECIPE, tmp_path,
-                            levels=4, seed=2, progress=False)
+        masks = imp.run_imp(
+            "small_resnet", source, MEAN, STD, batches, None, RECIPE, tmp_path, levels=4, seed=2, progress="off"
+        )
         total = masks[0].total
         assert [m.kept for m in masks] == [expected_kept(total, k) for k in range(1, 5)]
         for bigger, smaller in zip(masks, masks[1:]):  # pruned weights never come back
             assert all(not (smaller[n] & ~bigger[n]).any() for n in bigger)
         # Level 2 again by hand: train θ_p ⊙ m1 from scratch in another directory, prune 20%.
         model = imp.rewound_model("small_resnet", source, masks[0], MEAN, STD)
-        fit(model, batches, None, RECIPE, tmp_path / "by_hand", seed=2, mask=masks[0], progress=False)
+        fit(model, batches, None, RECIPE, tmp_path / "by_hand", seed=2, mask=masks[0], progress="off")
         assert prune_global_magnitude(model.model, masks[0], 0.2) == masks[1]
         trained = torch.load(tmp_path / "level_01" / "train" / "resume.pt", weights_only=True)["model"]
         assert all(torch.equal(trained[k], v) for k, v in model.state_dict().items())
@@ -59,8 +64,9 @@ def test_ladder_levels_rewind_to_the_source_and_prune_trained_magnitudes(tmp_pat
     # Extending the ladder trains only the new level.
     calls = []
     monkeypatch.setattr(imp, "fit", lambda *a, **k: calls.append(k) or fit(*a, **k))
-    more = imp.run_imp("small_resnet", source, MEAN, STD, batches, None, RECIPE, tmp_path,
-                       levels=5, seed=2, progress=False)
+    more = imp.run_imp(
+        "small_resnet", source, MEAN, STD, batches, None, RECIPE, tmp_path, levels=5, seed=2, progress="off"
+    )
     assert len(calls) == 1 and more[:4] == masks
     assert more[4].kept == expected_kept(total, 5)
     assert (tmp_path / "level_05" / "sparsity.json").is_file()

@@ -14,7 +14,13 @@ from dwlt_utils.evaluate import evaluate
 from dwlt_utils.models import build_model
 from dwlt_utils.pruning import Mask, one_shot_mask
 from dwlt_utils.train import (
-    ADV_TRANSFER_CIFAR, FitResult, TrainConfig, fit, load_selected, make_optimizer, train_step,
+    ADV_TRANSFER_CIFAR,
+    FitResult,
+    TrainConfig,
+    fit,
+    load_selected,
+    make_optimizer,
+    train_step,
 )
 
 CPU = Precision.for_device("cpu")
@@ -41,7 +47,9 @@ def new_model() -> torch.nn.Module:
 
 
 ADV = replace(
-    ADV_TRANSFER_CIFAR.shortened(4), batch_size=32, lr=0.05,
+    ADV_TRANSFER_CIFAR.shortened(4),
+    batch_size=32,
+    lr=0.05,
     attack=AttackSpec(eps_255=8, alpha_255=4, steps=2, bn_mode="train"),
     val_attack=AttackSpec(eps_255=8, alpha_255=4, steps=3),
 )
@@ -59,7 +67,7 @@ def test_pruned_weights_stay_exactly_zero_through_training(tmp_path, data):
     mask = one_shot_mask(model.model, 0.6)
     before = copy.deepcopy(model.state_dict())
     config = TrainConfig(epochs=2, batch_size=16, lr=0.1, weight_decay=5e-4, momentum=0.9, val_from_epoch=-1, keep=())
-    fit(model, data[0], None, config, tmp_path, seed=0, mask=mask, progress=False)
+    fit(model, data[0], None, config, tmp_path, seed=0, mask=mask, progress="off")
     params = dict(model.model.named_parameters())
     for name in mask:
         assert (params[name][~mask[name]] == 0).all(), name
@@ -74,7 +82,7 @@ class Killed(Exception):
 def test_a_run_killed_after_an_epoch_resumes_to_the_uninterrupted_result(tmp_path, data):
     mask = one_shot_mask(new_model().model, 0.5)
     whole = new_model()
-    fit(whole, *data, ADV, tmp_path / "whole", seed=3, mask=mask, progress=False)
+    fit(whole, *data, ADV, tmp_path / "whole", seed=3, mask=mask, progress="off")
 
     def kill_after_epoch_1(row):
         if row["epoch"] == 1:
@@ -82,9 +90,9 @@ def test_a_run_killed_after_an_epoch_resumes_to_the_uninterrupted_result(tmp_pat
 
     first = new_model()
     with pytest.raises(Killed):
-        fit(first, *data, ADV, tmp_path / "killed", seed=3, mask=mask, progress=False, on_epoch_end=kill_after_epoch_1)
+        fit(first, *data, ADV, tmp_path / "killed", seed=3, mask=mask, progress="off", on_epoch_end=kill_after_epoch_1)
     restarted = new_model()  # a new process: nothing survives but the run directory
-    result = fit(restarted, *data, ADV, tmp_path / "killed", seed=3, mask=mask, progress=False)
+    result = fit(restarted, *data, ADV, tmp_path / "killed", seed=3, mask=mask, progress="off")
     assert result.resumed_from == 2
     assert_same_outcome(whole, restarted, tmp_path / "whole", result)
 
@@ -104,12 +112,12 @@ class KillMidEpoch(ArrayBatches):
 
 def test_a_run_killed_inside_an_epoch_loses_only_that_epoch(tmp_path, data):
     whole = new_model()
-    fit(whole, *data, ADV, tmp_path / "whole", seed=4, progress=False)
+    fit(whole, *data, ADV, tmp_path / "whole", seed=4, progress="off")
     dying = KillMidEpoch(arrays(96, 0), PIPELINE, CPU.device)
     with pytest.raises(Killed):
-        fit(new_model(), dying, data[1], ADV, tmp_path / "killed", seed=4, progress=False)
+        fit(new_model(), dying, data[1], ADV, tmp_path / "killed", seed=4, progress="off")
     restarted = new_model()
-    result = fit(restarted, *data, ADV, tmp_path / "killed", seed=4, progress=False)
+    result = fit(restarted, *data, ADV, tmp_path / "killed", seed=4, progress="off")
     assert result.resumed_from == 2
     assert_same_outcome(whole, restarted, tmp_path / "whole", result)
 
@@ -130,16 +138,16 @@ def assert_same_outcome(whole, restarted, whole_dir, result: FitResult):
 
 def test_a_finished_run_is_not_recomputed(tmp_path, data):
     config = TrainConfig(epochs=2, batch_size=32, lr=0.05, weight_decay=0.0, val_from_epoch=0)
-    fit(new_model(), *data, config, tmp_path, seed=0, progress=False)
+    fit(new_model(), *data, config, tmp_path, seed=0, progress="off")
     again = new_model()
     epochs_run = []
-    result = fit(again, *data, config, tmp_path, seed=0, progress=False, on_epoch_end=epochs_run.append)
+    result = fit(again, *data, config, tmp_path, seed=0, progress="off", on_epoch_end=epochs_run.append)
     assert epochs_run == [] and result.resumed_from == 2 and len(result.history) == 2
 
 
 def test_checkpoints_are_selected_on_validation(tmp_path, data):
     model = new_model()
-    result = fit(model, *data, ADV, tmp_path, seed=1, progress=False)
+    result = fit(model, *data, ADV, tmp_path, seed=1, progress="off")
     validated = [row for row in result.history if "val_SA" in row]
     assert [row["epoch"] for row in validated] == [2, 3]  # validation from epoch 45 of 100 → 2 of 4
     for selection, metric in (("best_sa", "val_SA"), ("best_ra", "val_RA")):
@@ -167,7 +175,7 @@ def test_evaluate_warns_on_a_model_in_train_mode_and_restores_it(data):
 
 def test_validation_data_is_required_when_the_recipe_validates(tmp_path, data):
     with pytest.raises(ValueError, match="validation data"):
-        fit(new_model(), data[0], None, ADV, tmp_path, seed=0, progress=False)
+        fit(new_model(), data[0], None, ADV, tmp_path, seed=0, progress="off")
 
 
 def test_the_fused_optimizer_updates_as_torchs_default_sgd_loop(data):
@@ -175,15 +183,28 @@ def test_the_fused_optimizer_updates_as_torchs_default_sgd_loop(data):
     config = replace(ADV, attack=None)
     optimizers = {
         "engine": make_optimizer(engine, config),
-        "reference": torch.optim.SGD(reference.parameters(), lr=config.lr, momentum=config.momentum,
-                                     weight_decay=config.weight_decay, foreach=False),
+        "reference": torch.optim.SGD(
+            reference.parameters(),
+            lr=config.lr,
+            momentum=config.momentum,
+            weight_decay=config.weight_decay,
+            foreach=False,
+        ),
     }
     assert optimizers["engine"].defaults["fused"]
     x, y = next(data[0].train(32, torch.Generator().manual_seed(0)))
     for _ in range(3):  # momentum buffers come into play from the second step
         for model, key in ((engine, "engine"), (reference, "reference")):
-            train_step(model, x, y, optimizers[key], attack=None, masked=None,
-                       generator=torch.Generator().manual_seed(1), precision=CPU)
+            train_step(
+                model,
+                x,
+                y,
+                optimizers[key],
+                attack=None,
+                masked=None,
+                generator=torch.Generator().manual_seed(1),
+                precision=CPU,
+            )
     expected = reference.state_dict()
     for name, value in engine.state_dict().items():
         assert torch.allclose(value.float(), expected[name].float(), rtol=1e-6, atol=1e-7), name

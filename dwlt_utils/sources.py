@@ -1,0 +1,242 @@
+"""Notebook 01: the dense pre-trained sources θ_p that every ticket and transfer starts from.
+
+In the paper profile a source is a published ImageNet ResNet-50 checkpoint (PROTOCOL.md section 2),
+read safely, converted to a torchvision state dict and checked against its published hash (and, with
+ImageNet at hand, its top-1). A profile that pre-trains its own sources (the quick profile) trains them
+here on its stand-in source data set: clean, FGSM with random start, or PGD. Either way the backbone is
+saved where `paths.Roots.source` says, with a JSON record beside it, and later notebooks `load` it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from pathlib import Path
+
+import torch
+from torch.hub import download_url_to_file
+from torch.utils.data import Subset
+
+from . import io, paths
+from .attacks import AttackSpec
+from .batches import ArrayBatches, FolderBatches
+from .checkpoints import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    PretrainedSource,
+    get_source,
+    load_pretrained_backbone,
+    save_backbone_state,
+)
+from .data import imagenet_folder, load_splits, subset_positions
+from .engine import Precision
+from .errors import InputError, MissingInputError, check_choice, sentence
+from .evaluate import evaluate
+from .models import build_backbone, build_model, with_normalization
+from .notebook import Session
+from .paths import Roots
+from .profiles import Profile
+from .train import fit
+from .vocabulary import PRETRAININGS, source_eps_255, source_key
+
+PRETRAINED_TEST_IMAGES = 2000  # test images a pre-trained source is scored on (SA and PGD-20 RA)
+
+
+def prepared(profile: Profile, pretraining: str, eps_255: float, roots: Roots) -> bool:
+    return roots.source(profile.name, pretraining, source_eps_255(pretraining, eps_255)).is_file()
+
+
+def missing(profile: Profile, pretraining: str, eps_255: float, roots: Roots) -> str | None:
+    """None when the source is prepared, else a phrase saying where it should be and how to get it."""
+    if prepared(profile, pretraining, eps_255, roots):
+        return None
+    if profile.pretrains_sources:
+        how = f"run notebooks/01_load_pretrained.ipynb with {profile.flag} (it pre-trains the {profile.name} sources)"
+    else:
+        src = get_source(pretraining, source_eps_255(pretraining, eps_255))
+        how = (
+            f"run notebooks/01_load_pretrained.ipynb, which converts {src.filename} from {roots.weights_dir}/ "
+            f"(get it from {src.url or src.page})"
+        )
+    where = roots.source(profile.name, pretraining, source_eps_255(pretraining, eps_255))
+    return f"the dense {source_key(pretraining, eps_255)} source is not in {where}: {how}"
+
+
+def load(profile: Profile, pretraining: str, eps_255: float, roots: Roots) -> dict[str, torch.Tensor]:
+    """θ_p of one pre-training as a backbone state dict."""
+    problem = missing(profile, pretraining, eps_255, roots)
+    if problem:
+        raise MissingInputError(sentence(problem))
+    return io.load_torch(roots.source(profile.name, pretraining, source_eps_255(pretraining, eps_255)))
+
+
+def check_sources(pretrainings: list, eps_255: float, profile: Profile) -> list[str]:
+    """Validate notebook 01's choice of sources; returns them."""
+    if not isinstance(pretrainings, (list, tuple)) or not pretrainings:
+        raise InputError(f"pretrainings is a non-empty list such as {list(PRETRAININGS)}; got {pretrainings!r}.")
+    for pretraining in pretrainings:
+        check_choice("pre-training", pretraining, PRETRAININGS)
+        if not profile.pretrains_sources:
+            get_source(pretraining, source_eps_255(pretraining, eps_255))  # raises when none is published
+    return list(pretrainings)
+
+
+def prepare(
+    session: Session,
+    pretraining: str,
+    eps_255: float,
+    *,
+    trust: bool = False,
+    download: bool = True,
+    imagenet_root: str = "",
+    imagenet_images: int = 2000,
+) -> dict:
+    """Make one source ready for notebooks 02-05 (a prepared one is read back); returns its record, with the
+    ImageNet top-1 of a published source measured when `imagenet_root` is given."""
+    if session.profile.pretrains_sources:
+        return pretrain(session, pretraining)
+    meta = convert_published(session.profile, pretraining, eps_255, session.roots, trust=trust, download=download)
+    if imagenet_root:
+        backbone = session.roots.source(session.profile.name, pretraining, source_eps_255(pretraining, eps_255))
+        meta["imagenet_top1_subset"] = imagenet_top1(backbone, imagenet_root, imagenet_images, session.precision)
+    return meta
+
+
+def convert_published(
+    profile: Profile, pretraining: str, eps_255: float, roots: Roots, *, trust: bool = False, download: bool = True
+) -> dict:
+    """Convert a published checkpoint from `weights_dir` (downloaded there first when possible) into a
+    torchvision ResNet-50 state dict that loads strictly; returns the record of the file."""
+    eps_255 = source_eps_255(pretraining, eps_255)
+    src = get_source(pretraining, eps_255)
+    target = roots.source(profile.name, pretraining, eps_255)
+    if prepared(profile, pretraining, eps_255, roots):
+        return io.read_json(paths.sidecar_file(target))
+    original = roots.weights_dir / src.filename
+    if not original.is_file():
+        _download_weights(src, original, download)
+    backbone, meta = load_pretrained_backbone("resnet50", original, trust=trust)
+    if src.sha256 and meta["sha256"] != src.sha256:
+        warnings.warn(
+            f"{original} differs from the published {src.filename} (SHA-256 {meta['sha256']} instead of "
+            f"{src.sha256}); its results are not comparable with the paper's.",
+            stacklevel=2,
+        )
+    meta.update(
+        registry={
+            "name": src.name,
+            "variant": src.variant,
+            "citation": src.citation,
+            "published_sha256": src.sha256,
+            "imagenet_top1": src.imagenet_top1,
+        }
+    )
+    save_backbone_state(target, backbone.state_dict(), meta)
+    return meta
+
+
+def _download_weights(src: PretrainedSource, destination: Path, download: bool) -> None:
+    hint = f"put {src.filename} in {destination.parent}/ (it is published at {src.url or src.page})"
+    if not download or src.url is None:
+        reason = "it has no direct download link" if src.url is None else "download is off"
+        raise MissingInputError(
+            f"The {src.name} weights {src.filename} are not in {destination.parent} and {reason}: {hint}."
+        )
+    problem = io.unreachable(src.url)
+    if problem:
+        raise MissingInputError(
+            f"The {src.name} weights {src.filename} are not in {destination.parent} and "
+            f"cannot be downloaded ({problem}): {hint}."
+        )
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    download_url_to_file(src.url, str(destination), progress=True)
+
+
+def imagenet_top1(
+    backbone_path: Path, imagenet_root: Path, images: int, precision: Precision, *, seed: int = 0
+) -> float:
+    """Clean top-1 (%) of a converted ImageNet backbone on a class-stratified subset of the validation set."""
+    val = imagenet_folder(imagenet_root, "val")
+    positions = subset_positions(torch.tensor(val.targets), min(images / len(val), 1.0), "stratified", seed)
+    backbone = build_backbone("resnet50", 1000)
+    backbone.load_state_dict(io.load_torch(backbone_path), strict=True)
+    model = with_normalization(backbone, IMAGENET_MEAN, IMAGENET_STD)
+    precision.prepare(model).eval()
+    batches = FolderBatches(None, Subset(val, positions.tolist()), precision.device)
+    return evaluate(model, batches, precision=precision)["SA"]
+
+
+def pretrain(session: Session, pretraining: str) -> dict:
+    """Pre-train one source of a profile that makes its own (clean, FGSM-RS or PGD on its stand-in source
+    data set, at the profile's ε); returns its record (recipe, test SA and RA). A trained one is read back."""
+    check_choice("pre-training", pretraining, PRETRAININGS)
+    profile, roots = session.profile, session.roots
+    eps = source_eps_255(pretraining, profile.source_eps_255)
+    target = roots.source(profile.name, pretraining, eps)
+    if prepared(profile, pretraining, eps, roots):
+        return io.read_json(paths.sidecar_file(target))
+    splits = load_splits(profile.source_dataset, roots.data_root)
+    train = splits.train.take(torch.arange(profile.source_images))
+    torch.manual_seed(session.seed)
+    model = build_model(profile.arch, splits.info.num_classes, splits.info.mean, splits.info.std)
+    precision = session.precision
+    recipe = profile.pretrain[pretraining]
+    fit(
+        model,
+        ArrayBatches(train, profile.source_transforms, precision.device),
+        None,
+        recipe,
+        roots.source_training_dir(profile.name, pretraining, eps),
+        seed=session.seed,
+        precision=precision,
+        progress=session.progress,
+        label=f"{source_key(pretraining, eps)} source",
+    )
+    attack = AttackSpec(eps_255=profile.source_eps_255, alpha_255=profile.source_eps_255 / 4, steps=20)
+    test = ArrayBatches(
+        splits.test.take(torch.arange(PRETRAINED_TEST_IMAGES)), profile.source_transforms, precision.device
+    )
+    scores = evaluate(model.eval(), test, attack=attack, precision=precision, batch_size=500)
+    meta = {
+        "profile": profile.name,
+        "pretraining": pretraining,
+        "dataset": profile.source_dataset,
+        "train_images": profile.source_images,
+        "recipe": dataclasses.asdict(recipe),
+        "seed": session.seed,
+        "test_images": PRETRAINED_TEST_IMAGES,
+        "test_SA": scores["SA"],
+        "test_RA": scores["RA"],
+        "RA_attack": attack.describe(),
+    }
+    save_backbone_state(target, model.model.state_dict(), meta)
+    return meta
+
+
+def summary(profile: Profile, pretraining: str, meta: dict) -> dict:
+    """One display row for a prepared source."""
+    row = {"pre-training": pretraining}
+    if profile.pretrains_sources:
+        row.update(
+            {
+                "trained on": f"{meta['train_images']:,} {meta['dataset']} images",
+                "test SA (%)": round(meta["test_SA"], 2),
+                "test RA (%)": round(meta["test_RA"], 2),
+                "RA attack": meta["RA_attack"],
+            }
+        )
+    else:
+        registry = meta.get("registry", {})
+        row.update(
+            {
+                "variant": registry.get("variant"),
+                "file": Path(meta["file"]).name,
+                "layout": meta["layout"],
+                "SHA-256 matches the published one": meta["sha256"] == registry.get("published_sha256")
+                if registry.get("published_sha256")
+                else "no published hash",
+                "published ImageNet top-1": registry.get("imagenet_top1"),
+                "measured top-1 (val subset)": meta.get("imagenet_top1_subset"),
+            }
+        )
+    return row

@@ -1,0 +1,207 @@
+"""Notebook 02: tickets of a dense source. The IMP ladder (PROTOCOL.md section 3) up to any level,
+resumable level by level, and one-shot tickets (magnitude pruning, the OMP baseline, and random pruning)
+at any sparsity, made when first asked for.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import pandas as pd
+import torch
+from torch.utils.data import Subset
+
+from . import paths, sources, vocabulary
+from .batches import ArrayBatches, FolderBatches
+from .checkpoints import IMAGENET_MEAN, IMAGENET_STD
+from .config import write_config
+from .data import imagenet_folder, load_splits, missing_phrase, subset_positions
+from .errors import InputError, MissingInputError, check_choice, check_number, sentence
+from .imp import run_imp
+from .models import backbone_holding
+from .notebook import Session
+from .paths import Roots
+from .profiles import DEFAULT_IMP, PROFILES, Profile
+from .pruning import Mask, export_ticket, one_shot_mask, sparsity_at_level
+from .train import TrainConfig
+from .vocabulary import IMP_VARIANTS, ONE_SHOT_METHODS, PRETRAININGS, source_key
+
+
+@dataclass(frozen=True)
+class ImpConfig:
+    """What identifies an IMP ladder; the number of levels is not part of it (a ladder only grows)."""
+
+    profile: str = "paper"
+    pretraining: str = "standard"
+    source_eps_255: float = 0
+    variant: str = "s-imp"
+    epochs_per_level: int = 30
+    source_fraction: float = 1.0
+
+    @classmethod
+    def create(
+        cls,
+        *,
+        profile: Profile,
+        pretraining: str,
+        source_eps_255: float = 4,
+        variant: str = "auto",
+        epochs_per_level: int = 0,
+        source_fraction: float = 1.0,
+    ) -> ImpConfig:
+        """Validated, with "auto" and 0 resolved to the profile's protocol values."""
+        check_choice("pre-training", pretraining, PRETRAININGS)
+        check_choice("IMP variant", variant, ("auto", *IMP_VARIANTS))
+        check_number("source_eps_255", source_eps_255, 0, 255)
+        check_number("epochs_per_level", epochs_per_level, 0, 10_000, integer=True)
+        check_number("source_fraction", source_fraction, 0, 1, low_open=True)
+        variant = DEFAULT_IMP[pretraining] if variant == "auto" else variant
+        epochs = epochs_per_level or profile.imp_recipe(variant).epochs
+        eps = vocabulary.source_eps_255(pretraining, source_eps_255)
+        return cls(profile.name, pretraining, eps, variant, epochs, source_fraction)
+
+    def recipe(self) -> TrainConfig:
+        return replace(PROFILES[self.profile].imp_recipe(self.variant), epochs=self.epochs_per_level)
+
+    def deviations(self) -> list[str]:
+        protocol = PROFILES[self.profile].imp_recipe(self.variant).epochs
+        out = (
+            [f"IMP {self.epochs_per_level} epochs per level instead of {protocol}"]
+            if self.epochs_per_level != protocol
+            else []
+        )
+        if self.source_fraction != 1.0:
+            out.append(f"IMP on {self.source_fraction:g} of the source data")
+        return out
+
+    def describe(self) -> str:
+        return f"{self.variant.upper()} of {source_key(self.pretraining, self.source_eps_255)} ({self.profile} profile)"
+
+
+def check_imp_inputs(
+    config: ImpConfig, roots: Roots, *, levels: int, imagenet_root: str, one_shot_sparsities: list
+) -> int:
+    """Validate notebook 02's remaining parameters and find its inputs; returns the number of levels."""
+    profile = PROFILES[config.profile]
+    check_number("levels", levels, 0, 40, integer=True)
+    if not isinstance(one_shot_sparsities, (list, tuple)):
+        raise InputError(f"one_shot_sparsities is a list of numbers in [0, 1); got {one_shot_sparsities!r}.")
+    for value in one_shot_sparsities:
+        check_number("a one-shot sparsity", value, 0, 0.9999)
+    problems = [sources.missing(profile, config.pretraining, config.source_eps_255, roots)]
+    if profile.source_transforms is None and not (imagenet_root and Path(imagenet_root, "train").is_dir()):
+        problems.append(
+            f"IMP on ImageNet needs its training images, and {imagenet_root or 'no imagenet_root'} has no "
+            "train/ folder: pass -p imagenet_root /path/to/imagenet (with train/ and val/ image folders)"
+        )
+    elif profile.source_transforms is not None:
+        problems.append(missing_phrase(profile.source_dataset, roots.data_root, download=False))
+    problems = [p for p in problems if p]
+    if problems:
+        raise MissingInputError("Cannot run this ladder: " + "; ".join(problems) + ".")
+    return levels or profile.levels
+
+
+def ladder_table(masks: list[Mask]) -> pd.DataFrame:
+    """One row per level: the ladder sparsity, the mask's exact one, and the weights kept."""
+    return pd.DataFrame(
+        [
+            {
+                "level": k,
+                "ladder sparsity (%)": round(100 * sparsity_at_level(k), 2),
+                "exact sparsity (%)": round(100 * mask.sparsity, 4),
+                "weights kept": mask.kept,
+                "of": mask.total,
+            }
+            for k, mask in enumerate(masks, start=1)
+        ]
+    ).set_index("level")
+
+
+def run_imp_ladder(
+    config: ImpConfig, session: Session, *, levels: int, imagenet_root: str = "", workers: int = 8
+) -> list[Mask]:
+    """The IMP ladder of `config` up to `levels`, resuming whatever is on disk."""
+    check_number("levels", levels, 1, 40, integer=True)
+    profile, roots, precision, seed = PROFILES[config.profile], session.roots, session.precision, session.seed
+    state = sources.load(profile, config.pretraining, config.source_eps_255, roots)
+    if profile.source_transforms is not None:
+        splits = load_splits(profile.source_dataset, roots.data_root)
+        train = splits.train.take(torch.arange(profile.imp_images))
+        if config.source_fraction < 1:
+            train = train.take(subset_positions(train.labels, config.source_fraction, "stratified", seed))
+        batches = ArrayBatches(train, profile.source_transforms, precision.device)
+        mean, std = splits.info.mean, splits.info.std
+    else:
+        if not imagenet_root:
+            raise MissingInputError(
+                "IMP on ImageNet needs its training images: pass -p imagenet_root "
+                "/path/to/imagenet (a folder with train/ and val/ image folders)."
+            )
+        train_set = imagenet_folder(imagenet_root, "train")
+        if config.source_fraction < 1:  # class-sorted folders: a stratified subset, never the first N
+            positions = subset_positions(torch.tensor(train_set.targets), config.source_fraction, "stratified", seed)
+            train_set = Subset(train_set, positions.tolist())
+        batches = FolderBatches(train_set, None, precision.device, workers)
+        mean, std = IMAGENET_MEAN, IMAGENET_STD
+    ladder = roots.imp_ladder(config, seed)
+    write_config(paths.config_file(ladder), config, seed=seed, deviations=config.deviations())
+    return run_imp(
+        profile.arch,
+        state,
+        mean,
+        std,
+        batches,
+        None,
+        config.recipe(),
+        ladder,
+        levels=levels,
+        seed=seed,
+        precision=precision,
+        progress=session.progress,
+    )
+
+
+def export_official(config: ImpConfig, roots: Roots, seed: int, masks: list[Mask]) -> list[Path]:
+    """Every level of a ladder also as a ticket file in the layout the official code reads."""
+    return [
+        export_ticket(paths.official_ticket_file(roots.imp_level(config, seed, level)), mask)
+        for level, mask in enumerate(masks, start=1)
+    ]
+
+
+def imp_ticket_missing(config: ImpConfig, roots: Roots, seed: int, level: int) -> str | None:
+    """None when level `level` of the ladder exists, else a phrase saying how to compute it."""
+    directory = roots.imp_level(config, seed, level)
+    if Mask.exists(directory):
+        return None
+    flag = PROFILES[config.profile].flag
+    return (
+        f"the IMP ticket at level {level} ({sparsity_at_level(level):.2%}) of {config.describe()} is not in "
+        f"{directory}: run notebooks/02_imp.ipynb with -p pretraining {config.pretraining} -p levels {level}"
+        f"{' ' + flag if flag else ''} first"
+    )
+
+
+def imp_ticket(config: ImpConfig, roots: Roots, seed: int, level: int) -> Mask:
+    problem = imp_ticket_missing(config, roots, seed, level)
+    if problem:
+        raise MissingInputError(sentence(problem))
+    return Mask.load(roots.imp_level(config, seed, level))
+
+
+def one_shot_ticket(
+    profile: Profile, pretraining: str, eps_255: float, method: str, sparsity: float, roots: Roots, *, seed: int
+) -> Mask:
+    """One-shot magnitude (OMP) or random pruning of θ_p at any sparsity, saved on first use."""
+    check_choice("one-shot method", method, ONE_SHOT_METHODS)
+    check_number("sparsity", sparsity, 0, 1)
+    eps_255 = vocabulary.source_eps_255(pretraining, eps_255)
+    directory = roots.one_shot(profile.name, pretraining, eps_255, method, sparsity, seed)
+    if Mask.exists(directory):
+        return Mask.load(directory)
+    backbone = backbone_holding(profile.arch, sources.load(profile, pretraining, eps_255, roots))
+    mask = one_shot_mask(backbone, sparsity, method, torch.Generator().manual_seed(seed))
+    mask.save(directory)
+    return mask

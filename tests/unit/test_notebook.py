@@ -1,0 +1,50 @@
+from pathlib import Path
+
+import pytest
+
+from dwlt_utils import notebook
+from dwlt_utils.errors import InputError
+
+REPO = Path(notebook.__file__).resolve().parent.parent
+
+
+def start(**overrides):
+    return notebook.start(**{**dict(quick=True, seed=1, device="cpu", data_root="data", run_root="runs"), **overrides})
+
+
+def test_relative_folders_mean_the_same_from_jupyterlab_and_from_papermill(monkeypatch, tmp_path):
+    monkeypatch.delenv("JPY_SESSION_NAME", raising=False)
+    monkeypatch.chdir(REPO / "notebooks")  # where JupyterLab starts a notebook's kernel
+    from_lab = start().roots
+    assert from_lab.run_root == REPO / "runs" and from_lab.data_root == REPO / "data"
+    monkeypatch.chdir(tmp_path)  # anywhere else: the current directory
+    elsewhere = start(run_root="/abs/runs").roots
+    assert elsewhere.data_root == tmp_path / "data" and elsewhere.run_root == Path("/abs/runs")
+    with pytest.raises(InputError, match="seed"):
+        start(seed=-1)
+
+
+def test_a_notebook_opened_in_another_clone_finds_that_clone(monkeypatch, tmp_path):
+    """The kernel JupyterLab starts names its notebook; the checkout holding it is the root, whichever
+    copy of the package is installed."""
+    clone = tmp_path / "clone"
+    (clone / "dwlt_utils").mkdir(parents=True)
+    (clone / "dwlt_utils" / "__init__.py").write_text("")
+    (clone / "notebooks").mkdir()
+    monkeypatch.chdir(clone / "notebooks")
+    monkeypatch.setenv("JPY_SESSION_NAME", str(clone / "notebooks" / "04_adv_transfer.ipynb"))
+    session = start()
+    assert session.roots.run_root == clone / "runs" and session.roots.data_root == clone / "data"
+    assert session.progress == "bar"  # a person is watching: the live bar
+    monkeypatch.setenv("JPY_SESSION_NAME", str(tmp_path / "scratch" / "mine.ipynb"))
+    assert start().roots.run_root == clone / "notebooks" / "runs"  # not a checkout's notebooks/: as given
+
+
+def test_a_session_resolves_device_and_precision_once(monkeypatch):
+    monkeypatch.delenv("JPY_SESSION_NAME", raising=False)
+    session = start()
+    assert session.device.type == "cpu" and session.precision.describe() == "cpu, fp32"
+    assert session.progress == "phases"  # headless: a line per finished run
+    assert "QUICK PROFILE" in session.banner() and "cpu, fp32" in session.banner()
+    with pytest.raises(InputError, match="torch.compile are for CUDA devices"):
+        start(torch_compile=True)

@@ -1,0 +1,42 @@
+import pytest
+
+from dwlt_utils import tickets
+from dwlt_utils.errors import InputError, MissingInputError
+from dwlt_utils.profiles import PAPER, QUICK
+
+
+def test_one_shot_tickets_are_saved_and_reused(roots, plant_source):
+    plant_source()
+    first = tickets.one_shot_ticket(QUICK, "adv", 4, "random", 0.5, roots, seed=3)
+    again = tickets.one_shot_ticket(QUICK, "adv", 4, "random", 0.5, roots, seed=3)
+    other = tickets.one_shot_ticket(QUICK, "adv", 4, "random", 0.5, roots, seed=4)
+    assert first == again and first != other
+    assert abs(first.sparsity - 0.5) * first.total <= 0.5
+    with pytest.raises(InputError, match="Unknown one-shot method 'lottery'; accepted: magnitude, random"):
+        tickets.one_shot_ticket(QUICK, "adv", 4, "lottery", 0.5, roots, seed=3)
+
+
+def test_imp_inputs_are_checked(roots):
+    ladder = tickets.ImpConfig.create(profile=QUICK, pretraining="adv")
+    with pytest.raises(MissingInputError, match="Cannot run this ladder: the dense adv_linf4 source"):
+        tickets.check_imp_inputs(ladder, roots, levels=3, imagenet_root="", one_shot_sparsities=[])
+    paper = tickets.ImpConfig.create(profile=PAPER, pretraining="standard")
+    with pytest.raises(MissingInputError, match="imagenet_root"):
+        tickets.check_imp_inputs(paper, roots, levels=3, imagenet_root="", one_shot_sparsities=[])
+    with pytest.raises(InputError, match="one-shot sparsity"):
+        tickets.check_imp_inputs(ladder, roots, levels=3, imagenet_root="", one_shot_sparsities=[1.0])
+
+
+def test_a_ladder_is_computed_once_and_exported_in_the_official_layout(session, roots, plant_source, capsys):
+    plant_source()
+    ladder = tickets.ImpConfig.create(profile=QUICK, pretraining="adv", epochs_per_level=1, source_fraction=0.05)
+    assert ladder.deviations() == ["IMP on 0.05 of the source data"]
+    masks = tickets.run_imp_ladder(ladder, session, levels=2)
+    assert [round(m.sparsity, 2) for m in masks] == [0.2, 0.36]
+    assert capsys.readouterr().out.startswith("IMP level 1 → 2: epoch 1 of 1 in ")
+    assert tickets.imp_ticket_missing(ladder, roots, session.seed, 2) is None
+    assert "-p levels 3 -p quick True first" in tickets.imp_ticket_missing(ladder, roots, session.seed, 3)
+    assert tickets.imp_ticket(ladder, roots, session.seed, 2) == masks[1]
+    files = tickets.export_official(ladder, roots, session.seed, masks)
+    assert [f.parent for f in files] == [roots.imp_level(ladder, session.seed, k) for k in (1, 2)]
+    assert tickets.run_imp_ladder(ladder, session, levels=2) == masks and capsys.readouterr().out == ""

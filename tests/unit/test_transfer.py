@@ -1,0 +1,128 @@
+import dataclasses
+import threading
+
+import pytest
+
+from dwlt_utils import paths, results, transfer
+from dwlt_utils.config import config_hash
+from dwlt_utils.errors import InputError, MissingInputError
+from dwlt_utils.profiles import QUICK
+
+
+def quick_cell(**overrides):
+    args = dict(profile=QUICK, pretraining="adv", dataset="cifar10", regime="std", ticket="omp", sparsity=0.36)
+    return transfer.TransferConfig.create(**{**args, **overrides})
+
+
+def test_cells_resolve_defaults_into_their_identity():
+    auto = quick_cell(regime="adv", ticket="imp", sparsity=0.9141)
+    explicit = quick_cell(regime="adv", ticket="imp", sparsity=0.9141, imp_variant="a-imp", imp_epochs=1)
+    assert auto == explicit and config_hash(auto) == config_hash(explicit)
+    assert auto.level == 11 and auto.imp.variant == "a-imp" and auto.deviations() == []
+    assert config_hash(auto) != config_hash(auto.dense())
+    assert quick_cell(pretraining="standard", ticket="imp", sparsity=0.2).imp.variant == "s-imp"
+
+
+def test_deviations_say_how_a_cell_departs_from_the_protocol():
+    cell = quick_cell(regime="adv", ticket="imp", epochs=3, eps_255=4, imp_epochs=2)
+    assert cell.deviations() == [
+        "3 epochs instead of 6",
+        "training attack linf PGD-10 eps=4/255 alpha=1/255, random start, 1 restart, cross-entropy, BN train mode "
+        "instead of linf PGD-10 eps=8/255 alpha=2/255, random start, 1 restart, cross-entropy, BN train mode",
+        "evaluation attack linf PGD-20 eps=4/255 alpha=1/255, random start, 1 restart, cross-entropy, BN eval mode "
+        "instead of linf PGD-20 eps=8/255 alpha=2/255, random start, 1 restart, cross-entropy, BN eval mode",
+        "IMP 2 epochs per level instead of 1",
+    ]
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (dict(sparsity=0.5), "not on the IMP ladder"),
+        (dict(dataset="cifar100"), "stand-ins only for ImageNet"),
+        (dict(pretraining="moco"), "Unknown pre-training"),
+        (dict(data_fraction=0.0), "data_fraction"),
+        (dict(eps_255="8/255"), "eps_255 must be a number"),
+        (dict(ticket="dense", sparsity=0.36), "dense cell has sparsity 0"),
+        (dict(ticket="imp", sparsity=0.0), "dense model"),
+        (dict(subset="balanced"), "Unknown subset"),
+        (dict(epochs=-1), "epochs must be an integer"),
+        (dict(regime="both"), "Unknown regime"),
+    ],
+)
+def test_bad_cells_are_one_sentence(overrides, message):
+    with pytest.raises(InputError, match=message) as err:
+        quick_cell(**overrides)
+    assert "\n" not in str(err.value)
+
+
+def test_missing_inputs_are_named_together_with_how_to_provide_them(roots, plant_source):
+    cell = quick_cell(ticket="imp", sparsity=0.9141)
+    with pytest.raises(MissingInputError) as err:
+        transfer.require_inputs(cell, roots)
+    text = str(err.value)
+    assert text.startswith("Cannot run this cell: the dense adv_linf4 source is not in")
+    assert "01_load_pretrained.ipynb with -p quick True" in text
+    assert "run notebooks/02_imp.ipynb with -p pretraining adv -p levels 11 -p quick True first" in text
+    assert "\n" not in text
+    plant_source()
+    assert transfer.missing_inputs(quick_cell(), roots) == []  # digits needs no files; OMP needs no ladder
+    assert not (roots.run_root / "transfer").exists()
+
+
+def test_a_plan_is_one_cell_per_regime_with_its_inputs_found(session, plant_source):
+    plant_source()
+    cells = transfer.plan(
+        session, regimes=["std", "adv", "std"], pretraining="adv", dataset="cifar10", ticket="omp", sparsity=0.36
+    )
+    assert [cell.regime for cell in cells] == ["std", "adv"]
+    assert "deviations from the protocol: none" in transfer.describe_plan(cells)
+    with pytest.raises(InputError, match="regimes is a non-empty list"):
+        transfer.plan(session, regimes=[], pretraining="adv", dataset="cifar10", ticket="omp", sparsity=0.36)
+
+
+def test_a_cell_trains_once_and_its_records_say_what_it_is(session, roots, plant_source, capsys):
+    plant_source()
+    cell = quick_cell(epochs=1)
+    first = transfer.run_transfer(cell, session, notebook="03_std_transfer")
+    assert list(first.metric) == ["SA"] and list(first.checkpoint) == ["best_sa"]
+    row = first.iloc[0]
+    assert (row.profile, row.dataset, row.stands_for, row.ticket, row.level) == ("quick", "digits", "cifar10", "omp", 2)
+    assert row.sparsity == pytest.approx(0.36) and row.deviations == "1 epochs instead of 6"
+    assert row.sparsity_denominator.startswith("all ") and "12 backbone Conv2d layers" in row.sparsity_denominator
+    run = roots.run_root / row.run_id
+    assert run == roots.transfer_cell(cell, session.seed)
+    for made in (
+        paths.config_file,
+        paths.records_file,
+        paths.metrics_file,
+        paths.resume_file,
+        paths.train_indices_file,
+    ):
+        assert made(run).is_file()
+    assert paths.checkpoint_file(run, "best_sa").is_file()
+    # Headless, the run says that it finished in one line, and draws no progress bar
+    printed = capsys.readouterr()
+    assert printed.out.splitlines()[-1].startswith("std transfer, omp ticket at 36.00% (level 2): epoch 1 of 1 in ")
+    assert len(printed.out.splitlines()) == 1 and printed.err == ""
+    again = transfer.run_transfer(cell, session, notebook="03_std_transfer")
+    assert again.timestamp.tolist() == first.timestamp.tolist()  # read back, not retrained
+    assert len(results.load(roots.run_root)) == 1
+
+
+def test_parallel_requests_for_one_cell_train_it_once(session, roots, plant_source, monkeypatch):
+    plant_source()
+    session = dataclasses.replace(session, seed=2)
+    trained = []
+    real = transfer._train_and_test
+    monkeypatch.setattr(transfer, "_train_and_test", lambda *a, **k: trained.append(1) or real(*a, **k))
+    cell = quick_cell(epochs=1)
+    threads = [
+        threading.Thread(target=transfer.run_transfer, args=(cell, session), kwargs=dict(notebook="03_std_transfer"))
+        for _ in range(2)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(trained) == 1 and len(results.load(roots.run_root)) == 1
