@@ -17,7 +17,10 @@ $(VENV)/.installed: pyproject.toml .ci/constraints.txt
 	$(BIN)/python -m pip install --no-deps -c .ci/constraints.txt torchattacks
 	touch $@
 
+# Lint and format check first (seconds), then the default suite.
 test: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
 
 test-all: install

@@ -11,9 +11,9 @@ a detached tensor inside the ε-ball and [0, 1].
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator
 
 import torch
 import torch.nn as nn
@@ -93,8 +93,15 @@ def fgsm_rs(
     """FGSM with random start (Wong et al. 2020, "Fast is better than free"): one PGD step of α = 1.25ε
     from a uniform start, the recipe behind the `fast_adv` pre-training."""
     return pgd_linf(
-        model, x, y, eps=eps, alpha=1.25 * eps if alpha is None else alpha, steps=1,
-        random_start=True, bn_mode=bn_mode, generator=generator,
+        model,
+        x,
+        y,
+        eps=eps,
+        alpha=1.25 * eps if alpha is None else alpha,
+        steps=1,
+        random_start=True,
+        bn_mode=bn_mode,
+        generator=generator,
     )
 
 
@@ -136,8 +143,15 @@ class AttackSpec:
         self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator | None = None
     ) -> torch.Tensor:
         return pgd_linf(
-            model, x, y, eps=self.eps, alpha=self.alpha, steps=self.steps,
-            random_start=self.random_start, bn_mode=self.bn_mode, generator=generator,
+            model,
+            x,
+            y,
+            eps=self.eps,
+            alpha=self.alpha,
+            steps=self.steps,
+            random_start=self.random_start,
+            bn_mode=self.bn_mode,
+            generator=generator,
         )
 
 

@@ -79,9 +79,7 @@ def _sample_coords(start: torch.Tensor, length: torch.Tensor, size: int, extent:
     return (2 * coords + 1) / extent - 1
 
 
-def crop_resize(
-    images: torch.Tensor, boxes: torch.Tensor, size: int, flip: torch.Tensor | None = None
-) -> torch.Tensor:
+def crop_resize(images: torch.Tensor, boxes: torch.Tensor, size: int, flip: torch.Tensor | None = None) -> torch.Tensor:
     """Each image's box resampled to size×size (bilinear at pixel centres), optionally mirrored.
 
     images: uint8 or float N×C×H×W; boxes: N×4 (top, left, height, width); returns float32 in [0, 1].

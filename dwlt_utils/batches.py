@@ -8,7 +8,8 @@ in a DataLoader with PIL transforms, for data too large to hold.
 from __future__ import annotations
 
 import os
-from typing import Iterator, Protocol
+from collections.abc import Iterator
+from typing import Protocol
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -51,8 +52,9 @@ class ArrayBatches:
 class FolderBatches:
     """Train and eval data sets that return (float tensor in [0, 1], label) after their own PIL transforms."""
 
-    def __init__(self, train_set: Dataset | None, eval_set: Dataset | None, device: torch.device,
-                 workers: int | None = None):
+    def __init__(
+        self, train_set: Dataset | None, eval_set: Dataset | None, device: torch.device, workers: int | None = None
+    ):
         self.train_set, self.eval_set, self.device = train_set, eval_set, device
         self.workers = min(8, os.cpu_count() or 1) if workers is None else workers
 
@@ -61,8 +63,12 @@ class FolderBatches:
 
     def _loader(self, dataset: Dataset, batch_size: int, **kwargs) -> Iterator[Batch]:
         loader = DataLoader(
-            dataset, batch_size=batch_size, num_workers=self.workers,
-            pin_memory=self.device.type == "cuda", persistent_workers=False, **kwargs,
+            dataset,
+            batch_size=batch_size,
+            num_workers=self.workers,
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=False,
+            **kwargs,
         )
         for x, y in loader:
             yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)

@@ -79,8 +79,12 @@ def reference_pgd(
 
 
 def reference_train_step(
-    model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
-    attack: AttackSpec | None, generator: torch.Generator,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    attack: AttackSpec | None,
+    generator: torch.Generator,
 ) -> float:
     """One step of the official training loop (main_adv_eval.py's train): train mode throughout, the attack
     included, loss on the adversarial images only, `.item()` for the running average."""
@@ -94,8 +98,9 @@ def reference_train_step(
     return loss.item()
 
 
-def reference_eval_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: AttackSpec,
-                        generator: torch.Generator) -> tuple[int, int]:
+def reference_eval_step(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: AttackSpec, generator: torch.Generator
+) -> tuple[int, int]:
     """One batch of the official validate + validate_adv: clean and PGD accuracy, synchronised by `.item()`."""
     model.eval()
     with torch.no_grad():
@@ -126,23 +131,45 @@ class Figure:
 class Loop:
     """One side of a comparison: `run(steps)` does `steps` batches of one figure and returns their images."""
 
-    def __init__(self, name: str, px: int, arrays: ImageArrays, batch: int, precision: Precision, model: nn.Module,
-                 *, reference: bool, workers: int):
+    def __init__(
+        self,
+        name: str,
+        px: int,
+        arrays: ImageArrays,
+        batch: int,
+        precision: Precision,
+        model: nn.Module,
+        *,
+        reference: bool,
+        workers: int,
+    ):
         self.name, self.batch, self.precision, self.reference = name, batch, precision, reference
         self.model = model
         self.attack = {"adv_train": PGD10_TRAIN, "clean_train": None, "pgd20_eval": PGD20_EVAL}[name]
         recipe = TrainConfig(epochs=1, batch_size=batch, lr=0.01, weight_decay=5e-4)
-        self.optimizer = (torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
-                                          weight_decay=recipe.weight_decay) if reference
-                          else make_optimizer(model, recipe))
+        self.optimizer = (
+            torch.optim.SGD(
+                model.parameters(), lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay
+            )
+            if reference
+            else make_optimizer(model, recipe)
+        )
         self.generator = generator_for(precision.device, 0)
         train = name != "pgd20_eval"
         if reference:
-            loader = DataLoader(PilImages(arrays, pil_transforms(px, train)), batch_size=batch, shuffle=train,
-                                num_workers=workers, drop_last=True, persistent_workers=workers > 0,
-                                pin_memory=precision.device.type == "cuda")
-            self.batches = lambda: ((x.to(precision.device, non_blocking=True), y.to(precision.device, non_blocking=True))
-                                    for x, y in loader)
+            loader = DataLoader(
+                PilImages(arrays, pil_transforms(px, train)),
+                batch_size=batch,
+                shuffle=train,
+                num_workers=workers,
+                drop_last=True,
+                persistent_workers=workers > 0,
+                pin_memory=precision.device.type == "cuda",
+            )
+            self.batches = lambda: (
+                (x.to(precision.device, non_blocking=True), y.to(precision.device, non_blocking=True))
+                for x, y in loader
+            )
         else:
             self.data = ArrayBatches(arrays, PIPELINES[px][1], precision.device)
             self.net = precision.compiled(model)
@@ -160,8 +187,13 @@ class Loop:
         if not self.reference and self.name == "pgd20_eval":  # the engine evaluates a split in one call
             arrays = self.data.arrays.take(torch.arange(steps * self.batch, device=self.precision.device))
             self.net.eval()
-            evaluate(self.net, ArrayBatches(arrays, self.data.transforms, self.precision.device), attack=self.attack,
-                     batch_size=self.batch, precision=self.precision)
+            evaluate(
+                self.net,
+                ArrayBatches(arrays, self.data.transforms, self.precision.device),
+                attack=self.attack,
+                batch_size=self.batch,
+                precision=self.precision,
+            )
             return steps * self.batch
         for _ in range(steps):
             x, y = self._next()
@@ -170,8 +202,16 @@ class Loop:
             elif self.reference:
                 reference_train_step(self.model, self.optimizer, x, y, self.attack, self.generator)
             else:
-                train_step(self.net, x, y, self.optimizer, attack=self.attack, masked=None, generator=self.generator,
-                           precision=self.precision)
+                train_step(
+                    self.net,
+                    x,
+                    y,
+                    self.optimizer,
+                    attack=self.attack,
+                    masked=None,
+                    generator=self.generator,
+                    precision=self.precision,
+                )
         return steps * self.batch
 
 
@@ -180,14 +220,27 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def compare(name: str, px: int, precision: Precision, *, batch: int, steps: int, rounds: int, warmup: int,
-            workers: int, seed: int = 0) -> Figure:
+def compare(
+    name: str,
+    px: int,
+    precision: Precision,
+    *,
+    batch: int,
+    steps: int,
+    rounds: int,
+    warmup: int,
+    workers: int,
+    seed: int = 0,
+) -> Figure:
     """Time the engine and the reference on one figure, alternating `rounds` times after `warmup` steps."""
     arch, _ = PIPELINES[px]
     generator = torch.Generator().manual_seed(seed)
     n = batch * steps * 2
-    arrays = ImageArrays(torch.randint(0, 256, (n, 3, 32, 32), generator=generator, dtype=torch.uint8),
-                         torch.randint(0, CIFAR.num_classes, (n,), generator=generator), torch.arange(n))
+    arrays = ImageArrays(
+        torch.randint(0, 256, (n, 3, 32, 32), generator=generator, dtype=torch.uint8),
+        torch.randint(0, CIFAR.num_classes, (n,), generator=generator),
+        torch.arange(n),
+    )
     torch.manual_seed(seed)
     model = build_model(arch, CIFAR.num_classes, CIFAR.mean, CIFAR.std)
     reference_model = copy.deepcopy(model).to(precision.device)
@@ -207,9 +260,20 @@ def compare(name: str, px: int, precision: Precision, *, batch: int, steps: int,
             timed[key][0] += time.perf_counter() - started
             timed[key][1] += images
     ours_rate, ref_rate = (timed[k][1] / timed[k][0] for k in ("ours", "reference"))
-    return Figure(name, px, precision.device.type, batch, round(ours_rate, 3), round(ref_rate, 3),
-                  round(ours_rate / ref_rate, 3), arch, steps * rounds, precision.describe(),
-                  f"{precision.device.type}, fp32, PIL transforms in a DataLoader ({workers} workers), param-grad PGD, .item() per step")
+    return Figure(
+        name,
+        px,
+        precision.device.type,
+        batch,
+        round(ours_rate, 3),
+        round(ref_rate, 3),
+        round(ours_rate / ref_rate, 3),
+        arch,
+        steps * rounds,
+        precision.describe(),
+        f"{precision.device.type}, fp32, PIL transforms in a DataLoader ({workers} workers), param-grad PGD, "
+        ".item() per step",
+    )
 
 
 # A clean step costs a tenth of an attacked one: it gets more steps, so each figure is timed for as long.
@@ -220,8 +284,9 @@ def settings(device: torch.device, quick: bool, batch: int | None, name: str, px
     """Batch, steps per round, rounds and warm-up: sized for the device, the figure and the time at hand."""
     weight = STEP_WEIGHT[name]
     if device.type == "cuda":
-        return dict(batch=batch or 128, steps=(2 if quick else 6) * weight, rounds=2 if quick else 3,
-                    warmup=2 if quick else 3)
+        return dict(
+            batch=batch or 128, steps=(2 if quick else 6) * weight, rounds=2 if quick else 3, warmup=2 if quick else 3
+        )
     if quick:  # ResNet-50 on a CPU: a PGD-20 batch of two 224 px images already takes seconds
         return dict(batch=batch or (2 if px == 224 else 4), steps=weight, rounds=2, warmup=1)
     return dict(batch=batch or (8 if px == 224 else 32), steps=2 * weight, rounds=3, warmup=1)
@@ -229,9 +294,12 @@ def settings(device: torch.device, quick: bool, batch: int | None, name: str, px
 
 def environment(device: torch.device, workers: int) -> dict:
     return {
-        "torch_version": torch.__version__, "dwlt_version": __version__, "python": platform.python_version(),
+        "torch_version": torch.__version__,
+        "dwlt_version": __version__,
+        "python": platform.python_version(),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
-        "cpu_threads": torch.get_num_threads(), "dataloader_workers": workers,
+        "cpu_threads": torch.get_num_threads(),
+        "dataloader_workers": workers,
     }
 
 
@@ -243,22 +311,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=None, help="batch size (default: 128 on CUDA, small on CPU)")
     parser.add_argument("--px", type=int, nargs="+", default=[224, 32], choices=[224, 32])
     parser.add_argument("--figures", nargs="+", default=list(FIGURES), choices=FIGURES)
-    parser.add_argument("--workers", type=int, default=None,
-                        help="DataLoader workers of the reference loop (default: up to 8 with CUDA, none on a CPU, "
-                             "where workers would take the cores from the compute they feed)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="DataLoader workers of the reference loop (default: up to 8 with CUDA, none on a CPU, "
+        "where workers would take the cores from the compute they feed)",
+    )
     parser.add_argument("--json", type=Path, default=None, help="write the figures to this JSON file")
     args = parser.parse_args(argv)
     device = resolve_device(args.device)
     precision = Precision.for_device(device, compile=args.compile)
-    workers = args.workers if args.workers is not None else (min(8, os.cpu_count() or 1) if device.type == "cuda" else 0)
+    workers = (
+        args.workers if args.workers is not None else (min(8, os.cpu_count() or 1) if device.type == "cuda" else 0)
+    )
     figures = []
     print(f"{'figure':<12} {'px':>4} {'batch':>5} {'ours img/s':>11} {'reference img/s':>16} {'ratio':>7}")
     for px in args.px:
         for name in args.figures:
             figure = compare(name, px, precision, workers=workers, **settings(device, args.quick, args.batch, name, px))
             figures.append(figure)
-            print(f"{figure.name:<12} {px:>4} {figure.batch:>5} {figure.ours_img_s:>11.2f} "
-                  f"{figure.reference_img_s:>16.2f} {figure.ratio:>6.2f}x", flush=True)
+            print(
+                f"{figure.name:<12} {px:>4} {figure.batch:>5} {figure.ours_img_s:>11.2f} "
+                f"{figure.reference_img_s:>16.2f} {figure.ratio:>6.2f}x",
+                flush=True,
+            )
     env = environment(device, workers)
     print(f"device: {env['device_name']}; ours: {precision.describe()}; torch {torch.__version__}")
     if args.json:

@@ -16,7 +16,7 @@ from .errors import InputError
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """"auto" → the first CUDA device when there is one, else the CPU; anything else must exist."""
+    """ "auto" → the first CUDA device when there is one, else the CPU; anything else must exist."""
     if isinstance(device, torch.device):
         return device
     if device == "auto":
@@ -41,7 +41,11 @@ class Precision:
 
     @classmethod
     def for_device(
-        cls, device: torch.device | str, *, bf16: bool | None = None, channels_last: bool | None = None,
+        cls,
+        device: torch.device | str,
+        *,
+        bf16: bool | None = None,
+        channels_last: bool | None = None,
         compile: bool = False,
     ) -> Precision:
         device = resolve_device(device)

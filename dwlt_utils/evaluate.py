@@ -8,8 +8,8 @@ otherwise use batch statistics and update its running ones), evaluate in eval mo
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import torch
 import torch.nn as nn

@@ -8,7 +8,7 @@ Normalisation is the first layer inside the model, so attacks, ε and the robust
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn as nn

@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dwlt_utils.attacks import PGD20_EVAL, PGD3_IMP, AttackSpec, fgsm_rs, pgd_linf
+from dwlt_utils.attacks import PGD3_IMP, PGD20_EVAL, AttackSpec, fgsm_rs, pgd_linf
 from dwlt_utils.errors import InputError
 from dwlt_utils.models import build_model
 
@@ -36,8 +36,16 @@ def test_pgd_equals_torchattacks_without_random_start(model, batch):
 @pytest.mark.parametrize("random_start", [True, False])
 def test_pgd_stays_in_the_eps_ball_and_the_pixel_range(model, batch, random_start):
     x, y = batch
-    x_adv = pgd_linf(model, x, y, eps=EPS, alpha=ALPHA, steps=7, random_start=random_start,
-                     generator=torch.Generator().manual_seed(0))
+    x_adv = pgd_linf(
+        model,
+        x,
+        y,
+        eps=EPS,
+        alpha=ALPHA,
+        steps=7,
+        random_start=random_start,
+        generator=torch.Generator().manual_seed(0),
+    )
     assert (x_adv - x).abs().max().item() <= EPS + 1e-7
     assert x_adv.min().item() >= 0.0 and x_adv.max().item() <= 1.0
     assert not x_adv.requires_grad and x_adv.grad_fn is None
@@ -96,8 +104,9 @@ def test_fgsm_rs_is_one_step_of_one_and_a_quarter_eps(model, batch):
     x, y = batch
     eps = 4 / 255
     a = fgsm_rs(model, x, y, eps=eps, bn_mode="eval", generator=torch.Generator().manual_seed(3))
-    b = pgd_linf(model, x, y, eps=eps, alpha=1.25 * eps, steps=1, bn_mode="eval",
-                 generator=torch.Generator().manual_seed(3))
+    b = pgd_linf(
+        model, x, y, eps=eps, alpha=1.25 * eps, steps=1, bn_mode="eval", generator=torch.Generator().manual_seed(3)
+    )
     assert torch.equal(a, b)
     assert (a - x).abs().max().item() <= eps + 1e-7
 
@@ -112,8 +121,12 @@ def test_attack_spec_describes_and_runs(model, batch):
 
 @pytest.mark.parametrize(
     "kwargs",
-    [dict(eps_255="8/255", alpha_255=2, steps=10), dict(eps_255=-1, alpha_255=2, steps=10),
-     dict(eps_255=8, alpha_255=2, steps=2.5), dict(eps_255=8, alpha_255=2, steps=10, bn_mode="train_eval")],
+    [
+        dict(eps_255="8/255", alpha_255=2, steps=10),
+        dict(eps_255=-1, alpha_255=2, steps=10),
+        dict(eps_255=8, alpha_255=2, steps=2.5),
+        dict(eps_255=8, alpha_255=2, steps=10, bn_mode="train_eval"),
+    ],
 )
 def test_attack_spec_rejects_bad_values_in_one_sentence(kwargs):
     with pytest.raises(InputError) as err:

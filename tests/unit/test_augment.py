@@ -45,7 +45,9 @@ def test_boxes_are_drawn_like_torchvisions_random_resized_crop():
     ours = sample_boxes(n, 32, 32, generator=torch.Generator().manual_seed(2)).float()
     torch.manual_seed(3)
     image = torch.zeros(3, 32, 32)
-    theirs = torch.tensor([T.RandomResizedCrop.get_params(image, [0.08, 1.0], [3 / 4, 4 / 3]) for _ in range(n)]).float()
+    theirs = torch.tensor(
+        [T.RandomResizedCrop.get_params(image, [0.08, 1.0], [3 / 4, 4 / 3]) for _ in range(n)]
+    ).float()
     assert ((ours[:, 0] + ours[:, 2]) <= 32).all() and ((ours[:, 1] + ours[:, 3]) <= 32).all()
     assert (ours >= 0).all() and (ours[:, 2:] >= 1).all()
     # same distribution: means and spreads of top, left, height, width within sampling noise
@@ -80,7 +82,10 @@ def test_random_crop_with_padding_is_a_crop_of_the_padded_image(images):
             view
             for top in range(9)
             for left in range(9)
-            for view in (source[:, top : top + 32, left : left + 32], source[:, top : top + 32, left : left + 32].flip(-1))
+            for view in (
+                source[:, top : top + 32, left : left + 32],
+                source[:, top : top + 32, left : left + 32].flip(-1),
+            )
         ]
         assert any(torch.equal(crop, c) for c in candidates)
 

@@ -17,14 +17,18 @@ def test_values_are_read_as_papermill_reads_them():
 
 
 def test_a_grid_gives_one_named_job_per_combination(tmp_path):
-    jobs = cli.grid_jobs(Path("notebooks/04_adv_transfer.ipynb"), {"quick": True},
-                         {"pretraining": ["standard", "adv"], "sparsity": [0.36, 0.9141]}, tmp_path)
+    jobs = cli.grid_jobs(
+        Path("notebooks/04_adv_transfer.ipynb"),
+        {"quick": True},
+        {"pretraining": ["standard", "adv"], "sparsity": [0.36, 0.9141]},
+        tmp_path,
+    )
     assert len(jobs) == 4
     assert jobs[-1].parameters == {"quick": True, "pretraining": "adv", "sparsity": 0.9141}
     assert jobs[-1].output == tmp_path / "04_adv_transfer" / "pretraining-adv_sparsity-0.9141.ipynb"
     assert len({job.output for job in jobs}) == 4
     command = jobs[-1].command()
-    assert command[command.index("-r") + 1:command.index("-r") + 3] == ["pretraining", "adv"]
+    assert command[command.index("-r") + 1 : command.index("-r") + 3] == ["pretraining", "adv"]
     assert "sparsity: 0.9141" in command and "quick: True" in command
 
 
@@ -49,7 +53,8 @@ def test_tables_written_under_a_run_root_are_not_read_back_as_records(tmp_path):
     from dwlt_utils import results
 
     records = results.to_frame([])
-    written = report.write_tables(tmp_path, "quick", records=records, thresholds=pd.DataFrame(),
-                                  decisions=pd.DataFrame())
+    written = report.write_tables(
+        tmp_path, "quick", records=records, thresholds=pd.DataFrame(), decisions=pd.DataFrame()
+    )
     assert [p.name for p in written] == ["all_records.csv", "highest_double_win.csv", "double_win.csv"]
     assert results.load(tmp_path).empty

@@ -39,10 +39,14 @@ def test_one_adversarial_step_of_the_engine_equals_the_reference_loop():
     # The engine crops the whole batch in one resampling call; torchvision crops image by image. The two
     # agree to interpolation precision (PIL's crop of the same box also rounds to 8 bits: test_augment.py).
     batch = crop_resize(images, boxes, 224, flips)
-    torchvision_batch = torch.stack([
-        (TF.hflip if flip else (lambda t: t))(TF.resized_crop(img.float() / 255, *box.tolist(), [224, 224], antialias=True))
-        for img, box, flip in zip(images, boxes, flips)
-    ])
+    torchvision_batch = torch.stack(
+        [
+            (TF.hflip if flip else (lambda t: t))(
+                TF.resized_crop(img.float() / 255, *box.tolist(), [224, 224], antialias=True)
+            )
+            for img, box, flip in zip(images, boxes, flips)
+        ]
+    )
     assert (batch - torchvision_batch).abs().max().item() < 1e-5
     # The steps then start from that one batch: PGD's sign() turns even 1e-6 input differences into ±2/255
     # steps wherever a gradient is near zero, so two crops would give two different attacks, not a comparison.
@@ -50,9 +54,19 @@ def test_one_adversarial_step_of_the_engine_equals_the_reference_loop():
     ours_opt = torch.optim.SGD(model.parameters(), **sgd)
     ref_opt = torch.optim.SGD(reference.parameters(), **sgd)
     cpu = Precision.for_device("cpu")
-    loss_sum, _ = train_step(model, batch, labels, ours_opt, attack=PGD10_TRAIN, masked=None,
-                             generator=generator_for(cpu.device, 5), precision=cpu)
-    ref_loss = bench.reference_train_step(reference, ref_opt, batch.clone(), labels, PGD10_TRAIN, generator_for(cpu.device, 5))
+    loss_sum, _ = train_step(
+        model,
+        batch,
+        labels,
+        ours_opt,
+        attack=PGD10_TRAIN,
+        masked=None,
+        generator=generator_for(cpu.device, 5),
+        precision=cpu,
+    )
+    ref_loss = bench.reference_train_step(
+        reference, ref_opt, batch.clone(), labels, PGD10_TRAIN, generator_for(cpu.device, 5)
+    )
     assert loss_sum.item() / 2 == pytest.approx(ref_loss, rel=1e-4)
     ref_state = reference.state_dict()
     for name, value in model.state_dict().items():
@@ -64,11 +78,25 @@ def test_one_adversarial_step_of_the_engine_equals_the_reference_loop():
 
 def test_bench_reports_every_field_of_a_figure(tmp_path):
     out = tmp_path / "bench.json"
-    assert bench.main(["--device", "cpu", "--quick", "--px", "32", "--figures", "clean_train", "--batch", "2",
-                       "--json", str(out)]) == 0
+    assert (
+        bench.main(
+            ["--device", "cpu", "--quick", "--px", "32", "--figures", "clean_train", "--batch", "2", "--json", str(out)]
+        )
+        == 0
+    )
     (figure,) = json.loads(out.read_text())
-    assert {"name", "px", "device", "batch", "ours_img_s", "reference_img_s", "ratio", "torch_version",
-            "ours", "reference"} <= set(figure)
+    assert {
+        "name",
+        "px",
+        "device",
+        "batch",
+        "ours_img_s",
+        "reference_img_s",
+        "ratio",
+        "torch_version",
+        "ours",
+        "reference",
+    } <= set(figure)
     assert figure["name"] == "clean_train" and figure["px"] == 32 and figure["device"] == "cpu"
     assert figure["ours_img_s"] > 0 and figure["reference_img_s"] > 0
     assert figure["ratio"] == pytest.approx(figure["ours_img_s"] / figure["reference_img_s"], rel=1e-2)
@@ -87,8 +115,17 @@ def test_cuda_only_settings_are_refused_on_a_cpu():
 
 # Aten ops that make the host wait for the device: reading a value back (`.item()`, `bool(t)`, `t.tolist()`
 # all end in `_local_scalar_dense`) or sizing an output by the data (boolean-mask indexing, nonzero, ...).
-HOST_READS = {"aten._local_scalar_dense", "aten.nonzero", "aten.masked_select", "aten.equal", "aten.is_nonzero",
-              "aten._unique2", "aten.unique_consecutive", "aten.unique_dim", "aten.repeat_interleave"}
+HOST_READS = {
+    "aten._local_scalar_dense",
+    "aten.nonzero",
+    "aten.masked_select",
+    "aten.equal",
+    "aten.is_nonzero",
+    "aten._unique2",
+    "aten.unique_consecutive",
+    "aten.unique_dim",
+    "aten.repeat_interleave",
+}
 
 
 class HostReads(TorchDispatchMode):
@@ -121,8 +158,9 @@ def test_an_epoch_reads_nothing_back_from_the_device_until_its_end():
     config = replace(ADV_TRANSFER_CIFAR, batch_size=16)  # three steps: 16, 16 and 8 images
     optimizer = make_optimizer(model, config)
     with HostReads() as epoch:
-        metrics = train_epoch(model, batches, optimizer, config, masked=masked,
-                              generator=generator_for(cpu.device, 1), precision=cpu)
+        metrics = train_epoch(
+            model, batches, optimizer, config, masked=masked, generator=generator_for(cpu.device, 1), precision=cpu
+        )
     # the loss and the accuracy, read once each when the epoch is over
     assert epoch.ops == ["aten._local_scalar_dense"] * 2, epoch.ops
     assert set(metrics) == {"train_loss", "train_acc"}
@@ -138,8 +176,12 @@ def test_the_host_read_detector_sees_the_reads_it_is_there_to_catch():
         x[x > 2].sum()
         bool((x > 1).any())
         (x > 4).nonzero()
-    assert reads.ops == ["aten._local_scalar_dense", "boolean-mask indexing", "aten._local_scalar_dense",
-                         "aten.nonzero"]
+    assert reads.ops == [
+        "aten._local_scalar_dense",
+        "boolean-mask indexing",
+        "aten._local_scalar_dense",
+        "aten.nonzero",
+    ]
 
 
 def test_the_bf16_autocast_step_computes_in_bf16_and_keeps_fp32_weights_and_inputs():
@@ -158,8 +200,9 @@ def test_the_bf16_autocast_step_computes_in_bf16_and_keeps_fp32_weights_and_inpu
         attacked.append(PGD10_TRAIN(net, images, labels, generator))
         return attacked[-1]
 
-    loss_sum, correct = train_step(model, x, y, optimizer, attack=attack, masked=None,
-                                   generator=generator_for(bf16.device, 0), precision=bf16)
+    loss_sum, correct = train_step(
+        model, x, y, optimizer, attack=attack, masked=None, generator=generator_for(bf16.device, 0), precision=bf16
+    )
     assert set(conv_dtypes) == {torch.bfloat16} and len(conv_dtypes) == PGD10_TRAIN.steps + 1
     assert attacked[0].dtype == torch.float32
     assert (attacked[0] - x).abs().max().item() <= PGD10_TRAIN.eps + 1e-6

@@ -14,11 +14,27 @@ LADDER = {k: round(1 - 0.8**k, 4) for k in range(1, 16)}
 
 def record(**over):
     base = dict(
-        notebook="04_adv_transfer", profile="paper", pretraining="adv", dataset="cifar10",
-        stands_for="cifar10", regime="adv", data_fraction=1.0, subset="first", ticket="imp", level=10,
-        sparsity=LADDER[10], metric="SA", checkpoint="best_ra", seed=1, value=90.0,
-        sparsity_denominator="all 53 backbone Conv2d weights", device="cpu", git_rev="abc1234",
-        run_id="run-a", config_hash="0123abcd", wall_s=1.5,
+        notebook="04_adv_transfer",
+        profile="paper",
+        pretraining="adv",
+        dataset="cifar10",
+        stands_for="cifar10",
+        regime="adv",
+        data_fraction=1.0,
+        subset="first",
+        ticket="imp",
+        level=10,
+        sparsity=LADDER[10],
+        metric="SA",
+        checkpoint="best_ra",
+        seed=1,
+        value=90.0,
+        sparsity_denominator="all 53 backbone Conv2d weights",
+        device="cpu",
+        git_rev="abc1234",
+        run_id="run-a",
+        config_hash="0123abcd",
+        wall_s=1.5,
     )
     if over.get("metric") == "RA":
         base["attack"] = "pgd20-linf-8/255-step2/255"
@@ -29,10 +45,16 @@ def cell(level, sa_std, sa_adv, ra_adv, *, adv_checkpoint="best_ra", **over):
     """The three records the decision reads for one ticket level (level 0: the dense model)."""
     where = dict(ticket="dense", sparsity=0.0) if level == 0 else dict(sparsity=LADDER[level])
     where = {**where, "level": level, **over}
-    wanted = [("std", "SA", "best_sa", sa_std), ("adv", "SA", adv_checkpoint, sa_adv),
-              ("adv", "RA", adv_checkpoint, ra_adv)]
-    return [record(regime=regime, metric=metric, checkpoint=checkpoint, value=value, **where)
-            for regime, metric, checkpoint, value in wanted if value is not None]
+    wanted = [
+        ("std", "SA", "best_sa", sa_std),
+        ("adv", "SA", adv_checkpoint, sa_adv),
+        ("adv", "RA", adv_checkpoint, ra_adv),
+    ]
+    return [
+        record(regime=regime, metric=metric, checkpoint=checkpoint, value=value, **where)
+        for regime, metric, checkpoint, value in wanted
+        if value is not None
+    ]
 
 
 def dense(**over):
@@ -49,6 +71,7 @@ def status(df, level, **kw):
 
 
 # --- the decision
+
 
 def test_tie_with_dense_is_a_win():
     df = frame(dense(), cell(10, DENSE["sa_std"], DENSE["sa_adv"], DENSE["ra_adv"]))
@@ -106,8 +129,12 @@ def test_missing_level_above_the_threshold_is_flagged():
 
 def test_checkpoint_choice_changes_the_outcome():
     # The best-RA checkpoint keeps RA but loses SA; the best-SA checkpoint keeps both.
-    df = frame(dense(), dense(adv_checkpoint="best_sa")[1:],
-               cell(10, 96, 84, 51), cell(10, 96, 86, 50, adv_checkpoint="best_sa")[1:])
+    df = frame(
+        dense(),
+        dense(adv_checkpoint="best_sa")[1:],
+        cell(10, 96, 84, 51),
+        cell(10, 96, 86, 50, adv_checkpoint="best_sa")[1:],
+    )
     assert status(df, 10) == "not"
     assert status(df, 10, adv_checkpoint="best_sa") == "double-win"
 
@@ -154,13 +181,17 @@ def test_bad_decision_parameters():
 
 # --- the paper comparison
 
+
 def test_paper_reference_holds_the_six_abstract_numbers():
     ref = results.paper_reference()
     got = {(r.pretraining, r.dataset): (r.level, r.sparsity) for r in ref.itertuples()}
     assert got == {
-        ("standard", "cifar10"): (10, 0.8926), ("standard", "cifar100"): (6, 0.7379),
-        ("fast_adv", "cifar10"): (10, 0.8926), ("fast_adv", "cifar100"): (7, 0.7903),
-        ("adv", "cifar10"): (11, 0.9141), ("adv", "cifar100"): (8, 0.8322),
+        ("standard", "cifar10"): (10, 0.8926),
+        ("standard", "cifar100"): (6, 0.7379),
+        ("fast_adv", "cifar10"): (10, 0.8926),
+        ("fast_adv", "cifar100"): (7, 0.7903),
+        ("adv", "cifar10"): (11, 0.9141),
+        ("adv", "cifar100"): (8, 0.8322),
     }
     assert all(LADDER[level] == sparsity for level, sparsity in got.values())
     assert set(ref.source) == {"arXiv:2206.04762 (abstract)"}
@@ -168,8 +199,13 @@ def test_paper_reference_holds_the_six_abstract_numbers():
 
 def test_compare_never_matches_quick_rows_to_a_paper_cell():
     quick = dict(profile="quick", dataset="digits", stands_for="cifar10")
-    df = frame(dense(), cell(10, 96, 86, 51), cell(11, 96, 86, None),
-               cell(0, 60, 50, 20, **quick), cell(11, 61, 51, 21, **quick))
+    df = frame(
+        dense(),
+        cell(10, 96, 86, 51),
+        cell(11, 96, 86, None),
+        cell(0, 60, 50, 20, **quick),
+        cell(11, 61, 51, 21, **quick),
+    )
     out = results.compare_with_paper(results.highest_double_win(df), results.paper_reference())
     assert len(out) == 7  # six paper cells, one of them reproduced, plus the quick row
     paper = out[(out.profile == "paper") & (out.pretraining == "adv") & (out.stands_for == "cifar10")].iloc[0]
@@ -197,6 +233,7 @@ def test_deviating_runs_are_their_own_group_and_never_matched_to_the_paper():
 
 
 # --- records on disk
+
 
 def test_write_twice_keeps_one_set_of_rows(tmp_path):
     rows = dense()
@@ -253,26 +290,30 @@ def test_load_names_the_line_of_a_bad_value(tmp_path):
 
 # --- validation
 
-@pytest.mark.parametrize("over, message", [
-    (dict(colour="red"), "unknown record column"),
-    (dict(metric="sa"), "metric must be one of"),
-    (dict(regime="robust"), "regime must be one of"),
-    (dict(profile="full"), "profile must be one of"),
-    (dict(ticket="lottery"), "ticket must be one of"),
-    (dict(value=100.5), "value is a percentage"),
-    (dict(value=-0.1), "value is a percentage"),
-    (dict(value=float("nan")), "finite"),
-    (dict(sparsity=89.26), "sparsity is a fraction"),
-    (dict(data_fraction=0.0), "data_fraction"),
-    (dict(level=1.0), "level must be of type int"),
-    (dict(seed=True), "seed must be of type int"),
-    (dict(ticket="dense"), "dense record"),
-    (dict(stands_for="cifar100"), "stands_for must equal dataset"),
-    (dict(metric="RA", attack=""), "must name its attack"),
-    (dict(regime="std", checkpoint="best_ra"), "best_sa"),
-    (dict(timestamp="2024-05-01T12:00:00+02:00"), "UTC"),
-    (dict(device=""), "device must not be empty"),
-])
+
+@pytest.mark.parametrize(
+    "over, message",
+    [
+        (dict(colour="red"), "unknown record column"),
+        (dict(metric="sa"), "metric must be one of"),
+        (dict(regime="robust"), "regime must be one of"),
+        (dict(profile="full"), "profile must be one of"),
+        (dict(ticket="lottery"), "ticket must be one of"),
+        (dict(value=100.5), "value is a percentage"),
+        (dict(value=-0.1), "value is a percentage"),
+        (dict(value=float("nan")), "finite"),
+        (dict(sparsity=89.26), "sparsity is a fraction"),
+        (dict(data_fraction=0.0), "data_fraction"),
+        (dict(level=1.0), "level must be of type int"),
+        (dict(seed=True), "seed must be of type int"),
+        (dict(ticket="dense"), "dense record"),
+        (dict(stands_for="cifar100"), "stands_for must equal dataset"),
+        (dict(metric="RA", attack=""), "must name its attack"),
+        (dict(regime="std", checkpoint="best_ra"), "best_sa"),
+        (dict(timestamp="2024-05-01T12:00:00+02:00"), "UTC"),
+        (dict(device=""), "device must not be empty"),
+    ],
+)
 def test_make_record_rejects(over, message):
     with pytest.raises(InputError, match=message):
         record(**over)
