@@ -95,7 +95,15 @@ def prepare(
     ImageNet top-1 of a published source measured when `imagenet_root` is given."""
     if session.profile.pretrains_sources:
         return pretrain(session, pretraining)
-    meta = convert_published(session.profile, pretraining, eps_255, session.roots, trust=trust, download=download)
+    meta = convert_published(
+        session.profile,
+        pretraining,
+        eps_255,
+        session.roots,
+        trust=trust,
+        download=download,
+        progress=session.progress == "bar",
+    )
     if imagenet_root:
         backbone = session.roots.source(session.profile.name, pretraining, source_eps_255(pretraining, eps_255))
         meta["imagenet_top1_subset"] = imagenet_top1(backbone, imagenet_root, imagenet_images, session.precision)
@@ -103,10 +111,18 @@ def prepare(
 
 
 def convert_published(
-    profile: Profile, pretraining: str, eps_255: float, roots: Roots, *, trust: bool = False, download: bool = True
+    profile: Profile,
+    pretraining: str,
+    eps_255: float,
+    roots: Roots,
+    *,
+    trust: bool = False,
+    download: bool = True,
+    progress: bool = True,
 ) -> dict:
-    """Convert a published checkpoint from `weights_dir` (downloaded there first when possible) into a
-    torchvision ResNet-50 state dict that loads strictly; returns the record of the file."""
+    """Convert a published checkpoint from `weights_dir` (downloaded there first when possible, with a
+    progress bar when `progress`) into a torchvision ResNet-50 state dict that loads strictly; returns the
+    record of the file."""
     eps_255 = source_eps_255(pretraining, eps_255)
     src = get_source(pretraining, eps_255)
     target = roots.source(profile.name, pretraining, eps_255)
@@ -114,7 +130,7 @@ def convert_published(
         return io.read_json(paths.sidecar_file(target))
     original = roots.weights_dir / src.filename
     if not original.is_file():
-        _download_weights(src, original, download)
+        _download_weights(src, original, download, progress)
     backbone, meta = load_pretrained_backbone("resnet50", original, trust=trust)
     if src.sha256 and meta["sha256"] != src.sha256:
         warnings.warn(
@@ -135,7 +151,7 @@ def convert_published(
     return meta
 
 
-def _download_weights(src: PretrainedSource, destination: Path, download: bool) -> None:
+def _download_weights(src: PretrainedSource, destination: Path, download: bool, progress: bool) -> None:
     hint = f"put {src.filename} in {destination.parent}/ (it is published at {src.url or src.page})"
     if not download or src.url is None:
         reason = "it has no direct download link" if src.url is None else "download is off"
@@ -149,7 +165,8 @@ def _download_weights(src: PretrainedSource, destination: Path, download: bool) 
             f"cannot be downloaded ({problem}): {hint}."
         )
     destination.parent.mkdir(parents=True, exist_ok=True)
-    download_url_to_file(src.url, str(destination), progress=True)
+    print(f"downloading {src.filename} from {src.url} to {destination.parent}/", flush=True)
+    download_url_to_file(src.url, str(destination), progress=progress)
 
 
 def imagenet_top1(
