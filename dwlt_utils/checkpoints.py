@@ -31,7 +31,7 @@ import torch.nn as nn
 
 from . import paths
 from .errors import FileFormatError, InputError, MissingInputError, UntrustedFileError, check_choice
-from .io import load_torch, save_torch, sha256_of, write_json
+from .io import read_weights_only, save_torch, sha256_of, torch_format, torch_reason, unsupported_global, write_json
 from .models import ARCHS, build_backbone
 from .vocabulary import PRETRAININGS
 
@@ -191,52 +191,24 @@ def _download_hint(path: Path) -> str:
     return f"from {_published_at(path) or 'where you got it'}"
 
 
-def _reason(err: BaseException) -> str:
-    """torch's own explanation, cut to its first sentence on one line (torch's run to many paragraphs)."""
-    text = str(err).split("WeightsUnpickler error:", 1)[-1]
-    paragraph = next((p for p in re.split(r"\n\s*\n", text) if p.strip()), "")
-    first = re.split(r"(?<=[.!?])\s", " ".join(paragraph.split()), maxsplit=1)[0].rstrip(".")
-    return first[:160] or type(err).__name__
-
-
 def _unreadable(path: Path, fmt: str, err: BaseException) -> FileFormatError:
     return FileFormatError(
-        f"{path} cannot be read as a PyTorch checkpoint ({fmt} format; torch: {_reason(err)}), so it is "
+        f"{path} cannot be read as a PyTorch checkpoint ({fmt} format; torch: {torch_reason(err)}), so it is "
         f"probably truncated or corrupt; download or copy it again {_download_hint(path)}."
     )
-
-
-def _sniff_format(path: Path) -> str:
-    """'zip' or 'legacy', read from the first bytes, which also reveal pages saved under a checkpoint's name."""
-    with open(path, "rb") as f:
-        head = f.read(64)
-    text = head.lstrip(b"\xef\xbb\xbf \t\r\n")
-    if not head:
-        problem = "is empty (0 bytes)"
-    elif text.startswith(b"<"):
-        problem = "is an HTML page (a sign-in, consent or error page saved under its name), not a checkpoint"
-    elif text.startswith(b"version https://git-lfs"):
-        problem = "is a Git LFS pointer, not the checkpoint it points to"
-    elif head.startswith(b"PK\x03\x04"):
-        return "zip"
-    elif head.startswith(b"\x80"):  # a pickle protocol marker: torch's legacy (pre-1.6) format
-        return "legacy"
-    else:
-        problem = f"is not a PyTorch checkpoint (it starts with {head[:8]!r}, in neither torch format)"
-    raise FileFormatError(f"{path} {problem}; download it again {_download_hint(path)}.")
 
 
 def _read(path: Path, fmt: str, sha256: str, trusted: bool) -> tuple[Any, bool]:
     """The unpickled object, and whether full unpickling was needed."""
     try:
-        return load_torch(path), False
+        return read_weights_only(path), False
     except Exception as err:  # torch raises many types here; each becomes one sentence naming the file
         if not trusted:
-            needs_globals = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+            needs_globals = unsupported_global(err)
             if needs_globals is None:
                 raise _unreadable(path, fmt, err) from err
             raise UntrustedFileError(
-                f"{path} needs full unpickling (it names the Python object {needs_globals.group(1)}), which can "
+                f"{path} needs full unpickling (it names the Python object {needs_globals}), which can "
                 f"run code from the file, and its SHA-256 {sha256} is not in the registry of known pre-trained "
                 "checkpoints; pass trust=True only for a file from a source you trust."
             ) from err
@@ -363,7 +335,7 @@ def load_backbone_state(path: str | Path, *, trust: bool = False) -> tuple[dict[
                 else "check the path (dwlt_utils.checkpoints.SOURCES lists where each pre-trained model is published)."
             )
         )
-    fmt = _sniff_format(path)
+    fmt = torch_format(path, f"download it again {_download_hint(path)}")
     sha256 = sha256_of(path)
     source = source_for_sha256(sha256)
     obj, unpickled = _read(path, fmt, sha256, trusted=trust or source is not None)
@@ -430,5 +402,6 @@ def save_backbone_state(path: str | Path, state_dict: Mapping[str, torch.Tensor]
     if not_tensors:
         raise InputError(f"Cannot save {path}: entry {not_tensors[0]!r} of the state dict is not a tensor.")
     save_torch(path, {k: v.detach().cpu() for k, v in state_dict.items()})
-    write_json(paths.sidecar_file(path), dict(meta))
+    # The file's own hash lets a later reader tell that it is still the file written.
+    write_json(paths.sidecar_file(path), {**meta, "backbone_sha256": sha256_of(path)})
     return path

@@ -27,10 +27,12 @@ from pathlib import Path
 
 import nbformat
 
+from .notebook import working_root
 from .paths import Roots
 from .vocabulary import PRETRAININGS
 
 REPO = Path(__file__).resolve().parent.parent
+NOTEBOOK_RUN_ROOT = "runs"  # the default of every notebook's run_root parameter
 NOTEBOOKS = REPO / "notebooks"
 
 
@@ -58,6 +60,12 @@ class Job:
 def slug(parameters: dict) -> str:
     text = "_".join(f"{k}-{v}" for k, v in parameters.items()) or "defaults"
     return "".join(c if c.isalnum() or c in "-_." else "-" for c in text)
+
+
+def executed_dir(fixed: dict) -> Path:
+    """Where a sweep keeps its executed notebooks: in the run root its notebooks use, resolved as they
+    resolve it (the notebooks' default run root when the sweep does not set one)."""
+    return Roots.create("data", fixed.get("run_root", NOTEBOOK_RUN_ROOT), base=working_root()).executed()
 
 
 def grid_jobs(notebook: Path, fixed: dict, grid: dict[str, list], out: Path) -> list[Job]:
@@ -237,7 +245,9 @@ def main(argv: list[str] | None = None) -> int:
         help="a parameter and its values, comma-separated",
     )
     sweep.add_argument("--jobs", type=int, default=1, help="cells run at once (one GPU each when there are GPUs)")
-    sweep.add_argument("--out", type=Path, default=Path("runs/executed"), help="where executed notebooks go")
+    sweep.add_argument(
+        "--out", type=Path, default=None, help="where executed notebooks go (default: executed/ in the run root)"
+    )
     rend = sub.add_parser("render", help="executed notebooks to HTML")
     rend.add_argument("notebooks", nargs="+", type=Path)
     rend.add_argument("--out", type=Path, default=Path("rendered"))
@@ -263,7 +273,8 @@ def main(argv: list[str] | None = None) -> int:
                 parser.error(f"--grid takes NAME=V1,V2,...; got {item!r}")
             grid[name] = [parse_value(v) for v in values.split(",")]
         fixed = {name: parse_value(value) for name, value in args.p}
-        outcomes = run_jobs(grid_jobs(args.notebook, fixed, grid, args.out), parallel=args.jobs)
+        out = args.out or executed_dir(fixed)
+        outcomes = run_jobs(grid_jobs(args.notebook, fixed, grid, out), parallel=args.jobs)
         return int(any(code for _, code, _ in outcomes))
     if args.command == "render":
         for path in render(args.notebooks, args.out):

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import math
 import pickle
 import shutil
 import warnings
@@ -187,6 +188,25 @@ def subset_positions(labels: torch.Tensor, fraction: float, how: str = "first", 
         members = (labels == label).nonzero().flatten()
         chosen.append(members[torch.randperm(len(members), generator=generator)[:k]])
     return torch.cat(chosen).sort().values
+
+
+MIN_TRAIN_IMAGES = 2  # BatchNorm cannot train on a batch of one image
+
+
+def check_trainable(name: str, fraction: float, total: int, what: str) -> None:
+    """Raise InputError when `fraction` of `total` training images (N floored, as `subset_positions` takes
+    them) is too few for one training step; the sentence names the smallest fraction that trains."""
+    n = int(total * fraction)
+    if n >= MIN_TRAIN_IMAGES:
+        return
+    for decimals in range(4, 16):
+        smallest = math.ceil(MIN_TRAIN_IMAGES / total * 10**decimals) / 10**decimals
+        if int(total * smallest) >= MIN_TRAIN_IMAGES:
+            break
+    raise InputError(
+        f"{name} {fraction:g} of the {total:,} {what} is {n} image{'' if n == 1 else 's'}, too few for one training "
+        f"step (BatchNorm needs two images in a batch); the smallest {name} that trains is {smallest:g}."
+    )
 
 
 def _stratified_counts(counts: torch.Tensor, n: int) -> torch.Tensor:

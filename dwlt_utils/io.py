@@ -1,4 +1,9 @@
-"""Atomic writes and safe reads: a killed run leaves either the old file or the new one, never half of one."""
+"""Atomic writes and checked reads.
+
+A killed run leaves either the old file or the new one, never half of one, and files are written with the
+permissions the user's umask gives. Every file read back is checked: one that is empty, a saved web page,
+truncated, or a pickle that would run code raises one sentence naming the file and what to do about it.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +11,10 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import socket
 import tempfile
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,6 +22,22 @@ from typing import Any
 from urllib.parse import urlparse
 
 import torch
+
+from .errors import FileFormatError, MissingInputError, UntrustedFileError
+
+# What to do with a damaged file of a run root, unless a caller knows better.
+RERUN = "delete it and re-run the notebook that wrote it"
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it where Linux allows (setting it is process-wide)."""
+    try:
+        status = Path("/proc/self/status").read_text()
+        return int(re.search(r"^Umask:\s*([0-7]+)", status, re.M).group(1), 8)
+    except (OSError, AttributeError):
+        mask = os.umask(0o022)
+        os.umask(mask)
+        return mask
 
 
 def atomic_write(path: Path, write: Callable[[Any], None], mode: str) -> Path:
@@ -26,6 +49,7 @@ def atomic_write(path: Path, write: Callable[[Any], None], mode: str) -> Path:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes files private; the user's umask decides instead
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -41,8 +65,11 @@ def write_json(path: Path, obj: Any) -> Path:
     return write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
-def read_json(path: Path) -> Any:
-    return json.loads(Path(path).read_text())
+def read_json(path: Path, *, remedy: str = RERUN) -> Any:
+    try:
+        return json.loads(Path(path).read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise FileFormatError(f"{path} is not a readable JSON file ({err}); {remedy}.") from None
 
 
 def save_torch(path: Path, obj: Any) -> Path:
@@ -50,9 +77,71 @@ def save_torch(path: Path, obj: Any) -> Path:
     return atomic_write(path, lambda f: torch.save(obj, f), "wb")
 
 
-def load_torch(path: Path, map_location: str | torch.device = "cpu") -> Any:
-    """torch.load restricted to tensors and plain containers: no code from the file ever runs."""
-    return torch.load(path, map_location=map_location, weights_only=True)
+def read_weights_only(path: Path, map_location: str | torch.device = "cpu") -> Any:
+    """torch.load restricted to tensors and plain containers: no code from the file ever runs. Raises torch's
+    own errors; `load_torch` turns them into one sentence."""
+    with warnings.catch_warnings():
+        # Bytes that only look like a legacy pickle make torch warn about its protocol before it fails.
+        warnings.filterwarnings("ignore", message="Detected pickle protocol")
+        return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def load_torch(path: Path, map_location: str | torch.device = "cpu", *, remedy: str = RERUN) -> Any:
+    """A file of tensors and plain containers, read without running any code from it. A file that is not one
+    raises one sentence that names it, says what is wrong and ends with `remedy`."""
+    path = Path(path)
+    fmt = torch_format(path, remedy)
+    try:
+        return read_weights_only(path, map_location)
+    except Exception as err:  # torch raises many types here; each becomes one sentence naming the file
+        code = unsupported_global(err)
+        if code:
+            raise UntrustedFileError(
+                f"{path} names the Python object {code}, which unpickling would run as code, so it was not read; "
+                f"{remedy}."
+            ) from None
+        raise FileFormatError(
+            f"{path} cannot be read as a PyTorch checkpoint ({fmt} format; torch: {torch_reason(err)}), so it is "
+            f"probably truncated or corrupt; {remedy}."
+        ) from None
+
+
+def torch_format(path: Path, remedy: str) -> str:
+    """'zip' or 'legacy', read from the first bytes, which also reveal what else was saved under the name."""
+    path = Path(path)
+    if not path.is_file():
+        raise MissingInputError(f"{path} does not exist or is not a file; {remedy}.")
+    with open(path, "rb") as f:
+        head = f.read(64)
+    text = head.lstrip(b"\xef\xbb\xbf \t\r\n")
+    if not head:
+        problem = "is empty (0 bytes)"
+    elif text.startswith(b"<"):
+        problem = "is an HTML page (a sign-in, consent or error page saved under its name), not a checkpoint"
+    elif text.startswith(b"version https://git-lfs"):
+        problem = "is a Git LFS pointer, not the checkpoint it points to"
+    elif head.startswith(b"PK\x03\x04"):
+        return "zip"
+    elif head.startswith(b"\x80"):  # a pickle protocol marker: torch's legacy (pre-1.6) format
+        return "legacy"
+    else:
+        problem = f"is not a PyTorch checkpoint (it starts with {head[:8]!r}, in neither torch format)"
+    raise FileFormatError(f"{path} {problem}; {remedy}.")
+
+
+def unsupported_global(err: BaseException) -> str | None:
+    """The Python object a weights-only load refused to build, when that is why it failed."""
+    # torch words it "Unsupported global: GLOBAL x" or, for blocked modules, "unsupported GLOBAL x whose ..."
+    found = re.search(r"[Uu]nsupported (?:global: )?GLOBAL (\S+)", str(err))
+    return found.group(1) if found else None
+
+
+def torch_reason(err: BaseException) -> str:
+    """torch's own explanation, cut to its first sentence on one line (torch's run to many paragraphs)."""
+    text = str(err).split("WeightsUnpickler error:", 1)[-1]
+    paragraph = next((p for p in re.split(r"\n\s*\n", text) if p.strip()), "")
+    first = re.split(r"(?<=[.!?])\s", " ".join(paragraph.split()), maxsplit=1)[0].rstrip(".")
+    return first[:160] or type(err).__name__
 
 
 def sha256_of(path: Path, chunk: int = 1 << 20) -> str:

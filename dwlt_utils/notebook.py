@@ -3,6 +3,7 @@ once, and say so in a banner. The resulting `Session` is what the notebooks hand
 
 from __future__ import annotations
 
+import ast
 import os
 import platform
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ import torch
 from . import __version__
 from .engine import Precision
 from .errors import InputError, check_number
-from .paths import Roots
+from .paths import Roots, resolve_folder
 from .profiles import Profile, get_profile
 from .results import git_revision
 
@@ -28,10 +29,18 @@ class Session:
     precision: Precision
     roots: Roots
     progress: str = "phases"
+    working_root: Path = Path(".")  # where the notebook's relative folders start
 
     @property
     def device(self) -> torch.device:
         return self.precision.device
+
+    def folder(self, name: str, value: str, *, optional: bool = False) -> Path | None:
+        """Another folder parameter of the notebook (results_dir, imagenet_root), resolved like its roots;
+        None for an `optional` one left empty."""
+        if optional and value == "":
+            return None
+        return resolve_folder(name, value, self.working_root)
 
     def banner(self) -> str:
         cuda = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "no GPU in use"
@@ -52,7 +61,7 @@ def _notebook_folder() -> Path:
     return Path.cwd().resolve()
 
 
-def _working_root() -> Path:
+def working_root() -> Path:
     """Where relative folders start. A notebook opened in a dwlt checkout's `notebooks/` (where JupyterLab
     starts its kernel) resolves them from that checkout's root, as papermill run from the root does, so both
     find the same runs/ and data/; anywhere else, from the current directory."""
@@ -60,6 +69,37 @@ def _working_root() -> Path:
     if folder.name == "notebooks" and (folder.parent / "dwlt_utils" / "__init__.py").is_file():
         return folder.parent
     return Path.cwd().resolve()
+
+
+def _assigned(source: str) -> list[str]:
+    """The names a cell of assignments assigns, in order."""
+    targets = [
+        n.target if isinstance(n, ast.AnnAssign) else n.targets[0]
+        for n in ast.parse(source).body
+        if isinstance(n, (ast.Assign, ast.AnnAssign))
+    ]
+    return [t.id for t in targets if isinstance(t, ast.Name)]
+
+
+def check_injected_parameters() -> None:
+    """Refuse parameters the notebook does not have. papermill only warns about them and injects them anyway,
+    in a cell of its own right after the parameters cell; the kernel's input history holds both."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    shell = get_ipython()
+    history = list(shell.user_ns.get("In", [])) if shell is not None else []
+    injected = [i for i, cell in enumerate(history) if i > 0 and cell.lstrip().startswith("# Parameters")]
+    if not injected:
+        return
+    declared = _assigned(history[injected[-1] - 1])
+    unknown = [name for name in _assigned(history[injected[-1]]) if name not in declared]
+    if unknown:
+        raise InputError(
+            f"Unknown parameter{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}: this notebook takes "
+            f"{', '.join(declared)}."
+        )
 
 
 def _progress() -> str:
@@ -78,15 +118,18 @@ def start(
     weights_dir: str = "weights",
     torch_compile: bool = False,
 ) -> Session:
-    """Validate the parameters every notebook has and resolve them; raises one clear sentence on bad input."""
+    """Validate the parameters every notebook has and resolve them; raises one clear sentence on bad input,
+    parameters the notebook does not have included."""
+    check_injected_parameters()
     profile = get_profile(quick)
     check_number("seed", seed, 0, 2**31 - 1, integer=True)
     if not isinstance(device, str):
         raise InputError(f"device is a string ('auto', 'cpu', 'cuda', 'cuda:N'); got {device!r}.")
-    roots = Roots.create(data_root, run_root, weights_dir, base=_working_root())
+    base = working_root()
+    roots = Roots.create(data_root, run_root, weights_dir, base=base)
     if not isinstance(torch_compile, bool):
         raise InputError(f"torch_compile is True or False; got {torch_compile!r}.")
-    session = Session(profile, seed, Precision.for_device(device, compile=torch_compile), roots, _progress())
+    session = Session(profile, seed, Precision.for_device(device, compile=torch_compile), roots, _progress(), base)
     # A papermill job given a share of the machine's cores uses that share, not every core.
     threads = os.environ.get("DWLT_THREADS")
     if threads:

@@ -96,6 +96,18 @@ def level_training_dir(ladder: Path, level: int) -> Path:
     return level_dir(ladder, level) / "train"
 
 
+def resolve_folder(name: str, value: str | Path, base: Path | None = None) -> Path:
+    """A folder parameter as a path, relative ones taken from `base` when given (else the current directory);
+    refused when it is not a path or names something that is not a folder."""
+    if not isinstance(value, (str, Path)) or not str(value).strip():
+        raise InputError(f"{name} is a folder path; got {value!r}.")
+    folder = Path(value).expanduser()
+    folder = base / folder if base is not None and not folder.is_absolute() else folder
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"{name} {folder} is a file, not a folder; give a folder (it is created when missing).")
+    return folder
+
+
 @dataclass(frozen=True)
 class Roots:
     """The three folders a notebook works with, and where each of its inputs and runs lives under them."""
@@ -107,11 +119,11 @@ class Roots:
     @classmethod
     def create(cls, data_root: str, run_root: str, weights_dir: str = "weights", *, base: Path | None = None) -> Roots:
         """Validated folders; relative ones are taken from `base` when given (else the current directory)."""
-        for name, value in (("data_root", data_root), ("run_root", run_root), ("weights_dir", weights_dir)):
-            if not isinstance(value, (str, Path)) or not str(value).strip():
-                raise InputError(f"{name} is a folder path; got {value!r}.")
-        folders = [Path(value).expanduser() for value in (data_root, run_root, weights_dir)]
-        return cls(*(base / f if base is not None and not f.is_absolute() else f for f in folders))
+        return cls(
+            resolve_folder("data_root", data_root, base),
+            resolve_folder("run_root", run_root, base),
+            resolve_folder("weights_dir", weights_dir, base),
+        )
 
     def source(self, profile: str, pretraining: str, eps_255: float) -> Path:
         """The backbone file of a dense source of one profile."""

@@ -32,7 +32,7 @@ from .train import (
     STD_TRANSFER,
     TrainConfig,
 )
-from .vocabulary import DATASET_LABELS, IMP_VARIANTS, PAPER_DATASETS, REGIMES, SOURCE_DATASET
+from .vocabulary import DATASET_LABELS, IMP_VARIANTS, PAPER_DATASETS, REGIMES, SOURCE_DATASET, is_robust
 
 # Which IMP variant went with which pre-training is not known [choice]: clean IMP for the standard model,
 # adversarial IMP for the two robust ones.
@@ -90,6 +90,15 @@ class Profile:
             f"The {self.name} profile has a stand-in for {present} only ({used}); {' and '.join(absent)} "
             "exist in the paper profile."
         )
+
+    def check_source_eps(self, pretraining: str, eps_255: float) -> None:
+        """Refuse a robust source's ε that this profile cannot have: the sources it pre-trains have one ε.
+        (The published ones are checked against the registry of checkpoints.)"""
+        if self.source_eps_255 is not None and is_robust(pretraining) and eps_255 != self.source_eps_255:
+            raise InputError(
+                f"The {self.name} profile pre-trains its robust sources at ε = {self.source_eps_255}/255 only; got "
+                f"source_eps_255 {eps_255!r}."
+            )
 
     def transfer_recipe(self, regime: str, paper_dataset: str) -> TrainConfig:
         check_choice("transfer regime", regime, REGIMES)

@@ -132,13 +132,17 @@ class Mask(Mapping[str, torch.Tensor]):
         return paths.mask_file(directory).is_file()
 
     @classmethod
-    def load(cls, directory: Path) -> Mask:
+    def load(cls, directory: Path, *, remedy: str = io.RERUN) -> Mask:
+        """The mask saved in `directory`; a damaged file raises one sentence ending with `remedy`."""
         path = paths.mask_file(directory)
         if not path.is_file():
             raise MissingInputError(
                 f"No mask file at {path}; a mask directory holds {path.name} and {paths.sparsity_file(directory).name}."
             )
-        return cls(io.load_torch(path))
+        tensors = io.load_torch(path, remedy=remedy)
+        if not isinstance(tensors, dict) or not all(isinstance(t, torch.Tensor) for t in tensors.values()):
+            raise FileFormatError(f"{path} does not hold a mask (a dict of tensors); {remedy}.")
+        return cls(tensors)
 
     # Use on a backbone
     def check_matches(self, backbone: nn.Module) -> None:
@@ -278,6 +282,21 @@ def level_for_sparsity(sparsity: float) -> int:
     raise InputError(f"Sparsity {sparsity} {what} the IMP ladder (1 - 0.8^k); the nearest are {nearest}.")
 
 
+def printed_sparsity(level: int) -> float:
+    """The sparsity of a ladder level as papers print it: 1 − 0.8^k rounded to four decimals (0.36, 0.9141),
+    or to as many more as it takes to still name one level (near the top of the ladder), so that recorded
+    sparsities equal the numbers people type."""
+    exact = sparsity_at_level(level)
+    for decimals in range(4, 16):
+        printed = round(exact, decimals)
+        try:
+            if level_for_sparsity(printed) == level:
+                return printed
+        except InputError:  # too coarse to name one level: print another decimal
+            continue
+    return exact
+
+
 def ladder(levels: int) -> list[float]:
     return [sparsity_at_level(k) for k in range(levels + 1)]
 
@@ -288,10 +307,7 @@ def import_ticket(path: Path) -> Mask:
     path = Path(path)
     if not path.is_file():
         raise MissingInputError(f"No ticket file at {path}.")
-    try:
-        state = io.load_torch(path)
-    except Exception as exc:  # torch's own message is multi-line; the user needs the file and the cause
-        raise FileFormatError(f"{path} is not a readable weights-only torch file ({type(exc).__name__}).") from exc
+    state = io.load_torch(path, remedy="a ticket file is a torch file of `<module>.weight_mask` tensors")
     return Mask.from_state_dict(state)
 
 
@@ -315,6 +331,7 @@ __all__ = [
     "prune_global_random",
     "one_shot_mask",
     "sparsity_at_level",
+    "printed_sparsity",
     "level_for_sparsity",
     "ladder",
     "import_ticket",

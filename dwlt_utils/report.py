@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import io, results
-from .errors import check_choice, check_number
+from .errors import InputError, MissingInputError, check_choice, check_number
 from .plotting import missing_cells
 from .profiles import Profile
 from .vocabulary import CHECKPOINTS
@@ -24,6 +24,16 @@ def profile_records(run_root: Path, profile: str, *, seed: int = 0) -> pd.DataFr
     records = results.load(run_root)
     records = records[records.profile == profile]
     return records[records.seed == seed] if seed else records
+
+
+def require_records(records: pd.DataFrame, run_root: Path, profile: str, *, seed: int = 0) -> None:
+    """Stop with one sentence when there is nothing to show: a mistyped run root is not an empty table."""
+    if records.empty:
+        which = f" of seed {seed}" if seed else ""
+        raise MissingInputError(
+            f"No records of the {profile} profile{which} under {run_root}: check run_root, or run a transfer "
+            "notebook (03-05) first."
+        )
 
 
 def thresholds(records: pd.DataFrame, *, tol: float, adv_checkpoint: str) -> pd.DataFrame:
@@ -73,12 +83,36 @@ def figure_notes(records: pd.DataFrame, profile: Profile, figure: str) -> list[s
 
 
 def write_tables(
-    results_dir: str | Path, profile: str, *, records: pd.DataFrame, thresholds: pd.DataFrame, decisions: pd.DataFrame
+    results_dir: str | Path,
+    profile: str,
+    *,
+    records: pd.DataFrame,
+    thresholds: pd.DataFrame,
+    decisions: pd.DataFrame,
+    overwrite: bool = False,
 ) -> list[Path]:
-    """Write the tidy tables of one profile to `<results_dir>/<profile>/` (each file replaced atomically)."""
+    """Write the tidy tables of one profile to `<results_dir>/<profile>/` (each file replaced atomically).
+    A table that holds more rows than its replacement is kept, and nothing is written, unless `overwrite`."""
     folder = Path(results_dir) / profile
-    written = []
     # Not "records.csv": that name marks a run directory's own records, which results.load collects.
-    for name, frame in (("all_records", records), ("highest_double_win", thresholds), ("double_win", decisions)):
-        written.append(io.write_text(folder / f"{name}.csv", frame.to_csv(index=False, lineterminator="\n")))
-    return written
+    tables = {
+        folder / f"{name}.csv": frame
+        for name, frame in (("all_records", records), ("highest_double_win", thresholds), ("double_win", decisions))
+    }
+    if not overwrite:
+        for path, frame in tables.items():
+            held = _rows_in(path)
+            if held > len(frame):
+                raise InputError(
+                    f"{path} holds {held} rows and would be replaced by {len(frame)}: pass -p overwrite_tables "
+                    "True to replace the tables, or choose another results_dir."
+                )
+    return [io.write_text(path, frame.to_csv(index=False, lineterminator="\n")) for path, frame in tables.items()]
+
+
+def _rows_in(path: Path) -> int:
+    """The data rows of a CSV table written before (0 when there is none)."""
+    if not path.is_file():
+        return 0
+    with open(path, "rb") as f:
+        return max(sum(1 for line in f if line.strip()) - 1, 0)

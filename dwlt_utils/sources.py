@@ -30,7 +30,7 @@ from .checkpoints import (
 )
 from .data import imagenet_folder, load_splits, subset_positions
 from .engine import Precision
-from .errors import InputError, MissingInputError, check_choice, sentence
+from .errors import DwltError, FileFormatError, InputError, MissingInputError, check_choice, sentence
 from .evaluate import evaluate
 from .models import build_backbone, build_model, with_normalization
 from .notebook import Session
@@ -42,14 +42,43 @@ from .vocabulary import PRETRAININGS, source_eps_255, source_key
 PRETRAINED_TEST_IMAGES = 2000  # test images a pre-trained source is scored on (SA and PGD-20 RA)
 
 
+def _remedy(profile: Profile) -> str:
+    flag = f" with {profile.flag}" if profile.flag else ""
+    return f"delete it and re-run notebooks/01_load_pretrained.ipynb{flag}, which makes it again"
+
+
+def _damage(path: Path) -> str | None:
+    """None when a source file verifies: its SHA-256 is the one recorded beside it when it was written (a
+    record without one: it reads as a weights-only file); else what is wrong with it."""
+    sidecar = paths.sidecar_file(path)
+    try:
+        recorded = io.read_json(sidecar).get("backbone_sha256") if sidecar.is_file() else None
+    except FileFormatError:
+        return f"has a damaged record beside it ({sidecar.name})"
+    if recorded:
+        return None if io.sha256_of(path) == recorded else "differs from the file written (its SHA-256 changed)"
+    try:
+        io.load_torch(path)
+    except DwltError:
+        return "cannot be read as a weights-only state dict"
+    return None
+
+
 def prepared(profile: Profile, pretraining: str, eps_255: float, roots: Roots) -> bool:
-    return roots.source(profile.name, pretraining, source_eps_255(pretraining, eps_255)).is_file()
+    """Whether the source's file is there and verifies."""
+    return missing(profile, pretraining, eps_255, roots) is None
 
 
 def missing(profile: Profile, pretraining: str, eps_255: float, roots: Roots) -> str | None:
-    """None when the source is prepared, else a phrase saying where it should be and how to get it."""
-    if prepared(profile, pretraining, eps_255, roots):
-        return None
+    """None when the source is prepared and its file verifies, else a phrase saying what is wrong and what to do."""
+    where = roots.source(profile.name, pretraining, source_eps_255(pretraining, eps_255))
+    if where.is_file():
+        damage = _damage(where)
+        return (
+            f"the dense {source_key(pretraining, eps_255)} source {where} {damage}: {_remedy(profile)}"
+            if damage
+            else None
+        )
     if profile.pretrains_sources:
         how = f"run notebooks/01_load_pretrained.ipynb with {profile.flag} (it pre-trains the {profile.name} sources)"
     else:
@@ -58,7 +87,6 @@ def missing(profile: Profile, pretraining: str, eps_255: float, roots: Roots) ->
             f"run notebooks/01_load_pretrained.ipynb, which converts {src.filename} from {roots.weights_dir}/ "
             f"(get it from {src.url or src.page})"
         )
-    where = roots.source(profile.name, pretraining, source_eps_255(pretraining, eps_255))
     return f"the dense {source_key(pretraining, eps_255)} source is not in {where}: {how}"
 
 
@@ -70,12 +98,23 @@ def load(profile: Profile, pretraining: str, eps_255: float, roots: Roots) -> di
     return io.load_torch(roots.source(profile.name, pretraining, source_eps_255(pretraining, eps_255)))
 
 
+def _previous(profile: Profile, pretraining: str, eps_255: float, roots: Roots) -> dict | None:
+    """The record of a prepared source, or None when it has to be made (again: a damaged file is replaced)."""
+    target = roots.source(profile.name, pretraining, eps_255)
+    if prepared(profile, pretraining, eps_255, roots):
+        return io.read_json(paths.sidecar_file(target), remedy=_remedy(profile))
+    if target.exists():
+        print(f"{target} {_damage(target)}: it is made again", flush=True)
+    return None
+
+
 def check_sources(pretrainings: list, eps_255: float, profile: Profile) -> list[str]:
     """Validate notebook 01's choice of sources; returns them."""
     if not isinstance(pretrainings, (list, tuple)) or not pretrainings:
         raise InputError(f"pretrainings is a non-empty list such as {list(PRETRAININGS)}; got {pretrainings!r}.")
     for pretraining in pretrainings:
         check_choice("pre-training", pretraining, PRETRAININGS)
+        profile.check_source_eps(pretraining, eps_255)
         if not profile.pretrains_sources:
             get_source(pretraining, source_eps_255(pretraining, eps_255))  # raises when none is published
     return list(pretrainings)
@@ -88,7 +127,7 @@ def prepare(
     *,
     trust: bool = False,
     download: bool = True,
-    imagenet_root: str = "",
+    imagenet_root: Path | None = None,
     imagenet_images: int = 2000,
 ) -> dict:
     """Make one source ready for notebooks 02-05 (a prepared one is read back); returns its record, with the
@@ -126,8 +165,9 @@ def convert_published(
     eps_255 = source_eps_255(pretraining, eps_255)
     src = get_source(pretraining, eps_255)
     target = roots.source(profile.name, pretraining, eps_255)
-    if prepared(profile, pretraining, eps_255, roots):
-        return io.read_json(paths.sidecar_file(target))
+    previous = _previous(profile, pretraining, eps_255, roots)
+    if previous is not None:
+        return previous
     original = roots.weights_dir / src.filename
     if not original.is_file():
         _download_weights(src, original, download, progress)
@@ -176,7 +216,7 @@ def imagenet_top1(
     val = imagenet_folder(imagenet_root, "val")
     positions = subset_positions(torch.tensor(val.targets), min(images / len(val), 1.0), "stratified", seed)
     backbone = build_backbone("resnet50", 1000)
-    backbone.load_state_dict(io.load_torch(backbone_path), strict=True)
+    backbone.load_state_dict(io.load_torch(backbone_path, remedy="convert it again with notebook 01"), strict=True)
     model = with_normalization(backbone, IMAGENET_MEAN, IMAGENET_STD)
     precision.prepare(model).eval()
     batches = FolderBatches(None, Subset(val, positions.tolist()), precision.device)
@@ -190,8 +230,9 @@ def pretrain(session: Session, pretraining: str) -> dict:
     profile, roots = session.profile, session.roots
     eps = source_eps_255(pretraining, profile.source_eps_255)
     target = roots.source(profile.name, pretraining, eps)
-    if prepared(profile, pretraining, eps, roots):
-        return io.read_json(paths.sidecar_file(target))
+    previous = _previous(profile, pretraining, eps, roots)
+    if previous is not None:
+        return previous
     splits = load_splits(profile.source_dataset, roots.data_root)
     train = splits.train.take(torch.arange(profile.source_images))
     torch.manual_seed(session.seed)

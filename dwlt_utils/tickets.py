@@ -16,7 +16,7 @@ from . import paths, sources, vocabulary
 from .batches import ArrayBatches, FolderBatches
 from .checkpoints import IMAGENET_MEAN, IMAGENET_STD
 from .config import write_config
-from .data import imagenet_folder, load_splits, missing_phrase, subset_positions
+from .data import check_trainable, imagenet_folder, load_splits, missing_phrase, subset_positions
 from .errors import InputError, MissingInputError, check_choice, check_number, sentence
 from .imp import run_imp
 from .models import backbone_holding
@@ -56,6 +56,10 @@ class ImpConfig:
         check_number("source_eps_255", source_eps_255, 0, 255)
         check_number("epochs_per_level", epochs_per_level, 0, 10_000, integer=True)
         check_number("source_fraction", source_fraction, 0, 1, low_open=True)
+        profile.check_source_eps(pretraining, source_eps_255)
+        if profile.imp_images is not None:
+            what = f"{profile.source_dataset} images IMP trains on"
+            check_trainable("source_fraction", source_fraction, profile.imp_images, what)
         variant = DEFAULT_IMP[pretraining] if variant == "auto" else variant
         epochs = epochs_per_level or profile.imp_recipe(variant).epochs
         eps = vocabulary.source_eps_255(pretraining, source_eps_255)
@@ -80,7 +84,7 @@ class ImpConfig:
 
 
 def check_imp_inputs(
-    config: ImpConfig, roots: Roots, *, levels: int, imagenet_root: str, one_shot_sparsities: list
+    config: ImpConfig, roots: Roots, *, levels: int, imagenet_root: Path | None, one_shot_sparsities: list
 ) -> int:
     """Validate notebook 02's remaining parameters and find its inputs; returns the number of levels."""
     profile = PROFILES[config.profile]
@@ -120,7 +124,7 @@ def ladder_table(masks: list[Mask]) -> pd.DataFrame:
 
 
 def run_imp_ladder(
-    config: ImpConfig, session: Session, *, levels: int, imagenet_root: str = "", workers: int = 8
+    config: ImpConfig, session: Session, *, levels: int, imagenet_root: Path | None = None, workers: int = 8
 ) -> list[Mask]:
     """The IMP ladder of `config` up to `levels`, resuming whatever is on disk."""
     check_number("levels", levels, 1, 40, integer=True)
@@ -140,6 +144,7 @@ def run_imp_ladder(
                 "/path/to/imagenet (a folder with train/ and val/ image folders)."
             )
         train_set = imagenet_folder(imagenet_root, "train")
+        check_trainable("source_fraction", config.source_fraction, len(train_set), "ImageNet training images")
         if config.source_fraction < 1:  # class-sorted folders: a stratified subset, never the first N
             positions = subset_positions(torch.tensor(train_set.targets), config.source_fraction, "stratified", seed)
             train_set = Subset(train_set, positions.tolist())
@@ -188,7 +193,8 @@ def imp_ticket(config: ImpConfig, roots: Roots, seed: int, level: int) -> Mask:
     problem = imp_ticket_missing(config, roots, seed, level)
     if problem:
         raise MissingInputError(sentence(problem))
-    return Mask.load(roots.imp_level(config, seed, level))
+    directory = roots.imp_level(config, seed, level)
+    return Mask.load(directory, remedy=f"delete {directory} and re-run notebooks/02_imp.ipynb, which makes it again")
 
 
 def one_shot_ticket(
@@ -200,7 +206,7 @@ def one_shot_ticket(
     eps_255 = vocabulary.source_eps_255(pretraining, eps_255)
     directory = roots.one_shot(profile.name, pretraining, eps_255, method, sparsity, seed)
     if Mask.exists(directory):
-        return Mask.load(directory)
+        return Mask.load(directory, remedy="delete it: the next run that asks for this ticket makes it again")
     backbone = backbone_holding(profile.arch, sources.load(profile, pretraining, eps_255, roots))
     mask = one_shot_mask(backbone, sparsity, method, torch.Generator().manual_seed(seed))
     mask.save(directory)

@@ -183,7 +183,11 @@ def train_epoch(
         loss_sum += step_loss
         correct += step_correct
         seen += len(y)
-    seen = max(seen, 1)
+    if seen == 0:
+        raise InputError(
+            f"An epoch of {len(batches)} training image(s) in batches of {config.batch_size} formed no batch of at "
+            "least two images (BatchNorm needs two), so nothing would train; give the run at least two images."
+        )
     return {"train_loss": loss_sum.item() / seen, "train_acc": 100.0 * correct.item() / seen}
 
 
@@ -259,7 +263,9 @@ def fit(
     best: dict[str, dict] = {}
     resume_path = paths.resume_file(run_dir)
     if resume_path.is_file():
-        state = io.load_torch(resume_path, map_location=precision.device)
+        state = io.load_torch(
+            resume_path, map_location=precision.device, remedy="delete it to train this run again from its first epoch"
+        )
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         history, best = state["history"], state["best"]
@@ -305,6 +311,10 @@ def load_selected(model: nn.Module, result: FitResult, selection: str) -> dict:
     path = result.checkpoint_path(selection)
     if not path.is_file():
         raise InputError(f"The run in {result.run_dir} kept no {selection!r} checkpoint.")
-    state = io.load_torch(path, map_location=next(model.parameters()).device)
+    state = io.load_torch(
+        path,
+        map_location=next(model.parameters()).device,
+        remedy=f"delete the run directory {result.run_dir} and run it again",
+    )
     model.load_state_dict(state["model"])
     return {"epoch": state["epoch"], **state["metrics"]}

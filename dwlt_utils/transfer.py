@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import matplotlib.pyplot as plt
@@ -20,14 +21,14 @@ import torch
 from . import io, paths, plotting, results, sources, vocabulary
 from .batches import ArrayBatches
 from .config import config_hash, write_config
-from .data import limit_train, load_splits, missing_phrase
-from .errors import InputError, MissingInputError, check_choice, check_number
+from .data import check_trainable, dataset_info, limit_train, load_splits, missing_phrase
+from .errors import DwltError, InputError, MissingInputError, check_choice, check_number
 from .evaluate import evaluate
 from .models import backbone_holding, replace_fc, with_normalization
 from .notebook import Session
 from .paths import Roots
 from .profiles import PROFILES, Profile
-from .pruning import Mask, level_for_sparsity, sparsity_at_level
+from .pruning import Mask, level_for_sparsity, printed_sparsity
 from .tickets import ImpConfig, imp_ticket, imp_ticket_missing, one_shot_ticket
 from .train import TrainConfig, fit, load_selected, read_metrics
 from .vocabulary import PRETRAININGS, REGIMES, SUBSETS, TICKETS, source_key
@@ -77,11 +78,14 @@ class TransferConfig:
         check_choice("regime", regime, REGIMES)
         check_choice("ticket", ticket, TICKETS)
         check_number("data_fraction", data_fraction, 0, 1, low_open=True)
+        used = dataset_info(profile.dataset(dataset))
+        check_trainable("data_fraction", data_fraction, used.train_size, f"{used.name} training images")
         check_choice("subset", subset, SUBSETS)
         check_number("epochs", epochs, 0, 10_000, integer=True)
         check_number("ticket_seed", ticket_seed, 0, 2**31 - 1, integer=True)
         for name, value in (("eps_255", eps_255), ("source_eps_255", source_eps_255)):
             check_number(name, value, 0, 255)
+        profile.check_source_eps(pretraining, source_eps_255)
         check_number("train_steps", train_steps, 1, 1000, integer=True)
         check_number("eval_steps", eval_steps, 1, 1000, integer=True)
         if ticket == "dense":
@@ -129,8 +133,8 @@ class TransferConfig:
 
     @property
     def sparsity(self) -> float:
-        """The ladder sparsity of the ticket (the value papers print); the exact one is in its mask report."""
-        return sparsity_at_level(self.level)
+        """The ladder sparsity of the ticket as papers print it (0.9141); the exact one is in its mask report."""
+        return printed_sparsity(self.level)
 
     def deviations(self) -> list[str]:
         """How this cell departs from its profile's protocol, in words (empty: it follows it)."""
@@ -227,17 +231,37 @@ def run_transfer(
 ) -> pd.DataFrame:
     """Train and test one cell; returns its records (those on disk when the cell is already done)."""
     directory = session.roots.transfer_cell(config, session.seed)
-    if results.recorded(directory) and not force:
-        return results.load(directory)
+    if not force and (finished := _finished_records(config, directory)) is not None:
+        return finished
     require_inputs(config, session.roots, download=download)
     with io.exclusive(paths.lock_file(directory)):  # parallel sweep jobs asking for one cell train it once
-        if results.recorded(directory) and not force:
-            return results.load(directory)
+        if not force and (finished := _finished_records(config, directory, quiet=False)) is not None:
+            return finished
         return _train_and_test(config, session, directory, notebook=notebook, download=download, force=force)
 
 
+def _finished_records(config: TransferConfig, directory: Path, *, quiet: bool = True) -> pd.DataFrame | None:
+    """The records of a finished cell: one per metric and kept checkpoint. A records file that lacks some or
+    cannot be read does not finish a cell; unless `quiet`, that is said, and the cell is measured again (from
+    its kept checkpoints when its training had finished)."""
+    if not results.recorded(directory):
+        return None
+    expected = {(m, c) for c in config.recipe.keep for m in (("SA", "RA") if config.recipe.val_attack else ("SA",))}
+    try:
+        records = results.load(directory)
+    except DwltError as err:
+        problem = str(err)
+    else:
+        if len(records) == len(expected) and set(zip(records.metric, records.checkpoint)) == expected:
+            return records
+        problem = f"{paths.records_file(directory)} holds {len(records)} of the cell's {len(expected)} records."
+    if not quiet:
+        print(f"{problem} The cell is measured again.", flush=True)
+    return None
+
+
 def _train_and_test(
-    config: TransferConfig, session: Session, directory, *, notebook: str, download: bool, force: bool
+    config: TransferConfig, session: Session, directory: Path, *, notebook: str, download: bool, force: bool
 ) -> pd.DataFrame:
     profile, roots, precision, seed = PROFILES[config.profile], session.roots, session.precision, session.seed
     splits = load_splits(profile.dataset(config.dataset), roots.data_root, download=download)

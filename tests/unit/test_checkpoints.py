@@ -16,7 +16,7 @@ from torchvision.models import resnet50
 from dwlt_utils import checkpoints as ck
 from dwlt_utils import paths
 from dwlt_utils.errors import FileFormatError, InputError, MissingInputError, UntrustedFileError
-from dwlt_utils.io import load_torch, read_json
+from dwlt_utils.io import load_torch, read_json, sha256_of
 from dwlt_utils.models import build_backbone, build_model
 from dwlt_utils.vocabulary import PRETRAININGS
 
@@ -357,7 +357,7 @@ def test_save_backbone_state_writes_plain_tensors_and_a_json_sidecar(small, tmp_
     state, meta = ck.load_backbone_state(source, trust=True)
     target = ck.save_backbone_state(tmp_path / "converted" / "backbone.pt", state, meta)
     assert_same_tensors(load_torch(target), small)  # weights_only=True
-    assert read_json(paths.sidecar_file(target)) == meta
+    assert read_json(paths.sidecar_file(target)) == {**meta, "backbone_sha256": sha256_of(target)}
     again, again_meta = ck.load_backbone_state(target)
     assert_same_tensors(again, small)
     assert again_meta["layout"] == "torchvision" and not again_meta["full_unpickling"]
@@ -420,14 +420,3 @@ def test_registry_is_consistent():
     assert ck.get_source("adv", 8).imagenet_top1 == pytest.approx(54.5, abs=0.05)
     assert ck.get_source("fast_adv", 2).imagenet_top1 == pytest.approx(60.9)
     assert all(s.url is None or s.filename in s.url for s in ck.SOURCES)
-
-
-def test_torch_reasons_are_cut_to_one_line():
-    weights_only = RuntimeError(
-        "Weights only load failed. Long advice.\n\t(1) more\nWeightsUnpickler error: \n\nUnsupported operand 7\n\nDocs."
-    )
-    assert ck._reason(weights_only) == "Unsupported operand 7"
-    assert ck._reason(RuntimeError("unexpected EOF,\n expected 4 more bytes. The file might be corrupted.")) == (
-        "unexpected EOF, expected 4 more bytes"
-    )
-    assert ck._reason(EOFError()) == "EOFError"

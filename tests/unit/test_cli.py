@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 
 from dwlt_utils import cli, report
-from dwlt_utils.errors import InputError
+from dwlt_utils.errors import InputError, MissingInputError
 from dwlt_utils.profiles import PAPER, QUICK
 
 
@@ -57,4 +57,33 @@ def test_tables_written_under_a_run_root_are_not_read_back_as_records(tmp_path):
         tmp_path, "quick", records=records, thresholds=pd.DataFrame(), decisions=pd.DataFrame()
     )
     assert [p.name for p in written] == ["all_records.csv", "highest_double_win.csv", "double_win.csv"]
+    assert results.load(tmp_path).empty
+
+
+def test_a_sweep_keeps_its_executed_notebooks_in_its_run_root(tmp_path, monkeypatch):
+    monkeypatch.delenv("JPY_SESSION_NAME", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert cli.executed_dir({"quick": True}) == tmp_path / "runs" / "executed"
+    assert cli.executed_dir({"run_root": "/scratch/r"}) == Path("/scratch/r/executed")
+    monkeypatch.chdir(cli.REPO / "notebooks")  # as a notebook run from there resolves it
+    assert cli.executed_dir({"run_root": "elsewhere"}) == cli.REPO / "elsewhere" / "executed"
+
+
+def test_figures_refuse_an_empty_run_root_and_never_shrink_tables_unasked(tmp_path):
+    from dwlt_utils import results
+
+    with pytest.raises(
+        MissingInputError, match=r"^No records of the quick profile of seed 2 under /typo: check run_root"
+    ):
+        report.require_records(report.profile_records(Path("/typo"), "quick", seed=2), Path("/typo"), "quick", seed=2)
+    rows = pd.DataFrame({"a": [1, 2, 3]})
+    tables = dict(records=rows, thresholds=rows, decisions=rows)
+    report.write_tables(tmp_path, "quick", **tables)
+    before = {p.name: p.read_text() for p in (tmp_path / "quick").iterdir()}
+    fewer = dict(tables, decisions=rows.head(1))
+    with pytest.raises(InputError, match=r"double_win.csv holds 3 rows and would be replaced by 1: pass -p overwrite"):
+        report.write_tables(tmp_path, "quick", **fewer)
+    assert {p.name: p.read_text() for p in (tmp_path / "quick").iterdir()} == before  # nothing written
+    report.write_tables(tmp_path, "quick", **fewer, overwrite=True)
+    assert len(pd.read_csv(tmp_path / "quick" / "double_win.csv")) == 1
     assert results.load(tmp_path).empty

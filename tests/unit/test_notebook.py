@@ -48,3 +48,20 @@ def test_a_session_resolves_device_and_precision_once(monkeypatch):
     assert "QUICK PROFILE" in session.banner() and "cpu, fp32" in session.banner()
     with pytest.raises(InputError, match="torch.compile are for CUDA devices"):
         start(torch_compile=True)
+
+
+def test_a_folder_parameter_that_is_a_file_is_refused(tmp_path, monkeypatch):
+    monkeypatch.delenv("JPY_SESSION_NAME", raising=False)
+    (tmp_path / "runs").write_text("not a folder")
+    with pytest.raises(InputError, match=r"^run_root .*runs is a file, not a folder; give a folder"):
+        start(run_root=str(tmp_path / "runs"))
+
+
+def test_every_relative_folder_of_a_notebook_starts_at_the_same_place(monkeypatch):
+    monkeypatch.delenv("JPY_SESSION_NAME", raising=False)
+    monkeypatch.chdir(REPO / "notebooks")
+    session = start()
+    assert session.folder("results_dir", "results") == REPO / "results" == session.roots.run_root.parent / "results"
+    assert session.folder("imagenet_root", "", optional=True) is None
+    with pytest.raises(InputError, match="results_dir is a folder path"):
+        session.folder("results_dir", "")

@@ -262,3 +262,13 @@ def test_too_coarse_a_sparsity_is_ambiguous():
     # Far up the ladder the levels are closer than the printed precision: 0.9997 fits levels 36 and 37.
     with pytest.raises(ValueError, match="too coarse"):
         level_for_sparsity(0.9997)
+
+
+def test_ladder_sparsities_are_stored_as_printed():
+    from dwlt_utils.pruning import MAX_LEVEL, printed_sparsity
+
+    assert [printed_sparsity(k) for k in (0, 2, 10, 11)] == [0.0, 0.36, 0.8926, 0.9141]
+    assert printed_sparsity(2) != sparsity_at_level(2)  # 0.3599999999999999, which nobody types
+    for level in range(MAX_LEVEL + 1):
+        printed = printed_sparsity(level)
+        assert level_for_sparsity(printed) == level and abs(printed - sparsity_at_level(level)) < 5e-5

@@ -3,7 +3,7 @@ import torch
 from PIL import Image
 from torchvision.models import resnet50
 
-from dwlt_utils import sources
+from dwlt_utils import paths, sources
 from dwlt_utils.checkpoints import get_source
 from dwlt_utils.errors import InputError, MissingInputError
 from dwlt_utils.profiles import PAPER, QUICK
@@ -13,7 +13,9 @@ def test_the_choice_of_sources_is_checked():
     assert sources.check_sources(["adv", "standard"], 4, PAPER) == ["adv", "standard"]
     with pytest.raises(InputError, match="accepted"):
         sources.check_sources(["adv"], 3, PAPER)  # no ℓ∞ 3/255 checkpoint is published
-    assert sources.check_sources(["adv"], 3, QUICK) == ["adv"]  # the quick profile pre-trains its own
+    with pytest.raises(InputError, match=r"quick profile pre-trains its robust sources at ε = 4/255 only; got .* 3"):
+        sources.check_sources(["adv"], 3, QUICK)  # it pre-trains its own, at one ε
+    assert sources.check_sources(["standard"], 3, QUICK) == ["standard"]  # which the standard source ignores
     with pytest.raises(InputError, match="non-empty list"):
         sources.check_sources([], 4, PAPER)
 
@@ -54,3 +56,35 @@ def test_a_published_checkpoint_is_converted_once_and_checked_against_its_hash(r
         roots.source("paper", "standard", 0), tmp_path / "imagenet", 4, Precision.for_device("cpu")
     )
     assert top1 in (0.0, 25.0, 50.0, 75.0, 100.0)
+
+
+def test_a_damaged_source_is_named_and_never_counts_as_prepared(roots, plant_source):
+    plant_source("adv")
+    path = roots.source("quick", "adv", 4)
+    assert sources.prepared(QUICK, "adv", 4, roots)
+    path.write_bytes(b"<html>consent</html>")  # the file changed after it was written
+    problem = sources.missing(QUICK, "adv", 4, roots)
+    assert problem == (
+        f"the dense adv_linf4 source {path} differs from the file written (its SHA-256 changed): delete it and "
+        "re-run notebooks/01_load_pretrained.ipynb with -p quick True, which makes it again"
+    )
+    with pytest.raises(MissingInputError, match="^The dense adv_linf4 source .* differs from the file written"):
+        sources.load(QUICK, "adv", 4, roots)
+    paths.sidecar_file(path).unlink()  # without a recorded hash, the file is read (safely) to be verified
+    assert "cannot be read as a weights-only state dict" in sources.missing(QUICK, "adv", 4, roots)
+
+
+def test_notebook_01_replaces_a_damaged_source_it_made(roots, capsys):
+    source = get_source("standard")
+    roots.weights_dir.mkdir(parents=True)
+    torch.manual_seed(0)
+    torch.save(resnet50().state_dict(), roots.weights_dir / source.filename)
+    with pytest.warns(UserWarning, match="differs from the published"):
+        sources.convert_published(PAPER, "standard", 0, roots, download=False)
+    target = roots.source("paper", "standard", 0)
+    target.write_bytes(target.read_bytes()[:1000])  # truncated
+    assert not sources.prepared(PAPER, "standard", 0, roots)
+    with pytest.warns(UserWarning, match="differs from the published"):
+        sources.convert_published(PAPER, "standard", 0, roots, download=False)
+    assert f"{target} differs from the file written (its SHA-256 changed): it is made again" in capsys.readouterr().out
+    assert sources.prepared(PAPER, "standard", 0, roots)

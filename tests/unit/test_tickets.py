@@ -1,7 +1,7 @@
 import pytest
 
-from dwlt_utils import tickets
-from dwlt_utils.errors import InputError, MissingInputError
+from dwlt_utils import paths, tickets
+from dwlt_utils.errors import FileFormatError, InputError, MissingInputError
 from dwlt_utils.profiles import PAPER, QUICK
 
 
@@ -19,12 +19,12 @@ def test_one_shot_tickets_are_saved_and_reused(roots, plant_source):
 def test_imp_inputs_are_checked(roots):
     ladder = tickets.ImpConfig.create(profile=QUICK, pretraining="adv")
     with pytest.raises(MissingInputError, match="Cannot run this ladder: the dense adv_linf4 source"):
-        tickets.check_imp_inputs(ladder, roots, levels=3, imagenet_root="", one_shot_sparsities=[])
+        tickets.check_imp_inputs(ladder, roots, levels=3, imagenet_root=None, one_shot_sparsities=[])
     paper = tickets.ImpConfig.create(profile=PAPER, pretraining="standard")
     with pytest.raises(MissingInputError, match="imagenet_root"):
-        tickets.check_imp_inputs(paper, roots, levels=3, imagenet_root="", one_shot_sparsities=[])
+        tickets.check_imp_inputs(paper, roots, levels=3, imagenet_root=None, one_shot_sparsities=[])
     with pytest.raises(InputError, match="one-shot sparsity"):
-        tickets.check_imp_inputs(ladder, roots, levels=3, imagenet_root="", one_shot_sparsities=[1.0])
+        tickets.check_imp_inputs(ladder, roots, levels=3, imagenet_root=None, one_shot_sparsities=[1.0])
 
 
 def test_a_ladder_is_computed_once_and_exported_in_the_official_layout(session, roots, plant_source, capsys):
@@ -40,3 +40,19 @@ def test_a_ladder_is_computed_once_and_exported_in_the_official_layout(session, 
     files = tickets.export_official(ladder, roots, session.seed, masks)
     assert [f.parent for f in files] == [roots.imp_level(ladder, session.seed, k) for k in (1, 2)]
     assert tickets.run_imp_ladder(ladder, session, levels=2) == masks and capsys.readouterr().out == ""
+
+
+def test_degenerate_ladders_and_damaged_levels_are_one_sentence(session, roots, plant_source):
+    with pytest.raises(InputError, match="the smallest source_fraction that trains is 0.0007"):
+        tickets.ImpConfig.create(profile=QUICK, pretraining="adv", source_fraction=0.0001)
+    with pytest.raises(InputError, match="ε = 4/255 only"):
+        tickets.ImpConfig.create(profile=QUICK, pretraining="adv", source_eps_255=8)
+    plant_source()
+    ladder = tickets.ImpConfig.create(profile=QUICK, pretraining="adv", source_fraction=0.01)
+    tickets.run_imp_ladder(ladder, session, levels=2)
+    level = roots.imp_level(ladder, session.seed, 2)
+    paths.mask_file(level).write_bytes(b"\x80garbage")
+    with pytest.raises(FileFormatError) as err:
+        tickets.imp_ticket(ladder, roots, session.seed, 2)
+    assert str(err.value).startswith(str(paths.mask_file(level)))
+    assert str(err.value).endswith(f"delete {level} and re-run notebooks/02_imp.ipynb, which makes it again.")

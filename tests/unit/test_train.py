@@ -5,11 +5,13 @@ from dataclasses import replace
 import pytest
 import torch
 
+from dwlt_utils import paths
 from dwlt_utils.attacks import AttackSpec
 from dwlt_utils.augment import Transforms
 from dwlt_utils.batches import ArrayBatches
 from dwlt_utils.data import ImageArrays
 from dwlt_utils.engine import Precision
+from dwlt_utils.errors import FileFormatError, InputError
 from dwlt_utils.evaluate import evaluate
 from dwlt_utils.models import build_model
 from dwlt_utils.pruning import Mask, one_shot_mask
@@ -209,3 +211,25 @@ def test_the_fused_optimizer_updates_as_torchs_default_sgd_loop(data):
     for name, value in engine.state_dict().items():
         assert torch.allclose(value.float(), expected[name].float(), rtol=1e-6, atol=1e-7), name
     assert not torch.equal(engine.state_dict()["model.fc.weight"], new_model().state_dict()["model.fc.weight"])
+
+
+def test_an_epoch_that_cannot_form_a_batch_stops_with_a_sentence(tmp_path):
+    one = ImageArrays(torch.zeros(1, 3, 8, 8, dtype=torch.uint8), torch.zeros(1, dtype=torch.long), torch.arange(1))
+    model = build_model("small_resnet", 10, (0.5,) * 3, (0.25,) * 3)
+    config = TrainConfig(epochs=1, batch_size=4, lr=0.1, weight_decay=0, val_from_epoch=-1, keep=())
+    with pytest.raises(InputError, match=r"formed no batch of at least two images .* at least two images\.$"):
+        fit(model, ArrayBatches(one, PIPELINE, "cpu"), None, config, tmp_path, seed=0, progress="off")
+    assert not paths.resume_file(tmp_path).exists()
+
+
+def test_a_damaged_resume_state_is_named_with_what_to_do(tmp_path, data):
+    model = build_model("small_resnet", 10, (0.5,) * 3, (0.25,) * 3)
+    config = TrainConfig(epochs=1, batch_size=16, lr=0.1, weight_decay=0, val_from_epoch=-1, keep=())
+    fit(model, data[0], None, config, tmp_path, seed=0, progress="off")
+    paths.resume_file(tmp_path).write_bytes(b"<!DOCTYPE html>")
+    with pytest.raises(FileFormatError) as err:
+        fit(model, data[0], None, config, tmp_path, seed=0, progress="off")
+    assert str(err.value) == (
+        f"{paths.resume_file(tmp_path)} is an HTML page (a sign-in, consent or error page saved under its name), not a "
+        "checkpoint; delete it to train this run again from its first epoch."
+    )

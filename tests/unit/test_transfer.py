@@ -21,6 +21,8 @@ def test_cells_resolve_defaults_into_their_identity():
     assert auto.level == 11 and auto.imp.variant == "a-imp" and auto.deviations() == []
     assert config_hash(auto) != config_hash(auto.dense())
     assert quick_cell(pretraining="standard", ticket="imp", sparsity=0.2).imp.variant == "s-imp"
+    assert quick_cell(data_fraction=0.0017).data_fraction == 0.0017  # the smallest budget that trains
+    assert quick_cell().sparsity == 0.36 and quick_cell(sparsity=0.9141).sparsity == 0.9141  # as printed
 
 
 def test_deviations_say_how_a_cell_departs_from_the_protocol():
@@ -48,6 +50,12 @@ def test_deviations_say_how_a_cell_departs_from_the_protocol():
         (dict(subset="balanced"), "Unknown subset"),
         (dict(epochs=-1), "epochs must be an integer"),
         (dict(regime="both"), "Unknown regime"),
+        (
+            dict(data_fraction=0.001),
+            r"data_fraction 0.001 of the 1,197 digits training images is 1 image, too few for one training step "
+            r"\(BatchNorm needs two images in a batch\); the smallest data_fraction that trains is 0.0017\.",
+        ),
+        (dict(source_eps_255=3), "quick profile pre-trains its robust sources at ε = 4/255 only"),
     ],
 )
 def test_bad_cells_are_one_sentence(overrides, message):
@@ -126,3 +134,20 @@ def test_parallel_requests_for_one_cell_train_it_once(session, roots, plant_sour
     for t in threads:
         t.join()
     assert len(trained) == 1 and len(results.load(roots.run_root)) == 1
+
+
+def test_a_cell_whose_records_are_incomplete_is_measured_again(session, roots, plant_source, capsys):
+    plant_source()
+    cell = quick_cell(epochs=1)
+    first = transfer.run_transfer(cell, session, notebook="03_std_transfer")
+    run = roots.transfer_cell(cell, session.seed)
+    header = paths.records_file(run).read_text().splitlines()[0]
+    paths.records_file(run).write_text(header + "\n")  # cut to its header: the result is missing
+    capsys.readouterr()
+    again = transfer.run_transfer(cell, session, notebook="03_std_transfer")
+    printed = capsys.readouterr().out
+    assert printed == f"{paths.records_file(run)} holds 0 of the cell's 1 records. The cell is measured again.\n"
+    assert again.value.tolist() == first.value.tolist()  # measured on the kept checkpoint, not retrained
+    paths.records_file(run).write_text("not,a,records,file\n1,2,3,4\n")
+    assert transfer.run_transfer(cell, session, notebook="03_std_transfer").value.tolist() == first.value.tolist()
+    assert "has the wrong columns" in capsys.readouterr().out
