@@ -30,7 +30,15 @@ from .checkpoints import (
 )
 from .data import imagenet_folder, load_splits, subset_positions
 from .engine import Precision
-from .errors import DwltError, FileFormatError, InputError, MissingInputError, check_choice, sentence
+from .errors import (
+    DwltError,
+    FileFormatError,
+    InputError,
+    MissingInputError,
+    UntrustedFileError,
+    check_choice,
+    sentence,
+)
 from .evaluate import evaluate
 from .models import build_backbone, build_model, with_normalization
 from .notebook import Session
@@ -59,6 +67,8 @@ def _damage(path: Path) -> str | None:
         return None if io.sha256_of(path) == recorded else "differs from the file written (its SHA-256 changed)"
     try:
         io.load_torch(path)
+    except UntrustedFileError:
+        return "holds a pickle that would run code (it was not read)"
     except DwltError:
         return "cannot be read as a weights-only state dict"
     return None

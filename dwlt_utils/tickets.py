@@ -17,7 +17,7 @@ from .batches import ArrayBatches, FolderBatches
 from .checkpoints import IMAGENET_MEAN, IMAGENET_STD
 from .config import write_config
 from .data import check_trainable, imagenet_folder, load_splits, missing_phrase, subset_positions
-from .errors import InputError, MissingInputError, check_choice, check_number, sentence
+from .errors import DwltError, InputError, MissingInputError, check_choice, check_number, sentence
 from .imp import run_imp
 from .models import backbone_holding
 from .notebook import Session
@@ -176,11 +176,7 @@ def export_official(config: ImpConfig, roots: Roots, seed: int, masks: list[Mask
     ]
 
 
-def imp_ticket_missing(config: ImpConfig, roots: Roots, seed: int, level: int) -> str | None:
-    """None when level `level` of the ladder exists, else a phrase saying how to compute it."""
-    directory = roots.imp_level(config, seed, level)
-    if Mask.exists(directory):
-        return None
+def _not_computed(config: ImpConfig, directory: Path, level: int) -> str:
     flag = PROFILES[config.profile].flag
     return (
         f"the IMP ticket at level {level} ({sparsity_at_level(level):.2%}) of {config.describe()} is not in "
@@ -189,12 +185,27 @@ def imp_ticket_missing(config: ImpConfig, roots: Roots, seed: int, level: int) -
     )
 
 
-def imp_ticket(config: ImpConfig, roots: Roots, seed: int, level: int) -> Mask:
-    problem = imp_ticket_missing(config, roots, seed, level)
-    if problem:
-        raise MissingInputError(sentence(problem))
+def _level_remedy(directory: Path) -> str:
+    return f"delete {directory} and re-run notebooks/02_imp.ipynb, which makes it again"
+
+
+def imp_ticket_missing(config: ImpConfig, roots: Roots, seed: int, level: int) -> str | None:
+    """None when level `level` of the ladder is there and reads, else a phrase saying what to do."""
     directory = roots.imp_level(config, seed, level)
-    return Mask.load(directory, remedy=f"delete {directory} and re-run notebooks/02_imp.ipynb, which makes it again")
+    if not Mask.exists(directory):
+        return _not_computed(config, directory, level)
+    try:
+        Mask.load(directory, remedy=_level_remedy(directory))
+    except DwltError as err:
+        return str(err).removesuffix(".")
+    return None
+
+
+def imp_ticket(config: ImpConfig, roots: Roots, seed: int, level: int) -> Mask:
+    directory = roots.imp_level(config, seed, level)
+    if not Mask.exists(directory):
+        raise MissingInputError(sentence(_not_computed(config, directory, level)))
+    return Mask.load(directory, remedy=_level_remedy(directory))
 
 
 def one_shot_ticket(

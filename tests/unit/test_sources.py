@@ -1,3 +1,5 @@
+import os
+
 import pytest
 import torch
 from PIL import Image
@@ -58,7 +60,15 @@ def test_a_published_checkpoint_is_converted_once_and_checked_against_its_hash(r
     assert top1 in (0.0, 25.0, 50.0, 75.0, 100.0)
 
 
-def test_a_damaged_source_is_named_and_never_counts_as_prepared(roots, plant_source):
+class RunsCode:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_a_damaged_source_is_named_and_never_counts_as_prepared(roots, plant_source, tmp_path):
     plant_source("adv")
     path = roots.source("quick", "adv", 4)
     assert sources.prepared(QUICK, "adv", 4, roots)
@@ -72,6 +82,9 @@ def test_a_damaged_source_is_named_and_never_counts_as_prepared(roots, plant_sou
         sources.load(QUICK, "adv", 4, roots)
     paths.sidecar_file(path).unlink()  # without a recorded hash, the file is read (safely) to be verified
     assert "cannot be read as a weights-only state dict" in sources.missing(QUICK, "adv", 4, roots)
+    torch.save({"conv1.weight": RunsCode(tmp_path / "ran")}, path)
+    assert "holds a pickle that would run code (it was not read)" in sources.missing(QUICK, "adv", 4, roots)
+    assert not (tmp_path / "ran").exists()
 
 
 def test_notebook_01_replaces_a_damaged_source_it_made(roots, capsys):

@@ -56,3 +56,5 @@ def test_degenerate_ladders_and_damaged_levels_are_one_sentence(session, roots, 
         tickets.imp_ticket(ladder, roots, session.seed, 2)
     assert str(err.value).startswith(str(paths.mask_file(level)))
     assert str(err.value).endswith(f"delete {level} and re-run notebooks/02_imp.ipynb, which makes it again.")
+    # a transfer cell finds it in its validation, before its dense baseline trains
+    assert tickets.imp_ticket_missing(ladder, roots, session.seed, 2) == str(err.value).removesuffix(".")
