@@ -40,6 +40,11 @@ def _umask() -> int:
         return mask
 
 
+def follow_umask(path: Path) -> None:
+    """Give a file the permissions a plain `open` would have given it."""
+    os.chmod(path, 0o666 & ~_umask())
+
+
 def atomic_write(path: Path, write: Callable[[Any], None], mode: str) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -49,7 +54,7 @@ def atomic_write(path: Path, write: Callable[[Any], None], mode: str) -> Path:
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes files private; the user's umask decides instead
+        follow_umask(tmp)  # mkstemp makes files private; the user's umask decides instead
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

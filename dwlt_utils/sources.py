@@ -217,6 +217,7 @@ def _download_weights(src: PretrainedSource, destination: Path, download: bool, 
     destination.parent.mkdir(parents=True, exist_ok=True)
     print(f"downloading {src.filename} from {src.url} to {destination.parent}/", flush=True)
     download_url_to_file(src.url, str(destination), progress=progress)
+    io.follow_umask(destination)  # torch.hub keeps its temporary file's private mode
 
 
 def imagenet_top1(

@@ -28,7 +28,7 @@ from . import io, paths
 from .attacks import PGD3_IMP, PGD10_TRAIN, PGD20_EVAL, AttackSpec
 from .batches import Batches
 from .engine import Precision, generator_for
-from .errors import InputError, check_choice
+from .errors import FileFormatError, InputError, check_choice
 from .evaluate import evaluate
 from .models import backbone_of
 from .pruning import Mask, MaskedWeights
@@ -212,7 +212,13 @@ def read_metrics(run_dir: Path) -> pd.DataFrame:
     path = paths.metrics_file(run_dir)
     if not path.is_file():
         raise InputError(f"{run_dir} has no training log ({path.name}); it has not finished an epoch yet.")
-    return pd.read_csv(path)
+    try:
+        log = pd.read_csv(path)
+    except (ValueError, UnicodeDecodeError) as err:  # pandas' parser errors are ValueErrors
+        raise FileFormatError(f"{path} is not a readable training log ({err}); {io.RERUN}.") from None
+    if "epoch" not in log.columns:
+        raise FileFormatError(f"{path} is not a training log (it has no epoch column); {io.RERUN}.")
+    return log
 
 
 def _finished_line(label: str, history: list[dict], first: int, epochs: int) -> str:

@@ -233,3 +233,12 @@ def test_a_damaged_resume_state_is_named_with_what_to_do(tmp_path, data):
         f"{paths.resume_file(tmp_path)} is an HTML page (a sign-in, consent or error page saved under its name), not a "
         "checkpoint; delete it to train this run again from its first epoch."
     )
+
+
+def test_a_damaged_training_log_is_named(tmp_path):
+    from dwlt_utils.train import read_metrics
+
+    for text in ("epoch,loss\n0,1\n1,2,3,4\n", "x\n1\n"):
+        paths.metrics_file(tmp_path).write_text(text)
+        with pytest.raises(FileFormatError, match=rf"^{paths.metrics_file(tmp_path)} is not a .*training log"):
+            read_metrics(tmp_path)
