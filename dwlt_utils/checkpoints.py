@@ -31,7 +31,7 @@ import torch.nn as nn
 
 from . import paths
 from .errors import FileFormatError, InputError, MissingInputError, UntrustedFileError, check_choice
-from .io import read_weights_only, save_torch, sha256_of, torch_format, torch_reason, unsupported_global, write_json
+from .io import read_weights_only, save_torch, sha256_of, torch_format, unreadable, unsupported_global, write_json
 from .models import ARCHS, build_backbone
 from .vocabulary import PRETRAININGS
 
@@ -191,13 +191,6 @@ def _download_hint(path: Path) -> str:
     return f"from {_published_at(path) or 'where you got it'}"
 
 
-def _unreadable(path: Path, fmt: str, err: BaseException) -> FileFormatError:
-    return FileFormatError(
-        f"{path} cannot be read as a PyTorch checkpoint ({fmt} format; torch: {torch_reason(err)}), so it is "
-        f"probably truncated or corrupt; download or copy it again {_download_hint(path)}."
-    )
-
-
 def _read(path: Path, fmt: str, sha256: str, trusted: bool) -> tuple[Any, bool]:
     """The unpickled object, and whether full unpickling was needed."""
     try:
@@ -206,7 +199,7 @@ def _read(path: Path, fmt: str, sha256: str, trusted: bool) -> tuple[Any, bool]:
         if not trusted:
             needs_globals = unsupported_global(err)
             if needs_globals is None:
-                raise _unreadable(path, fmt, err) from err
+                raise unreadable(path, fmt, err, f"download or copy it again {_download_hint(path)}") from err
             raise UntrustedFileError(
                 f"{path} needs full unpickling (it names the Python object {needs_globals}), which can "
                 f"run code from the file, and its SHA-256 {sha256} is not in the registry of known pre-trained "
@@ -215,7 +208,7 @@ def _read(path: Path, fmt: str, sha256: str, trusted: bool) -> tuple[Any, bool]:
     try:  # trusted: dill's unpickler reads plain pickles too, and robustness-library files need it
         return torch.load(path, map_location="cpu", weights_only=False, pickle_module=dill), True
     except Exception as err:
-        raise _unreadable(path, fmt, err) from err
+        raise unreadable(path, fmt, err, f"download or copy it again {_download_hint(path)}") from err
 
 
 def _is_tensor_dict(obj: Any) -> bool:

@@ -28,7 +28,7 @@ from pathlib import Path
 import nbformat
 
 from .notebook import working_root
-from .paths import Roots
+from .paths import executed_dir, resolve_folder
 from .vocabulary import PRETRAININGS
 
 REPO = Path(__file__).resolve().parent.parent
@@ -62,10 +62,10 @@ def slug(parameters: dict) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "-" for c in text)
 
 
-def executed_dir(fixed: dict) -> Path:
+def sweep_dir(fixed: dict) -> Path:
     """Where a sweep keeps its executed notebooks: in the run root its notebooks use, resolved as they
     resolve it (the notebooks' default run root when the sweep does not set one)."""
-    return Roots.create("data", fixed.get("run_root", NOTEBOOK_RUN_ROOT), base=working_root()).executed()
+    return executed_dir(resolve_folder("run_root", fixed.get("run_root", NOTEBOOK_RUN_ROOT), working_root()))
 
 
 def grid_jobs(notebook: Path, fixed: dict, grid: dict[str, list], out: Path) -> list[Job]:
@@ -164,7 +164,7 @@ DEMO_PRETRAININGS = list(PRETRAININGS)
 
 def demo(run_root: Path, out: Path, data_root: Path, parallel: int) -> int:
     common = {"quick": True, "run_root": str(run_root), "data_root": str(data_root)}
-    executed = Roots(data_root, run_root).executed()
+    executed = executed_dir(run_root)
     cell = {"pretraining": "adv", "sparsity": 0.9141}  # the card's cell: each transfer notebook's showcase
     stages = [
         ("01", [Job(NOTEBOOKS / "01_load_pretrained.ipynb", executed / "01_load_pretrained.ipynb", common)]),
@@ -273,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
                 parser.error(f"--grid takes NAME=V1,V2,...; got {item!r}")
             grid[name] = [parse_value(v) for v in values.split(",")]
         fixed = {name: parse_value(value) for name, value in args.p}
-        out = args.out or executed_dir(fixed)
+        out = args.out or sweep_dir(fixed)
         outcomes = run_jobs(grid_jobs(args.notebook, fixed, grid, out), parallel=args.jobs)
         return int(any(code for _, code, _ in outcomes))
     if args.command == "render":

@@ -34,7 +34,7 @@ from torchvision import transforms
 from torchvision.datasets import CIFAR10, CIFAR100, SVHN, FashionMNIST, ImageFolder
 from torchvision.datasets.utils import check_integrity
 
-from .errors import FileFormatError, InputError, MissingInputError, UntrustedFileError
+from .errors import FileFormatError, InputError, MissingInputError, UntrustedFileError, phrase
 from .io import atomic_write, unreachable
 from .vocabulary import SUBSETS
 
@@ -422,7 +422,7 @@ def missing_phrase(name: str, root: str | Path, *, download: bool = False) -> st
     try:
         ensure_available(name, root, download=download)
     except MissingInputError as err:
-        return str(err).rstrip(".")
+        return phrase(err)
     return None
 
 

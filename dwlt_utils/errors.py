@@ -36,6 +36,11 @@ def sentence(phrase: str) -> str:
     return phrase[0].upper() + phrase[1:] + "."
 
 
+def phrase(err: BaseException) -> str:
+    """An error's sentence as a phrase, to join with others into one sentence."""
+    return str(err).removesuffix(".")
+
+
 def _show(bound: float) -> str:
     return f"{bound:,}" if isinstance(bound, int) else f"{bound:g}"
 

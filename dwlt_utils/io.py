@@ -105,10 +105,15 @@ def load_torch(path: Path, map_location: str | torch.device = "cpu", *, remedy: 
                 f"{path} names the Python object {code}, which unpickling would run as code, so it was not read; "
                 f"{remedy}."
             ) from None
-        raise FileFormatError(
-            f"{path} cannot be read as a PyTorch checkpoint ({fmt} format; torch: {torch_reason(err)}), so it is "
-            f"probably truncated or corrupt; {remedy}."
-        ) from None
+        raise unreadable(path, fmt, err, remedy) from None
+
+
+def unreadable(path: Path, fmt: str, err: BaseException, remedy: str) -> FileFormatError:
+    """The error for a torch file of a known format that torch could not read."""
+    return FileFormatError(
+        f"{path} cannot be read as a PyTorch checkpoint ({fmt} format; torch: {torch_reason(err)}), so it is "
+        f"probably truncated or corrupt; {remedy}."
+    )
 
 
 def torch_format(path: Path, remedy: str) -> str:

@@ -9,7 +9,7 @@
       tickets/<profile>/<source>/omp/sparsity_S/    a one-shot magnitude ticket, made when first asked for
       tickets/<profile>/<source>/random/seed_<s>/sparsity_S/    a random ticket
       transfer/<hash>/seed_<s>/                     one table cell (notebooks 03-05)
-      executed/                                     executed notebooks of the demo
+      executed/                                     executed notebooks of the demo and the sweeps
 
 A run directory (a training or a transfer cell) holds `config.json` (its full configuration), `metrics.csv`
 (one row per epoch), `resume.pt` (the state to resume from), `best_sa.pt` / `best_ra.pt` (the checkpoints
@@ -29,7 +29,6 @@ from .errors import InputError
 from .vocabulary import source_key
 
 RECORDS = "records.csv"  # the name `results.load` collects under a root
-LOCK = ".lock"
 
 
 # Files of a run directory
@@ -59,7 +58,7 @@ def train_indices_file(run: Path) -> Path:
 
 
 def lock_file(run: Path) -> Path:
-    return Path(run) / LOCK
+    return Path(run) / ".lock"
 
 
 # Files of a mask directory
@@ -85,6 +84,11 @@ def sidecar_file(path: Path) -> Path:
 def run_dir(root: Path, kind: str, config: Any, seed: int) -> Path:
     """`<root>/<kind>/<hash>/seed_<seed>/`: a run identified by its configuration and seed."""
     return Path(root) / kind / config_hash(config) / f"seed_{seed}"
+
+
+def executed_dir(run_root: Path) -> Path:
+    """Where the demo and the sweeps keep the notebooks they executed."""
+    return Path(run_root) / "executed"
 
 
 def level_dir(ladder: Path, level: int) -> Path:
@@ -146,7 +150,3 @@ class Roots:
 
     def transfer_cell(self, config: Any, seed: int) -> Path:
         return run_dir(self.run_root, "transfer", config, seed)
-
-    def executed(self) -> Path:
-        """Where the demo keeps the notebooks it executed."""
-        return self.run_root / "executed"

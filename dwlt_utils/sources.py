@@ -81,7 +81,7 @@ def prepared(profile: Profile, pretraining: str, eps_255: float, roots: Roots) -
 
 def missing(profile: Profile, pretraining: str, eps_255: float, roots: Roots) -> str | None:
     """None when the source is prepared and its file verifies, else a phrase saying what is wrong and what to do."""
-    where = roots.source(profile.name, pretraining, source_eps_255(pretraining, eps_255))
+    where = roots.source(profile.name, pretraining, eps_255)
     if where.is_file():
         damage = _damage(where)
         return (
@@ -105,7 +105,7 @@ def load(profile: Profile, pretraining: str, eps_255: float, roots: Roots) -> di
     problem = missing(profile, pretraining, eps_255, roots)
     if problem:
         raise MissingInputError(sentence(problem))
-    return io.load_torch(roots.source(profile.name, pretraining, source_eps_255(pretraining, eps_255)))
+    return io.load_torch(roots.source(profile.name, pretraining, eps_255))
 
 
 def _previous(profile: Profile, pretraining: str, eps_255: float, roots: Roots) -> dict | None:
@@ -154,7 +154,7 @@ def prepare(
         progress=session.progress == "bar",
     )
     if imagenet_root:
-        backbone = session.roots.source(session.profile.name, pretraining, source_eps_255(pretraining, eps_255))
+        backbone = session.roots.source(session.profile.name, pretraining, eps_255)
         meta["imagenet_top1_subset"] = imagenet_top1(backbone, imagenet_root, imagenet_images, session.precision)
     return meta
 

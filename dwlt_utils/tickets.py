@@ -17,7 +17,7 @@ from .batches import ArrayBatches, FolderBatches
 from .checkpoints import IMAGENET_MEAN, IMAGENET_STD
 from .config import write_config
 from .data import check_trainable, imagenet_folder, load_splits, missing_phrase, subset_positions
-from .errors import DwltError, InputError, MissingInputError, check_choice, check_number, sentence
+from .errors import DwltError, InputError, MissingInputError, check_choice, check_number, phrase, sentence
 from .imp import run_imp
 from .models import backbone_holding
 from .notebook import Session
@@ -197,7 +197,7 @@ def imp_ticket_missing(config: ImpConfig, roots: Roots, seed: int, level: int) -
     try:
         Mask.load(directory, remedy=_level_remedy(directory))
     except DwltError as err:
-        return str(err).removesuffix(".")
+        return phrase(err)
     return None
 
 
@@ -214,7 +214,6 @@ def one_shot_ticket(
     """One-shot magnitude (OMP) or random pruning of θ_p at any sparsity, saved on first use."""
     check_choice("one-shot method", method, ONE_SHOT_METHODS)
     check_number("sparsity", sparsity, 0, 1)
-    eps_255 = vocabulary.source_eps_255(pretraining, eps_255)
     directory = roots.one_shot(profile.name, pretraining, eps_255, method, sparsity, seed)
     if Mask.exists(directory):
         return Mask.load(directory, remedy="delete it: the next run that asks for this ticket makes it again")

@@ -63,10 +63,10 @@ def test_tables_written_under_a_run_root_are_not_read_back_as_records(tmp_path):
 def test_a_sweep_keeps_its_executed_notebooks_in_its_run_root(tmp_path, monkeypatch):
     monkeypatch.delenv("JPY_SESSION_NAME", raising=False)
     monkeypatch.chdir(tmp_path)
-    assert cli.executed_dir({"quick": True}) == tmp_path / "runs" / "executed"
-    assert cli.executed_dir({"run_root": "/scratch/r"}) == Path("/scratch/r/executed")
+    assert cli.sweep_dir({"quick": True}) == tmp_path / "runs" / "executed"
+    assert cli.sweep_dir({"run_root": "/scratch/r"}) == Path("/scratch/r/executed")
     monkeypatch.chdir(cli.REPO / "notebooks")  # as a notebook run from there resolves it
-    assert cli.executed_dir({"run_root": "elsewhere"}) == cli.REPO / "elsewhere" / "executed"
+    assert cli.sweep_dir({"run_root": "elsewhere"}) == cli.REPO / "elsewhere" / "executed"
 
 
 def test_figures_refuse_an_empty_run_root_and_never_shrink_tables_unasked(tmp_path):
