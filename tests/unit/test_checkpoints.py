@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import builtins
 import dataclasses
 import re
@@ -11,6 +10,7 @@ from pathlib import Path
 import dill
 import pytest
 import torch
+from genuine_files import dataparallel, randomised, robustness_checkpoint, wong_checkpoint
 from torchvision.models import resnet50
 
 from dwlt_utils import checkpoints as ck
@@ -23,17 +23,6 @@ from dwlt_utils.vocabulary import PRETRAININGS
 MEAN, STD = ck.IMAGENET_MEAN, ck.IMAGENET_STD
 
 
-def randomised(state: dict[str, torch.Tensor], seed: int = 0) -> dict[str, torch.Tensor]:
-    """Distinct random values in every tensor, so a key mix-up between same-shaped tensors cannot pass."""
-    gen = torch.Generator().manual_seed(seed)
-    return {
-        k: torch.randint(1, 10_000, v.shape, generator=gen)
-        if v.dtype == torch.long
-        else torch.randn(v.shape, generator=gen)
-        for k, v in state.items()
-    }
-
-
 @pytest.fixture(scope="module")
 def r50() -> dict[str, torch.Tensor]:
     return randomised(resnet50().state_dict())
@@ -42,32 +31,6 @@ def r50() -> dict[str, torch.Tensor]:
 @pytest.fixture
 def small() -> dict[str, torch.Tensor]:
     return randomised(build_backbone("small_resnet", 10).state_dict(), seed=1)
-
-
-def robustness_checkpoint(weights: dict[str, torch.Tensor]) -> dict:
-    """What the robustness library saves: AttackerModel under DataParallel, plus training state dill can pickle."""
-    mean, std = torch.tensor(MEAN).view(3, 1, 1), torch.tensor(STD).view(3, 1, 1)
-    model = {
-        "module.normalizer.new_mean": mean,
-        "module.normalizer.new_std": std,
-        **{f"module.model.{k}": v for k, v in weights.items()},
-        # AttackerModel.attacker holds the same modules, so the tensors are shared, as in the real files.
-        **{f"module.attacker.model.{k}": v for k, v in weights.items()},
-        "module.attacker.normalize.new_mean": mean,
-        "module.attacker.normalize.new_std": std,
-    }
-    return {
-        "model": model,
-        "optimizer": {"state": {}, "param_groups": [{"lr": 0.1, "params": [0, 1]}]},
-        "schedule": {"lr_lambda": lambda epoch: 0.1 ** (epoch // 30)},  # dill pickles this by value
-        "args": argparse.Namespace(arch="resnet50", eps=4 / 255),
-        "epoch": 90,
-        "amp": None,
-    }
-
-
-def dataparallel(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {f"module.{k}": v for k, v in weights.items()}
 
 
 def dwlt_model(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -81,13 +44,7 @@ LAYOUT_CASES = {
     "torchvision": (lambda w: w, {}, False, {"layout": "torchvision", "container": None}),
     "dataparallel": (dataparallel, {}, False, {"layout": "dataparallel", "container": None}),
     "wong_wrapper": (
-        lambda w: {
-            "epoch": 15,
-            "arch": "resnet50",
-            "state_dict": dataparallel(w),
-            "best_prec1": torch.tensor(60.9),
-            "optimizer": {"state": {}, "param_groups": [{"lr": 0.4, "params": [0]}]},
-        },
+        wong_checkpoint,
         {},
         False,
         {

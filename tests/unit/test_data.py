@@ -1,8 +1,5 @@
-"""dwlt_utils.data on small files written in the genuine on-disk formats, read by torchvision's real classes.
-
-Every image carries its own index in its pixels (R at (0,0) = index % 256, R at (0,1) = index // 256), plus
-fixed markers in the other channels and the second row, so a wrong split, order or axis order shows.
-"""
+"""dwlt_utils.data on small files written in the genuine on-disk formats (`genuine_files`), read by
+torchvision's real classes."""
 
 from __future__ import annotations
 
@@ -12,18 +9,29 @@ import os
 import pickle
 import shutil
 import socket
-import struct
 import time
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
-import scipy.io
 import torch
 import torchvision.datasets.cifar as tv_cifar
 import torchvision.datasets.mnist as tv_mnist
 import torchvision.datasets.svhn as tv_svhn
+from genuine_files import (
+    B_MARK,
+    G_MARK,
+    ROW1_MARK,
+    TEST_OFFSET,
+    cifar_rows,
+    decode,
+    dump_pickle,
+    fashion_files,
+    write_cifar,
+    write_fashion,
+    write_svhn,
+)
 from PIL import Image
 from torchvision import transforms
 
@@ -32,130 +40,6 @@ from dwlt_utils.data import DATASETS, ImageArrays, imagenet_folder, limit_train,
 from dwlt_utils.errors import FileFormatError, InputError, MissingInputError, UntrustedFileError
 
 UNOFFICIAL = "differ from the official"
-G_MARK, B_MARK, ROW1_MARK = 7, 9, 5
-TEST_OFFSET = 1000  # test images carry index + TEST_OFFSET, so a test image never passes for a training one
-
-
-# ---- writers of the genuine formats
-
-
-def _encoded_hwc(indices: np.ndarray, side: int = 32) -> np.ndarray:
-    """N×side×side×3 uint8 images carrying their index and the markers."""
-    images = np.zeros((len(indices), side, side, 3), np.uint8)
-    images[:, 0, 0, 0] = indices % 256
-    images[:, 0, 1, 0] = indices // 256
-    images[:, 0, 0, 1] = G_MARK
-    images[:, 0, 0, 2] = B_MARK
-    images[:, 1, 0, 0] = ROW1_MARK
-    return images
-
-
-def _decode(images: torch.Tensor) -> torch.Tensor:
-    return images[:, 0, 0, 0].long() + 256 * images[:, 0, 0, 1].long()
-
-
-def _cifar_rows(indices: np.ndarray) -> np.ndarray:
-    """CIFAR's row layout: 3,072 bytes per image, the 1,024 red values first, each channel row-major."""
-    return _encoded_hwc(indices).transpose(0, 3, 1, 2).reshape(len(indices), 3072)
-
-
-def _dump(path: Path, obj, protocol: int = 2) -> None:
-    with open(path, "wb") as f:
-        pickle.dump(obj, f, protocol=protocol)
-
-
-def write_cifar(root: Path, name: str, per_batch: int, n_test: int) -> Path:
-    """cifar-10-batches-py (five batches) or cifar-100-python (one train file) as the official pickles."""
-    if name == "cifar10":
-        folder = root / "cifar-10-batches-py"
-        folder.mkdir(parents=True, exist_ok=True)
-        for b in range(5):
-            idx = np.arange(b * per_batch, (b + 1) * per_batch)
-            batch = {
-                "batch_label": f"training batch {b + 1} of 5",
-                "labels": (idx % 10).tolist(),
-                "data": _cifar_rows(idx),
-                "filenames": [f"img_{i}.png" for i in idx],
-            }
-            _dump(folder / f"data_batch_{b + 1}", batch)
-        idx = np.arange(n_test)
-        _dump(
-            folder / "test_batch",
-            {
-                "batch_label": "testing batch 1 of 1",
-                "labels": (idx % 10).tolist(),
-                "data": _cifar_rows(idx + TEST_OFFSET),
-                "filenames": [],
-            },
-        )
-        _dump(
-            folder / "batches.meta",
-            {"num_cases_per_batch": per_batch, "num_vis": 3072, "label_names": [f"class{i}" for i in range(10)]},
-        )
-    else:
-        folder = root / "cifar-100-python"
-        folder.mkdir(parents=True, exist_ok=True)
-        for split, idx, offset in (("train", np.arange(5 * per_batch), 0), ("test", np.arange(n_test), TEST_OFFSET)):
-            _dump(
-                folder / split,
-                {
-                    "batch_label": split,
-                    "fine_labels": (idx % 100).tolist(),
-                    "coarse_labels": (idx % 20).tolist(),
-                    "data": _cifar_rows(idx + offset),
-                    "filenames": [],
-                },
-                protocol=pickle.DEFAULT_PROTOCOL,
-            )
-        _dump(
-            folder / "meta",
-            {
-                "fine_label_names": [f"fine{i}" for i in range(100)],
-                "coarse_label_names": [f"coarse{i}" for i in range(20)],
-            },
-        )
-    return folder
-
-
-def write_svhn(root: Path, n_train: int, n_test: int) -> None:
-    """train_32x32.mat / test_32x32.mat: X is 32×32×3×N uint8, y is N×1 with the digit 0 stored as 10."""
-    root.mkdir(parents=True, exist_ok=True)
-    for split, n, offset in (("train", n_train, 0), ("test", n_test, TEST_OFFSET)):
-        idx = np.arange(n)
-        digits = idx % 10
-        scipy.io.savemat(
-            root / f"{split}_32x32.mat",
-            {
-                "X": _encoded_hwc(idx + offset).transpose(1, 2, 3, 0).copy(),
-                "y": np.where(digits == 0, 10, digits).astype(np.uint8)[:, None],
-            },
-        )
-
-
-def _idx(images: np.ndarray | None = None, labels: np.ndarray | None = None) -> bytes:
-    """The idx format: big-endian magic (0x0803 images / 0x0801 labels), dimensions, then uint8 values."""
-    if images is not None:
-        return struct.pack(">IIII", 0x803, *images.shape) + images.tobytes()
-    return struct.pack(">II", 0x801, len(labels)) + labels.astype(np.uint8).tobytes()
-
-
-def fashion_files(n_train: int, n_test: int) -> dict[str, bytes]:
-    files = {}
-    for prefix, n, offset in (("train", n_train, 0), ("t10k", n_test, TEST_OFFSET)):
-        idx = np.arange(n)
-        files[f"{prefix}-images-idx3-ubyte"] = _idx(images=_encoded_hwc(idx + offset, 28)[..., 0].copy())
-        files[f"{prefix}-labels-idx1-ubyte"] = _idx(labels=idx % 10)
-    return files
-
-
-def write_fashion(root: Path, n_train: int, n_test: int) -> Path:
-    raw = root / "FashionMNIST" / "raw"
-    raw.mkdir(parents=True)
-    for name, blob in fashion_files(n_train, n_test).items():
-        (raw / name).write_bytes(blob)
-    return raw
-
-
 # Small files: 50 training images (60 for Fashion-MNIST), split into SMALL train + 5 validation (the boundary
 # inside the fifth CIFAR-10 batch), and 12 test images.
 SMALL = {"cifar10": 45, "cifar100": 45, "svhn": 45, "fashion_mnist": 55}
@@ -214,7 +98,7 @@ def test_small_files_split_in_file_order(tmp_path, name):
         assert arrays.images.shape == (len(indices), 3, side, side)
         assert arrays.labels.dtype == arrays.indices.dtype == torch.int64
         assert torch.equal(arrays.indices, indices)
-        assert torch.equal(_decode(arrays.images), indices + TEST_OFFSET * (split == "test"))
+        assert torch.equal(decode(arrays.images), indices + TEST_OFFSET * (split == "test"))
         assert torch.equal(arrays.labels, indices % DATASETS[name].num_classes)  # SVHN: 10 read as 0
         assert (arrays.images[:, 0, 1, 0] == ROW1_MARK).all()
         if name == "fashion_mnist":  # grey replicated to three channels
@@ -265,7 +149,7 @@ def test_cifar10_at_full_size_through_the_public_call(full_cifar10):
     assert torch.equal(splits.val.indices, torch.arange(45_000, 50_000))
     assert torch.equal(splits.test.indices, torch.arange(10_000))
     for arrays, offset in ((splits.train, 0), (splits.val, 0), (splits.test, TEST_OFFSET)):
-        assert torch.equal(_decode(arrays.images), arrays.indices + offset)
+        assert torch.equal(decode(arrays.images), arrays.indices + offset)
         assert torch.equal(arrays.labels, arrays.indices % 10)
 
 
@@ -281,7 +165,7 @@ def test_files_with_the_official_md5_load_without_warning(tmp_path, monkeypatch)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         splits = data._load_splits(DATASETS["cifar10"], tmp_path, False, 45, 5)
-    assert torch.equal(_decode(splits.val.images), torch.arange(45, 50))
+    assert torch.equal(decode(splits.val.images), torch.arange(45, 50))
 
 
 def test_unofficial_warning_names_the_files(tmp_path):
@@ -362,7 +246,7 @@ def test_download_fetches_through_torchvision_only_what_is_missing(tmp_path, mon
     monkeypatch.setattr(tv_svhn, "download_url", fake_download_url)
     splits = load_small(tmp_path, "svhn", download=True)
     assert fetched == ["http://ufldl.stanford.edu/housenumbers/test_32x32.mat"]
-    assert torch.equal(_decode(splits.test.images), torch.arange(12) + TEST_OFFSET)
+    assert torch.equal(decode(splits.test.images), torch.arange(12) + TEST_OFFSET)
     load_small(tmp_path, "svhn", download=True)  # everything present: nothing fetched again
     assert len(fetched) == 1
 
@@ -413,8 +297,8 @@ def test_a_malicious_cifar_pickle_never_runs(tmp_path, name, replaced):
 
 @pytest.mark.parametrize("protocol", [2, 4, 5])
 def test_restricted_reader_accepts_genuine_batches_at_every_protocol(tmp_path, protocol):
-    batch = {"batch_label": "b", "labels": [3, 1], "data": _cifar_rows(np.array([4, 300])), "filenames": [b"x", "y"]}
-    _dump(tmp_path / "batch", batch, protocol=protocol)
+    batch = {"batch_label": "b", "labels": [3, 1], "data": cifar_rows(np.array([4, 300])), "filenames": [b"x", "y"]}
+    dump_pickle(tmp_path / "batch", batch, protocol=protocol)
     loaded = data._load_cifar_pickle(tmp_path / "batch", ("labels",))
     assert loaded["labels"] == [3, 1] and np.array_equal(loaded["data"], batch["data"])
 
@@ -442,7 +326,7 @@ def test_fashion_mnist_is_copied_from_debians_files(tmp_path, monkeypatch):
     splits = load_small(tmp_path / "root", "fashion_mnist")
     raw = tmp_path / "root" / "FashionMNIST" / "raw"
     assert {name: (raw / name).read_bytes() for name in files} == files
-    assert torch.equal(_decode(splits.val.images), torch.arange(55, 60))
+    assert torch.equal(decode(splits.val.images), torch.arange(55, 60))
 
 
 def test_a_file_that_is_not_idx_is_a_format_error(tmp_path):
@@ -581,7 +465,7 @@ def test_limit_train_keeps_which_images_were_chosen(tmp_path):
     limited = limit_train(splits, 0.2, "random", seed=2)
     positions = subset_positions(splits.train.labels, 0.2, "random", seed=2)
     assert len(limited.train) == 9 and torch.equal(limited.train.indices, positions)
-    assert torch.equal(_decode(limited.train.images), limited.train.indices)
+    assert torch.equal(decode(limited.train.images), limited.train.indices)
     assert limited.val is splits.val and limited.test is splits.test and limited.info is splits.info
     assert torch.equal(limit_train(splits, 0.2).train.indices, torch.arange(9))
 
