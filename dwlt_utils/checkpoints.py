@@ -11,7 +11,8 @@ with `strict=True`; the layout is read from the keys, never from the file name:
 - `normalized`: this project's `normalize.mean`, `normalize.std`, `model.*` (`models.build_model`).
 
 Files are first read with `weights_only=True`, which never runs code from the file. A file that needs full
-unpickling is read only when its SHA-256 is that of a registered source or the caller passes `trust=True`.
+unpickling is read only when its SHA-256 is that of a registered source or the caller passes `trust=True`
+(which a user grants a file by listing its SHA-256 in the weights folder's SHA256SUMS, `read_checksums`).
 `save_backbone_state` writes the converted weights as plain tensors, so later loads never unpickle again.
 All three sources expect inputs normalised with the ImageNet mean and std below.
 """
@@ -179,6 +180,29 @@ def get_source(
 
 def source_for_sha256(sha256: str) -> PretrainedSource | None:
     return next((s for s in SOURCES if s.sha256 == sha256), None)
+
+
+_SUMS_LINE = re.compile(r"([0-9a-fA-F]{64}) [ *](.+)")
+
+
+def read_checksums(path: Path) -> dict[str, str]:
+    """File name → SHA-256 from a listing in `sha256sum`'s format (one `<64 hex digits>  <file name>` per line,
+    `*` before the name allowed, `#` comments and blank lines skipped); {} when there is no such file."""
+    path = Path(path)
+    if not path.is_file():
+        return {}
+    sums = {}
+    for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        match = _SUMS_LINE.fullmatch(line.rstrip())
+        if match is None:
+            raise FileFormatError(
+                f"Line {number} of {path} is not '<64 hex digits>  <file name>' (what `sha256sum FILE` prints): "
+                f"{line[:80]!r}."
+            )
+        sums[Path(match[2]).name] = match[1].lower()
+    return sums
 
 
 def _published_at(path: Path) -> str | None:

@@ -75,6 +75,11 @@ def official_ticket_file(directory: Path) -> Path:
     return Path(directory) / "ticket.pth.tar"
 
 
+def checksums_file(weights_dir: Path) -> Path:
+    """The user's register of checkpoint hashes, in `sha256sum`'s output format (`checkpoints.read_checksums`)."""
+    return Path(weights_dir) / "SHA256SUMS"
+
+
 def sidecar_file(path: Path) -> Path:
     """The JSON record written beside a converted checkpoint."""
     return Path(f"{path}.json")

@@ -26,6 +26,7 @@ from .checkpoints import (
     PretrainedSource,
     get_source,
     load_pretrained_backbone,
+    read_checksums,
     save_backbone_state,
 )
 from .data import imagenet_folder, load_splits, subset_positions
@@ -155,7 +156,11 @@ def prepare(
     )
     if imagenet_root:
         backbone = session.roots.source(session.profile.name, pretraining, eps_255)
-        meta["imagenet_top1_subset"] = imagenet_top1(backbone, imagenet_root, imagenet_images, session.precision)
+        top1 = imagenet_top1(backbone, imagenet_root, imagenet_images, session.precision)
+        # On record beside the converted weights, so a later reader sees what the source scored.
+        sidecar = paths.sidecar_file(backbone)
+        meta = {**io.read_json(sidecar), "imagenet_top1_subset": top1, "imagenet_top1_images": imagenet_images}
+        io.write_json(sidecar, meta)
     return meta
 
 
@@ -181,13 +186,11 @@ def convert_published(
     original = roots.weights_dir / src.filename
     if not original.is_file():
         _download_weights(src, original, download, progress)
-    backbone, meta = load_pretrained_backbone("resnet50", original, trust=trust)
-    if src.sha256 and meta["sha256"] != src.sha256:
-        warnings.warn(
-            f"{original} differs from the published {src.filename} (SHA-256 {meta['sha256']} instead of "
-            f"{src.sha256}); its results are not comparable with the paper's.",
-            stacklevel=2,
-        )
+    checked_against = _verify_hash(src, original, roots.weights_dir)
+    # A file the user registered by its hash is one they vouch for, like trust=True.
+    user_registered = checked_against == str(paths.checksums_file(roots.weights_dir))
+    backbone, meta = load_pretrained_backbone("resnet50", original, trust=trust or user_registered)
+    meta["sha256_checked_against"] = checked_against
     meta.update(
         registry={
             "name": src.name,
@@ -199,6 +202,31 @@ def convert_published(
     )
     save_backbone_state(target, backbone.state_dict(), meta)
     return meta
+
+
+def _verify_hash(src: PretrainedSource, original: Path, weights_dir: Path) -> str | None:
+    """Check a checkpoint against the SHA-256 registered for it, before anything of it is unpickled: the one
+    in the user's SHA256SUMS when it lists the file, else the published one. Returns what it was checked
+    against (None: nothing is registered for it); a mismatch is an error naming the file."""
+    sums_file = paths.checksums_file(weights_dir)
+    user = read_checksums(sums_file).get(src.filename)
+    expected, where = (user, str(sums_file)) if user else (src.sha256, "published hash")
+    if expected is None:
+        return None
+    actual = io.sha256_of(original)
+    if actual != expected:
+        override = "" if user else f", or list its SHA-256 in {sums_file} if it is deliberately another file"
+        raise FileFormatError(
+            f"{original} has SHA-256 {actual}, not the {expected} registered for it ({where}): it is damaged or "
+            f"another file; copy or download it again from {src.url or src.page}{override}."
+        )
+    if user and src.sha256 and user != src.sha256:
+        warnings.warn(
+            f"{original} differs from the published {src.filename} (SHA-256 {actual} instead of {src.sha256}, "
+            f"registered in {sums_file}); its results are not comparable with the paper's.",
+            stacklevel=3,
+        )
+    return where
 
 
 def _download_weights(src: PretrainedSource, destination: Path, download: bool, progress: bool) -> None:
@@ -282,6 +310,19 @@ def pretrain(session: Session, pretraining: str) -> dict:
     return meta
 
 
+def _checked_against(meta: dict, registry: dict) -> str:
+    """Which registered SHA-256 a converted checkpoint was verified against, for the sources table."""
+    where = meta.get("sha256_checked_against")
+    if where is None:
+        return "nothing (no hash is published or listed in SHA256SUMS)"
+    if where == "published hash":
+        return where
+    published = registry.get("published_sha256")
+    if not published:
+        return f"{Path(where).name} (no published hash)"
+    return f"{Path(where).name} ({'equal to' if meta['sha256'] == published else 'differs from'} the published one)"
+
+
 def summary(profile: Profile, pretraining: str, meta: dict) -> dict:
     """One display row for a prepared source."""
     row = {"pre-training": pretraining}
@@ -301,9 +342,8 @@ def summary(profile: Profile, pretraining: str, meta: dict) -> dict:
                 "variant": registry.get("variant"),
                 "file": Path(meta["file"]).name,
                 "layout": meta["layout"],
-                "SHA-256 matches the published one": meta["sha256"] == registry.get("published_sha256")
-                if registry.get("published_sha256")
-                else "no published hash",
+                "SHA-256": meta["sha256"],
+                "checked against": _checked_against(meta, registry),
                 "published ImageNet top-1": registry.get("imagenet_top1"),
                 "measured top-1 (val subset)": meta.get("imagenet_top1_subset"),
             }
