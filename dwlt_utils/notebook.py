@@ -13,10 +13,11 @@ import torch
 
 from . import __version__
 from .engine import Precision
-from .errors import InputError, check_number
+from .errors import InputError, check_choice, check_number
 from .paths import Roots, resolve_folder
 from .profiles import Profile, get_profile
 from .results import git_revision
+from .vocabulary import PRECISIONS
 
 
 @dataclass(frozen=True)
@@ -116,6 +117,7 @@ def start(
     data_root: str,
     run_root: str,
     weights_dir: str = "weights",
+    precision: str = "auto",
     torch_compile: bool = False,
 ) -> Session:
     """Validate the parameters every notebook has and resolve them; raises one clear sentence on bad input,
@@ -129,7 +131,11 @@ def start(
     roots = Roots.create(data_root, run_root, weights_dir, base=base)
     if not isinstance(torch_compile, bool):
         raise InputError(f"torch_compile is True or False; got {torch_compile!r}.")
-    session = Session(profile, seed, Precision.for_device(device, compile=torch_compile), roots, _progress(), base)
+    check_choice("precision", precision, PRECISIONS)
+    bf16 = None if precision == "auto" else precision == "bf16"
+    session = Session(
+        profile, seed, Precision.for_device(device, bf16=bf16, compile=torch_compile), roots, _progress(), base
+    )
     # A papermill job given a share of the machine's cores uses that share, not every core.
     threads = os.environ.get("DWLT_THREADS")
     if threads:

@@ -21,7 +21,7 @@ import torch
 from . import io, paths, plotting, results, sources, vocabulary
 from .batches import ArrayBatches
 from .config import config_hash, write_config
-from .data import check_trainable, dataset_info, limit_train, load_splits, missing_phrase
+from .data import ImageArrays, check_trainable, dataset_info, limit_train, load_splits, missing_phrase
 from .errors import DwltError, InputError, MissingInputError, check_choice, check_number
 from .evaluate import evaluate
 from .models import backbone_holding, replace_fc, with_normalization
@@ -50,6 +50,9 @@ class TransferConfig:
     data_fraction: float
     subset: str
     recipe: TrainConfig
+    # Caps on the images evaluated (0: all): a first sanity run on a GPU, or a rehearsal; fewer is a deviation.
+    val_images: int = 0
+    test_images: int = 0
 
     @classmethod
     def create(
@@ -71,6 +74,8 @@ class TransferConfig:
         eps_255: float = 8,
         train_steps: int = 10,
         eval_steps: int = 20,
+        val_images: int = 0,
+        test_images: int = 0,
     ) -> TransferConfig:
         """Validate notebook parameters and resolve them into a cell; raises one clear sentence."""
         check_choice("pre-training", pretraining, PRETRAININGS)
@@ -88,6 +93,8 @@ class TransferConfig:
         profile.check_source_eps(pretraining, source_eps_255)
         check_number("train_steps", train_steps, 1, 1000, integer=True)
         check_number("eval_steps", eval_steps, 1, 1000, integer=True)
+        check_number("val_images", val_images, 0, used.val_size, integer=True)
+        check_number("test_images", test_images, 0, 10**7, integer=True)
         if ticket == "dense":
             level = 0
             if sparsity not in (0, 0.0):
@@ -129,6 +136,8 @@ class TransferConfig:
             data_fraction,
             subset,
             recipe,
+            0 if val_images == used.val_size else val_images,
+            test_images,
         )
 
     @property
@@ -141,13 +150,18 @@ class TransferConfig:
         protocol = PROFILES[self.profile].transfer_recipe(self.regime, self.dataset)
         out = []
         if self.recipe.epochs != protocol.epochs:
-            out.append(f"{self.recipe.epochs} epochs instead of {protocol.epochs}")
+            epochs = self.recipe.epochs
+            out.append(f"{epochs} epoch{'s' * (epochs != 1)} instead of {protocol.epochs}")
         for name, ours, theirs in (
             ("training attack", self.recipe.attack, protocol.attack),
             ("evaluation attack", self.recipe.val_attack, protocol.val_attack),
         ):
             if ours != theirs:
                 out.append(f"{name} {ours.describe()} instead of {theirs.describe()}")
+        if self.val_images:
+            out.append(f"validated on the first {self.val_images:,} validation images only")
+        if self.test_images:
+            out.append(f"tested on the first {self.test_images:,} test images only")
         return out + (self.imp.deviations() if self.imp else [])
 
     def ticket_name(self) -> str:
@@ -267,6 +281,11 @@ def _train_and_test(
     splits = load_splits(profile.dataset(config.dataset), roots.data_root, download=download)
     if config.data_fraction < 1:
         splits = limit_train(splits, config.data_fraction, config.subset, seed)
+    splits = replace(
+        splits,
+        val=_first(splits.val, config.val_images),
+        test=_first(splits.test, config.test_images),
+    )
     backbone = backbone_holding(profile.arch, sources.load(profile, config.pretraining, config.source_eps_255, roots))
     replace_fc(backbone, splits.info.num_classes, seed)
     model = with_normalization(backbone, splits.info.mean, splits.info.std)
@@ -354,6 +373,11 @@ def _train_and_test(
     ]
     results.write_records(directory, records)
     return results.to_frame(records)
+
+
+def _first(images: ImageArrays, n: int) -> ImageArrays:
+    """The first n images (0: all of them)."""
+    return images.take(torch.arange(min(n, len(images)))) if n else images
 
 
 def _denominator(backbone: torch.nn.Module) -> str:

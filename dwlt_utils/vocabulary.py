@@ -12,6 +12,12 @@ PROFILES = {
     "quick": "the same chain in CPU minutes: a small ResNet on 16 px stand-in data sets, a few epochs",
 }
 
+PRECISIONS = {
+    "auto": "bf16 autocast on a CUDA device, fp32 on a CPU",
+    "bf16": "bf16 autocast (weights, optimiser and loss in fp32): the fast CUDA path",
+    "fp32": "fp32 throughout, as the official code ran",
+}
+
 PRETRAININGS = {
     "standard": "ImageNet ResNet-50 trained on clean images (torchvision's V1 weights)",
     "fast_adv": "ImageNet ResNet-50 trained by FGSM with random start (Wong et al. 2020)",

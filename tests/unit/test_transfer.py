@@ -71,7 +71,7 @@ def test_missing_inputs_are_named_together_with_how_to_provide_them(roots, plant
     text = str(err.value)
     assert text.startswith("Cannot run this cell: the dense adv_linf4 source is not in")
     assert "01_load_pretrained.ipynb with -p quick True" in text
-    assert "run notebooks/02_imp.ipynb with -p pretraining adv -p levels 11 -p quick True first" in text
+    assert "run notebooks/02_imp.ipynb with -p pretraining adv -p quick True -p levels 11 first" in text
     assert "\n" not in text
     plant_source()
     assert transfer.missing_inputs(quick_cell(), roots) == []  # digits needs no files; OMP needs no ladder
@@ -96,7 +96,7 @@ def test_a_cell_trains_once_and_its_records_say_what_it_is(session, roots, plant
     assert list(first.metric) == ["SA"] and list(first.checkpoint) == ["best_sa"]
     row = first.iloc[0]
     assert (row.profile, row.dataset, row.stands_for, row.ticket, row.level) == ("quick", "digits", "cifar10", "omp", 2)
-    assert row.sparsity == pytest.approx(0.36) and row.deviations == "1 epochs instead of 6"
+    assert row.sparsity == pytest.approx(0.36) and row.deviations == "1 epoch instead of 6"
     assert row.sparsity_denominator.startswith("all ") and "12 backbone Conv2d layers" in row.sparsity_denominator
     run = roots.run_root / row.run_id
     assert run == roots.transfer_cell(cell, session.seed)
@@ -151,3 +151,32 @@ def test_a_cell_whose_records_are_incomplete_is_measured_again(session, roots, p
     paths.records_file(run).write_text("not,a,records,file\n1,2,3,4\n")
     assert transfer.run_transfer(cell, session, notebook="03_std_transfer").value.tolist() == first.value.tolist()
     assert "has the wrong columns" in capsys.readouterr().out
+
+
+def test_caps_on_the_images_evaluated_are_deviations_and_cut_the_splits(session, roots, plant_source, monkeypatch):
+    plant_source()
+    cell = quick_cell(epochs=1, val_images=5, test_images=7)
+    assert cell.deviations()[1:] == [
+        "validated on the first 5 validation images only",
+        "tested on the first 7 test images only",
+    ]
+    assert quick_cell(val_images=300) == quick_cell()  # all of digits' 300 validation images: no cap
+    assert config_hash(cell) != config_hash(quick_cell(epochs=1))
+    for bad, message in (
+        (dict(val_images=301), r"val_images must be an integer in \[0, 300\]"),
+        (dict(test_images=-1), "test_images"),
+    ):
+        with pytest.raises(InputError, match=message):
+            quick_cell(**bad)
+    seen = {}
+
+    class Spy(transfer.ArrayBatches):
+        def __init__(self, arrays, *args, **kwargs):
+            seen.setdefault("sizes", []).append(len(arrays))
+            super().__init__(arrays, *args, **kwargs)
+
+    monkeypatch.setattr(transfer, "ArrayBatches", Spy)
+    records = transfer.run_transfer(cell, session, notebook="03_std_transfer")
+    assert seen["sizes"] == [1_197, 5, 7]  # train, val, test
+    assert records.deviations.iloc[0].endswith("tested on the first 7 test images only")
+    assert round(records.value.iloc[0] * 7 / 100, 6).is_integer()
