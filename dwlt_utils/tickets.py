@@ -14,7 +14,7 @@ from torch.utils.data import Subset
 
 from . import paths, sources, vocabulary
 from .batches import ArrayBatches, FolderBatches
-from .checkpoints import IMAGENET_MEAN, IMAGENET_STD
+from .checkpoints import DEFAULT_EPS_255, IMAGENET_MEAN, IMAGENET_STD
 from .config import write_config
 from .data import check_trainable, imagenet_folder, load_splits, missing_phrase, subset_positions
 from .errors import DwltError, InputError, MissingInputError, check_choice, check_number, phrase, sentence
@@ -71,13 +71,29 @@ class ImpConfig:
     def deviations(self) -> list[str]:
         protocol = PROFILES[self.profile].imp_recipe(self.variant).epochs
         out = (
-            [f"IMP {self.epochs_per_level} epochs per level instead of {protocol}"]
+            [f"IMP {self.epochs_per_level} epoch{'s' * (self.epochs_per_level != 1)} per level instead of {protocol}"]
             if self.epochs_per_level != protocol
             else []
         )
         if self.source_fraction != 1.0:
             out.append(f"IMP on {self.source_fraction:g} of the source data")
         return out
+
+    def notebook_flags(self, seed: int) -> str:
+        """The parameters of notebook 02 that compute this ladder (those at their defaults left out)."""
+        profile = PROFILES[self.profile]
+        flags = [f"-p pretraining {self.pretraining}"]
+        if self.source_eps_255 not in (0, DEFAULT_EPS_255):
+            flags.append(f"-p source_eps_255 {self.source_eps_255:g}")
+        if self.variant != DEFAULT_IMP[self.pretraining]:
+            flags.append(f"-p imp_variant {self.variant}")
+        if self.epochs_per_level != profile.imp_recipe(self.variant).epochs:
+            flags.append(f"-p epochs_per_level {self.epochs_per_level}")
+        if self.source_fraction != 1:
+            flags.append(f"-p source_fraction {self.source_fraction:g}")
+        if seed != 1:
+            flags.append(f"-p seed {seed}")
+        return " ".join(flags + ([profile.flag] if profile.flag else []))
 
     def describe(self) -> str:
         return f"{self.variant.upper()} of {source_key(self.pretraining, self.source_eps_255)} ({self.profile} profile)"
@@ -176,12 +192,10 @@ def export_official(config: ImpConfig, roots: Roots, seed: int, masks: list[Mask
     ]
 
 
-def _not_computed(config: ImpConfig, directory: Path, level: int) -> str:
-    flag = PROFILES[config.profile].flag
+def _not_computed(config: ImpConfig, directory: Path, level: int, seed: int) -> str:
     return (
         f"the IMP ticket at level {level} ({sparsity_at_level(level):.2%}) of {config.describe()} is not in "
-        f"{directory}: run notebooks/02_imp.ipynb with -p pretraining {config.pretraining} -p levels {level}"
-        f"{' ' + flag if flag else ''} first"
+        f"{directory}: run notebooks/02_imp.ipynb with {config.notebook_flags(seed)} -p levels {level} first"
     )
 
 
@@ -193,7 +207,7 @@ def imp_ticket_missing(config: ImpConfig, roots: Roots, seed: int, level: int) -
     """None when level `level` of the ladder is there and reads, else a phrase saying what to do."""
     directory = roots.imp_level(config, seed, level)
     if not Mask.exists(directory):
-        return _not_computed(config, directory, level)
+        return _not_computed(config, directory, level, seed)
     try:
         Mask.load(directory, remedy=_level_remedy(directory))
     except DwltError as err:
@@ -204,7 +218,7 @@ def imp_ticket_missing(config: ImpConfig, roots: Roots, seed: int, level: int) -
 def imp_ticket(config: ImpConfig, roots: Roots, seed: int, level: int) -> Mask:
     directory = roots.imp_level(config, seed, level)
     if not Mask.exists(directory):
-        raise MissingInputError(sentence(_not_computed(config, directory, level)))
+        raise MissingInputError(sentence(_not_computed(config, directory, level, seed)))
     return Mask.load(directory, remedy=_level_remedy(directory))
 
 

@@ -35,7 +35,8 @@ def test_a_ladder_is_computed_once_and_exported_in_the_official_layout(session, 
     assert [round(m.sparsity, 2) for m in masks] == [0.2, 0.36]
     assert capsys.readouterr().out.startswith("IMP level 1 → 2: epoch 1 of 1 in ")
     assert tickets.imp_ticket_missing(ladder, roots, session.seed, 2) is None
-    assert "-p levels 3 -p quick True first" in tickets.imp_ticket_missing(ladder, roots, session.seed, 3)
+    hint = tickets.imp_ticket_missing(ladder, roots, session.seed, 3)
+    assert "with -p pretraining adv -p source_fraction 0.05 -p quick True -p levels 3 first" in hint
     assert tickets.imp_ticket(ladder, roots, session.seed, 2) == masks[1]
     files = tickets.export_official(ladder, roots, session.seed, masks)
     assert [f.parent for f in files] == [roots.imp_level(ladder, session.seed, k) for k in (1, 2)]
