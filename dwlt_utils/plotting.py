@@ -49,6 +49,11 @@ def _panel(ax, rows: pd.DataFrame, metric: str, thresholds: pd.DataFrame | None,
     ax.set_ylabel(f"{metric} (%)")
 
 
+def _pretraining_legend(ax: plt.Axes) -> None:
+    if ax.get_legend_handles_labels()[0]:  # records of dense models alone draw no labelled line
+        ax.legend(title="pre-training", fontsize="small")
+
+
 def transfer_figure(
     records: pd.DataFrame, regime: str, *, adv_checkpoint: str = "best_ra", thresholds: pd.DataFrame | None = None
 ) -> plt.Figure | None:
@@ -77,7 +82,7 @@ def transfer_figure(
             ax = axes[i][j]
             _panel(ax, rows[(rows.metric == metric) & (rows.stands_for == stands_for)], metric, thresholds, stands_for)
             ax.set_title(f"{stands_for}: {metric}")
-    axes[0][0].legend(title="pre-training", fontsize="small")
+    _pretraining_legend(axes[0][0])
     what = "Standard transfer" if regime == "std" else f"Adversarial transfer ({checkpoint} checkpoint)"
     fig.suptitle(
         _title(rows, what) + "\nIMP tickets (lines), dense model (dashed), highest double-win sparsity (dotted)"
@@ -114,7 +119,7 @@ def data_limited_figure(records: pd.DataFrame, *, adv_checkpoint: str = "best_ra
             for stands_for in sorted(set(part.stands_for)):
                 _panel(ax, part[part.stands_for == stands_for], metric, None, stands_for)
             ax.set_title(f"{fraction:g} of the training data: {regime} transfer {metric}")
-    axes[0][0].legend(title="pre-training", fontsize="small")
+    _pretraining_legend(axes[0][0])
     fig.suptitle(_title(rows, "Data-limited transfer") + "\nIMP tickets (lines), dense model (dashed)")
     return fig
 

@@ -44,9 +44,13 @@ def decisions(records: pd.DataFrame, *, tol: float, adv_checkpoint: str) -> pd.D
     return results.double_win_table(records, tol=tol, adv_checkpoint=adv_checkpoint)
 
 
-def paper_table(highest: pd.DataFrame) -> pd.DataFrame:
-    """The paper's six thresholds beside the reproduced ones (percentages), with a note on each row."""
-    table = results.compare_with_paper(highest, results.paper_reference())
+def paper_comparison(highest: pd.DataFrame) -> pd.DataFrame:
+    """The paper's six thresholds beside the reproduced ones (`results.compare_with_paper`), a note on each row."""
+    return results.compare_with_paper(highest, results.paper_reference())
+
+
+def paper_table(table: pd.DataFrame) -> pd.DataFrame:
+    """`paper_comparison` as notebook 06 shows it: percentages, and the columns a reader needs."""
     shown = pd.DataFrame(
         {
             "profile": table.profile,
@@ -89,15 +93,22 @@ def write_tables(
     records: pd.DataFrame,
     thresholds: pd.DataFrame,
     decisions: pd.DataFrame,
+    comparison: pd.DataFrame,
     overwrite: bool = False,
 ) -> list[Path]:
-    """Write the tidy tables of one profile to `<results_dir>/<profile>/` (each file replaced atomically).
+    """Write the tidy tables of one profile to `<results_dir>/<profile>/` (each file replaced atomically): the
+    records, the thresholds, the decisions and the thresholds beside the paper's, with a note on each row.
     A table that holds more rows than its replacement is kept, and nothing is written, unless `overwrite`."""
     folder = Path(results_dir) / profile
     # Not "records.csv": that name marks a run directory's own records, which results.load collects.
     tables = {
         folder / f"{name}.csv": frame
-        for name, frame in (("all_records", records), ("highest_double_win", thresholds), ("double_win", decisions))
+        for name, frame in (
+            ("all_records", records),
+            ("highest_double_win", thresholds),
+            ("double_win", decisions),
+            ("paper_comparison", comparison),
+        )
     }
     if not overwrite:
         for path, frame in tables.items():

@@ -10,7 +10,6 @@ import re
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import nbformat
 import papermill as pm
@@ -21,7 +20,8 @@ from dwlt_utils.cli import render, unclean
 from dwlt_utils.data import DEBIAN_FASHION_MNIST
 from dwlt_utils.io import unreachable
 
-NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
+from executed import NOTEBOOKS, execute, failed_cell, outputs, validation_cell
+
 ALL = sorted(NOTEBOOKS.glob("*.ipynb"))
 SPARSITY = 0.36  # level 2: the smallest ladder the chain must build
 
@@ -29,19 +29,6 @@ pytestmark = pytest.mark.skipif(
     not (DEBIAN_FASHION_MNIST / "train-images-idx3-ubyte.gz").is_file(),
     reason="the quick profile needs Fashion-MNIST from Debian's dataset-fashion-mnist (apt-get install it)",
 )
-
-
-def execute(name: str, out_dir: Path, **parameters) -> nbformat.NotebookNode:
-    out = out_dir / f"{name}.ipynb"
-    pm.execute_notebook(
-        str(NOTEBOOKS / f"{name}.ipynb"),
-        str(out),
-        parameters=parameters,
-        progress_bar=False,
-        log_output=False,
-        cwd=str(out_dir),
-    )
-    return nbformat.read(out, as_version=4)
 
 
 @pytest.fixture(scope="module")
@@ -130,10 +117,6 @@ def test_rerunning_a_cell_never_duplicates_its_records(chain):
     assert set(retrained).isdisjoint(set(before[before.ticket == "imp"].timestamp))  # replaced, not kept
 
 
-def outputs(nb: nbformat.NotebookNode, kind: str) -> list:
-    return [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if kind in o.get("data", {})]
-
-
 def test_figures_notebook_shows_every_figure_and_the_paper_numbers(chain):
     nb = nbformat.read(chain["executed"] / "06_figures.ipynb", as_version=4)
     assert len(outputs(nb, "image/png")) == 3  # standard, adversarial and data-limited transfer
@@ -142,7 +125,7 @@ def test_figures_notebook_shows_every_figure_and_the_paper_numbers(chain):
         assert number in html
     assert "QUICK PROFILE" in html and "not reproduced yet" in html
     assert "no records for standard, fast_adv" in html  # what the figures leave out, in words
-    for table in ("all_records", "highest_double_win", "double_win"):
+    for table in ("all_records", "highest_double_win", "double_win", "paper_comparison"):
         assert (chain["base"] / "results" / "quick" / f"{table}.csv").is_file()
 
 
@@ -166,22 +149,6 @@ def test_every_notebook_executes_and_renders_to_html(chain):
     html = render(executed, chain["base"] / "html")
     assert all(p.is_file() and p.stat().st_size > 10_000 for p in html)
     print(f"chain 01→06 on small parameters: {chain['seconds']:.0f} s")
-
-
-def failed_cell(nb: nbformat.NotebookNode) -> tuple[str, dict]:
-    """The source of the cell that raised, and its error output."""
-    for c in nb.cells:
-        for o in c.get("outputs", []):
-            if o.output_type == "error":
-                return c.source, o
-    raise AssertionError("no error in the notebook")
-
-
-def validation_cell(name: str) -> str:
-    """The source of the first code cell after the parameters: where bad input must stop."""
-    nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
-    params = next(i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", []))
-    return next(c.source for i, c in enumerate(nb.cells) if i > params and c.cell_type == "code")
 
 
 @pytest.mark.parametrize(

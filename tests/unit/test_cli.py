@@ -44,7 +44,7 @@ def test_report_options_and_notes():
     assert notes == [f"Standard transfer, {d}: no records." for d in ("cifar10", "cifar100", "svhn")]
     assert "CIFAR-10 only" in report.figure_notes(empty, QUICK, "adv")[-1]
     assert "05_data_limited" in report.figure_notes(empty, PAPER, "data-limited")[0]
-    table = report.paper_table(report.thresholds(empty, tol=0, adv_checkpoint="best_ra"))
+    table = report.paper_table(report.paper_comparison(report.thresholds(empty, tol=0, adv_checkpoint="best_ra")))
     assert list(table["paper: highest double-win (%)"]) == [89.26, 73.79, 89.26, 79.03, 91.41, 83.22]
     assert set(table.note) == {"not reproduced yet"} and isinstance(table, pd.DataFrame)
 
@@ -54,9 +54,15 @@ def test_tables_written_under_a_run_root_are_not_read_back_as_records(tmp_path):
 
     records = results.to_frame([])
     written = report.write_tables(
-        tmp_path, "quick", records=records, thresholds=pd.DataFrame(), decisions=pd.DataFrame()
+        tmp_path,
+        "quick",
+        records=records,
+        thresholds=pd.DataFrame(),
+        decisions=pd.DataFrame(),
+        comparison=pd.DataFrame(),
     )
-    assert [p.name for p in written] == ["all_records.csv", "highest_double_win.csv", "double_win.csv"]
+    names = ["all_records.csv", "highest_double_win.csv", "double_win.csv", "paper_comparison.csv"]
+    assert [p.name for p in written] == names
     assert results.load(tmp_path).empty
 
 
@@ -77,7 +83,7 @@ def test_figures_refuse_an_empty_run_root_and_never_shrink_tables_unasked(tmp_pa
     ):
         report.require_records(report.profile_records(Path("/typo"), "quick", seed=2), Path("/typo"), "quick", seed=2)
     rows = pd.DataFrame({"a": [1, 2, 3]})
-    tables = dict(records=rows, thresholds=rows, decisions=rows)
+    tables = dict(records=rows, thresholds=rows, decisions=rows, comparison=rows)
     report.write_tables(tmp_path, "quick", **tables)
     before = {p.name: p.read_text() for p in (tmp_path / "quick").iterdir()}
     fewer = dict(tables, decisions=rows.head(1))
