@@ -1,11 +1,11 @@
-# The project's two commands: `make test` and `make demo`. Both build .venv/ from scratch when needed.
+# The project's commands: `make test`, `make rehearsal` and `make demo`. Each builds .venv/ from scratch when needed.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 RUNS ?= runs
 RENDERED ?= rendered
 
-.PHONY: test test-all demo install
+.PHONY: test test-all rehearsal demo install
 
 install: $(VENV)/.installed
 
@@ -22,6 +22,11 @@ test: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
+
+# The paper profile end to end on miniature genuine inputs (CPU, about 10 minutes), and notebook 04 in
+# JupyterLab driven through Debian's chromium. On a GPU machine, `-m "rehearsal and gpu"` runs it on CUDA.
+rehearsal: install
+	$(BIN)/python -m pytest -m "rehearsal and not gpu" tests/rehearsal
 
 test-all: install
 	$(BIN)/python -m pytest -m "not gpu"

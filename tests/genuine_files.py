@@ -159,6 +159,11 @@ def randomised(state: dict[str, torch.Tensor], seed: int = 0) -> dict[str, torch
     }
 
 
+# A schedule function as a training script defines it, in `__main__`: dill pickles it by value, so a file
+# holding it loads in any process (one defined in this module would name this module).
+_lr_lambda = eval("lambda epoch: 0.1 ** (epoch // 30)", {"__name__": "__main__"})
+
+
 def robustness_checkpoint(weights: dict[str, torch.Tensor]) -> dict:
     """What the robustness library saves: AttackerModel under DataParallel, plus training state dill can pickle."""
     mean, std = torch.tensor(MEAN).view(3, 1, 1), torch.tensor(STD).view(3, 1, 1)
@@ -174,7 +179,7 @@ def robustness_checkpoint(weights: dict[str, torch.Tensor]) -> dict:
     return {
         "model": model,
         "optimizer": {"state": {}, "param_groups": [{"lr": 0.1, "params": [0, 1]}]},
-        "schedule": {"lr_lambda": lambda epoch: 0.1 ** (epoch // 30)},  # dill pickles this by value
+        "schedule": {"lr_lambda": _lr_lambda},
         "args": argparse.Namespace(arch="resnet50", eps=4 / 255),
         "epoch": 90,
         "amp": None,

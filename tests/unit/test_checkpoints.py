@@ -10,7 +10,6 @@ from pathlib import Path
 import dill
 import pytest
 import torch
-from genuine_files import dataparallel, randomised, robustness_checkpoint, wong_checkpoint
 from torchvision.models import resnet50
 
 from dwlt_utils import checkpoints as ck
@@ -19,6 +18,8 @@ from dwlt_utils.errors import FileFormatError, InputError, MissingInputError, Un
 from dwlt_utils.io import load_torch, read_json, sha256_of
 from dwlt_utils.models import build_backbone, build_model
 from dwlt_utils.vocabulary import PRETRAININGS
+
+from genuine_files import dataparallel, randomised, robustness_checkpoint, wong_checkpoint
 
 MEAN, STD = ck.IMAGENET_MEAN, ck.IMAGENET_STD
 

@@ -19,6 +19,13 @@ import torch
 import torchvision.datasets.cifar as tv_cifar
 import torchvision.datasets.mnist as tv_mnist
 import torchvision.datasets.svhn as tv_svhn
+from PIL import Image
+from torchvision import transforms
+
+from dwlt_utils import data
+from dwlt_utils.data import DATASETS, ImageArrays, imagenet_folder, limit_train, load_splits, subset_positions
+from dwlt_utils.errors import FileFormatError, InputError, MissingInputError, UntrustedFileError
+
 from genuine_files import (
     B_MARK,
     G_MARK,
@@ -32,12 +39,6 @@ from genuine_files import (
     write_fashion,
     write_svhn,
 )
-from PIL import Image
-from torchvision import transforms
-
-from dwlt_utils import data
-from dwlt_utils.data import DATASETS, ImageArrays, imagenet_folder, limit_train, load_splits, subset_positions
-from dwlt_utils.errors import FileFormatError, InputError, MissingInputError, UntrustedFileError
 
 UNOFFICIAL = "differ from the official"
 # Small files: 50 training images (60 for Fashion-MNIST), split into SMALL train + 5 validation (the boundary
