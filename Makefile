@@ -23,7 +23,7 @@ test: install
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
 
-# The paper profile end to end on miniature genuine inputs (CPU, about 10 minutes), and notebook 04 in
+# The paper profile end to end on miniature genuine inputs (CPU, about 5 minutes), and notebook 04 in
 # JupyterLab driven through Debian's chromium. On a GPU machine, `-m "rehearsal and gpu"` runs it on CUDA.
 rehearsal: install
 	$(BIN)/python -m pytest -m "rehearsal and not gpu" tests/rehearsal
