@@ -78,6 +78,10 @@ IDENTITY = (*RECORD_COLUMNS[: RECORD_COLUMNS.index("value")], "attack")
 # Runs that deviate from the protocol (fewer epochs, another attack) are compared only with runs that
 # deviate the same way.
 GROUP_KEYS = ("profile", "pretraining", "dataset", "stands_for", "data_fraction", "subset", "deviations")
+# A transfer record's deviations join its recipe's (shared with the dense model of its regime) and, for an
+# IMP ticket, its ladder's, which start with this (`tickets.ImpConfig.deviations`).
+LADDER_DEVIATION = "IMP "
+REGIME_DEV = {"std": "std_dev", "adv": "adv_dev"}  # the decision's column for each regime's recipe deviations
 # The three values the decision reads: (regime, metric); std rows always use the best-SA checkpoint.
 QUANTITIES = {"sa_std": ("std", "SA"), "sa_adv": ("adv", "SA"), "ra_adv": ("adv", "RA")}
 EPS = 1e-9  # percentage points: float noise must not turn a tie into a loss
@@ -256,25 +260,48 @@ def paper_reference(path: Path | None = None) -> pd.DataFrame:
 def double_win_table(
     df: pd.DataFrame, *, tol: float = 0.0, adv_checkpoint: str = "best_ra", ticket: str = "imp"
 ) -> pd.DataFrame:
-    """One row per group and ticket level: the three ticket values, the three dense values (means over seeds,
-    with their counts `*_n`), each condition `*_ok` (NA when a value is missing) and the status
-    "double-win", "not" or "missing"."""
-    rows = _decision_rows(df, tol=tol, adv_checkpoint=adv_checkpoint, ticket=ticket)
-    keys = list(GROUP_KEYS)
-    # Mean over seeds and seed count per cell, one column per quantity: sa_std, sa_std_n, ...
-    cells = rows.groupby([*keys, "ticket", "level", "quantity"])
-    wide = cells.agg(value=("value", "mean"), n=("seed", "size")).unstack("quantity")
-    wide = wide.reindex(columns=pd.MultiIndex.from_product([["value", "n"], list(QUANTITIES)]))
-    wide.columns = [q if stat == "value" else f"{q}_n" for stat, q in wide.columns]
-    wide = wide.reset_index()
+    """One row per group, setting and ticket level: the three ticket values, the three dense values (means
+    over seeds, with their counts `*_n`), each condition `*_ok` (NA when a value is missing) and the status
+    "double-win", "not" or "missing".
 
-    dense = wide[wide.ticket == "dense"].drop(columns=["ticket", "level"])
-    dense = dense.rename(columns={c: c.replace(q, f"{q}_dense") for q in QUANTITIES for c in (q, f"{q}_n")})
-    table = wide[wide.ticket == ticket].merge(dense, on=keys, how="left")
-    sparsity = _one_per(rows[rows.ticket == ticket], [*keys, "level"], "sparsity")
-    table = table.merge(sparsity, on=[*keys, "level"])
-    table = table.merge(_one_per(rows, keys, "sparsity_denominator"), on=keys, how="left")
-    table = table.merge(_one_per(rows[rows.quantity == "ra_adv"], keys, "attack"), on=keys, how="left")
+    A ticket is compared with the dense model trained by the same recipe in each regime. Standard and
+    adversarial transfer have their own recipes, so a run that shortens them deviates differently in each;
+    the row's `deviations` names both (`std transfer: ...; adv transfer: ...`) and the ticket's ladder's."""
+    rows = _decision_rows(df, tol=tol, adv_checkpoint=adv_checkpoint, ticket=ticket)
+    base = [k for k in GROUP_KEYS if k != "deviations"]
+    parts = rows.deviations.str.split("; ")
+    rows["ladder_dev"] = parts.map(lambda ps: "; ".join(p for p in ps if p.startswith(LADDER_DEVIATION)))
+    rows["transfer_dev"] = parts.map(lambda ps: "; ".join(p for p in ps if p and not p.startswith(LADDER_DEVIATION)))
+
+    # Every level of a ladder meets every recipe its tickets were transferred with, in each regime, so that a
+    # level missing under one recipe shows as missing there.
+    tickets = rows[rows.ticket == ticket]
+    grid = tickets[[*base, "ladder_dev", "level"]].drop_duplicates()
+    for regime, column in REGIME_DEV.items():
+        recipes = tickets[tickets.regime == regime][[*base, "ladder_dev", "transfer_dev"]].drop_duplicates()
+        grid = grid.merge(recipes.rename(columns={"transfer_dev": column}), on=[*base, "ladder_dev"], how="left")
+        grid[column] = grid[column].fillna("")
+    # Mean over seeds and seed count per cell and quantity
+    cells = rows.groupby([*base, "ladder_dev", "transfer_dev", "ticket", "level", "quantity"])
+    means = cells.agg(value=("value", "mean"), n=("seed", "size")).reset_index()
+    table = grid
+    for q, (regime, _) in QUANTITIES.items():
+        recipe = REGIME_DEV[regime]
+        of_q = means[means.quantity == q].rename(columns={"transfer_dev": recipe, "value": q, "n": f"{q}_n"})
+        ticket_q = of_q[of_q.ticket == ticket].drop(columns=["ticket", "quantity"])
+        dense_q = of_q[of_q.ticket == "dense"].drop(columns=["ticket", "quantity", "level", "ladder_dev"])
+        dense_q = dense_q.rename(columns={q: f"{q}_dense", f"{q}_n": f"{q}_dense_n"})
+        table = table.merge(ticket_q, on=[*base, "ladder_dev", recipe, "level"], how="left")
+        table = table.merge(dense_q, on=[*base, recipe], how="left")
+    table["ticket"] = ticket
+    table["deviations"] = [
+        _setting(std, adv, ladder) for std, adv, ladder in zip(table.std_dev, table.adv_dev, table.ladder_dev)
+    ]
+    sparsity = _one_per(tickets, [*base, "ladder_dev", "level"], "sparsity")
+    table = table.merge(sparsity, on=[*base, "ladder_dev", "level"])
+    table = table.merge(_one_per(rows, base, "sparsity_denominator"), on=base, how="left")
+    ra_rows = rows[rows.quantity == "ra_adv"].rename(columns={"transfer_dev": "adv_dev"})
+    table = table.merge(_one_per(ra_rows, [*base, "adv_dev"], "attack"), on=[*base, "adv_dev"], how="left")
 
     for q in QUANTITIES:
         ticket_value, dense_value = table[q], table[f"{q}_dense"]
@@ -288,6 +315,7 @@ def double_win_table(
     )
     table["adv_checkpoint"], table["tol"] = adv_checkpoint, float(tol)
 
+    keys = list(GROUP_KEYS)
     per_value = [c for q in QUANTITIES for c in (q, f"{q}_n", f"{q}_dense", f"{q}_dense_n", f"{q}_ok")]
     columns = [
         *keys,
@@ -302,6 +330,12 @@ def double_win_table(
         "status",
     ]
     return table[columns].sort_values([*keys, "level"], ignore_index=True)
+
+
+def _setting(std: str, adv: str, ladder: str) -> str:
+    """How a double-win row departs from the protocol, in words ("" when it follows it)."""
+    said = [f"{name} transfer: {dev}" for name, dev in (("std", std), ("adv", adv)) if dev]
+    return "; ".join([*said, *([ladder] if ladder else [])])
 
 
 def _decision_rows(df: pd.DataFrame, *, tol: float, adv_checkpoint: str, ticket: str) -> pd.DataFrame:

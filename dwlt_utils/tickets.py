@@ -24,6 +24,7 @@ from .notebook import Session
 from .paths import Roots
 from .profiles import DEFAULT_IMP, PROFILES, Profile
 from .pruning import Mask, export_ticket, one_shot_mask, sparsity_at_level
+from .results import LADDER_DEVIATION
 from .train import TrainConfig
 from .vocabulary import IMP_VARIANTS, ONE_SHOT_METHODS, PRETRAININGS, source_key
 
@@ -71,12 +72,15 @@ class ImpConfig:
     def deviations(self) -> list[str]:
         protocol = PROFILES[self.profile].imp_recipe(self.variant).epochs
         out = (
-            [f"IMP {self.epochs_per_level} epoch{'s' * (self.epochs_per_level != 1)} per level instead of {protocol}"]
+            [
+                f"{LADDER_DEVIATION}{self.epochs_per_level} epoch{'s' * (self.epochs_per_level != 1)} per level "
+                f"instead of {protocol}"
+            ]
             if self.epochs_per_level != protocol
             else []
         )
         if self.source_fraction != 1.0:
-            out.append(f"IMP on {self.source_fraction:g} of the source data")
+            out.append(f"{LADDER_DEVIATION}on {self.source_fraction:g} of the source data")
         return out
 
     def notebook_flags(self, seed: int) -> str:

@@ -219,17 +219,62 @@ def test_compare_never_matches_quick_rows_to_a_paper_cell():
     assert list(out.profile) == ["paper"] * 6 + ["quick"]
 
 
+def shortened(level, sa_std, sa_adv, ra_adv, ladder=""):
+    """A cell whose transfers ran 10 epochs: each regime's records say so against its own protocol."""
+    said = {"std": "10 epochs instead of 150", "adv": "10 epochs instead of 100"}
+    return [
+        results.make_record(**{**r, "deviations": "; ".join(filter(None, [said[r["regime"]], ladder]))})
+        for r in cell(level, sa_std, sa_adv, ra_adv)
+    ]
+
+
+SHORT = "std transfer: 10 epochs instead of 150; adv transfer: 10 epochs instead of 100"
+
+
 def test_deviating_runs_are_their_own_group_and_never_matched_to_the_paper():
-    short = dict(deviations="10 epochs instead of 100")
     # The shortened ticket would lose against the protocol's dense model, and wins against its own.
-    df = frame(dense(), cell(0, 80, 70, 30, **short), cell(11, 81, 71, 31, **short))
+    df = frame(dense(), shortened(0, 80, 70, 30), shortened(11, 81, 71, 31))
     highest = results.highest_double_win(df)
-    row = highest[highest.deviations != ""].iloc[0]
-    assert row.highest_level == 11
+    assert list(highest.deviations) == [SHORT] and highest.highest_level.iloc[0] == 11
     out = results.compare_with_paper(highest, results.paper_reference())
-    deviating = out[out.deviations == "10 epochs instead of 100"].iloc[0]
-    assert pd.isna(deviating.paper_level) and deviating.note == "deviates from the protocol: 10 epochs instead of 100"
+    deviating = out[out.deviations == SHORT].iloc[0]
+    assert pd.isna(deviating.paper_level) and deviating.note == f"deviates from the protocol: {SHORT}"
     assert (out.note == "not reproduced yet").sum() == 6
+
+
+def test_a_shortened_ladder_is_compared_with_the_dense_model_of_its_transfer_recipe():
+    ladder = "IMP 1 epoch per level instead of 30"
+    df = frame(
+        dense(),
+        shortened(0, 80, 70, 30),
+        shortened(10, 81, 71, 31, ladder),
+        shortened(11, 79, 71, 31, ladder),  # loses SA after standard transfer
+        cell(11, 96, 86, 51),  # a protocol ticket at the same level, against the protocol's dense model
+        cell(12, 96, 86, 51),  # another protocol ticket level, never mixed with the shortened ladder
+    )
+    table = results.double_win_table(df)
+    assert set(table.deviations) == {"", f"{SHORT}; {ladder}"}
+    short = table[table.deviations != ""].set_index("level")
+    assert list(short.status) == ["double-win", "not"] and list(short.sa_std_dense) == [80, 80]
+    assert list(table[table.deviations == ""].status) == ["double-win", "double-win"]
+    highest = results.highest_double_win(df).set_index("deviations")
+    assert highest.highest_level[f"{SHORT}; {ladder}"] == 10 and highest.highest_level[""] == 12
+
+
+def test_a_level_transferred_with_another_recipe_is_not_a_level_of_the_protocol():
+    short_adv = [
+        results.make_record(**{**r, "deviations": "10 epochs instead of 100"} if r["regime"] == "adv" else r)
+        for r in cell(11, 96, 86, 51)
+    ]
+    table = results.double_win_table(frame(dense(), cell(10, 96, 86, 51), short_adv))
+    short = "adv transfer: 10 epochs instead of 100"
+    assert list(zip(table.deviations, table.level, table.status)) == [
+        ("", 10, "double-win"),
+        ("", 11, "missing"),  # under the protocol, level 11 lacks its adversarial transfer
+        (short, 10, "missing"),  # every level of the ladder shows under each recipe its tickets ran
+        (short, 11, "missing"),  # no dense model ran that recipe
+    ]
+    assert bool(results.highest_double_win(frame(dense(), cell(10, 96, 86, 51), short_adv)).missing_above.iloc[0])
 
 
 # --- records on disk
