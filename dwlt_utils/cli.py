@@ -1,114 +1,41 @@
-"""Command line: sweep notebook cells, render executed notebooks, run the quick demo, check committed notebooks.
+"""Command line: sweep notebook cells and see their state, render executed notebooks, run the quick demo,
+check committed notebooks.
 
     python -m dwlt_utils.cli sweep notebooks/04_adv_transfer.ipynb -p quick True \\
         --grid pretraining=standard,fast_adv,adv --grid sparsity=0.36,0.7903,0.9141 --jobs 4
-    python -m dwlt_utils.cli render runs/executed/*.ipynb --out rendered
+    python -m dwlt_utils.cli sweep notebooks/04_adv_transfer.ipynb --grid sparsity=0.7903,0.9141 \\
+        --executor slurm --partition gpu --time 720 --sbatch account=mylab
+    python -m dwlt_utils.cli status notebooks/04_adv_transfer.ipynb --grid sparsity=0.7903,0.9141
+    python -m dwlt_utils.cli render runs/executed/04_adv_transfer/*.ipynb --out rendered
     python -m dwlt_utils.cli demo
     python -m dwlt_utils.cli check notebooks/*.ipynb
 
-A sweep runs one papermill process per cell, `--jobs` at a time; each job gets a share of the CPU cores
-and, when there are GPUs, one of them (round robin). Executed notebooks are kept, named after their
-parameters, so every cell of a sweep can be opened and read.
+A sweep runs each cell of its grid as a submitit job (`dwlt_utils.sweeps`): on this machine, `--jobs` at a
+time, one GPU each when there are GPUs; or on Slurm, as one job array. It submits only the cells that are
+not done, so it can be run again after a crash. Executed notebooks and logs are kept, named after their
+parameters, so every cell can be opened and read.
 """
 
 from __future__ import annotations
 
 import argparse
-import ast
-import itertools
-import os
 import shutil
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import nbformat
+import pandas as pd
 
-from .notebook import working_root
-from .paths import executed_dir, resolve_folder
+from . import sweeps
+from .errors import DwltError
+from .paths import executed_dir
+from .sweeps import grid_cells, parse_grid, parse_value, run_local, sweep_dir
 from .vocabulary import PRETRAININGS
 
 REPO = Path(__file__).resolve().parent.parent
-NOTEBOOK_RUN_ROOT = "runs"  # the default of every notebook's run_root parameter
 NOTEBOOKS = REPO / "notebooks"
-
-
-def parse_value(text: str):
-    """A command-line value as papermill's -p reads it: a Python literal when it is one, else a string."""
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return text
-
-
-@dataclass
-class Job:
-    notebook: Path
-    output: Path
-    parameters: dict = field(default_factory=dict)
-
-    def command(self) -> list[str]:
-        cmd = [sys.executable, "-m", "papermill", str(self.notebook), str(self.output), "--log-level", "WARNING"]
-        for name, value in self.parameters.items():
-            cmd += ["-y", f"{name}: {value!r}"] if not isinstance(value, str) else ["-r", name, value]
-        return cmd
-
-
-def slug(parameters: dict) -> str:
-    text = "_".join(f"{k}-{v}" for k, v in parameters.items()) or "defaults"
-    return "".join(c if c.isalnum() or c in "-_." else "-" for c in text)
-
-
-def sweep_dir(fixed: dict) -> Path:
-    """Where a sweep keeps its executed notebooks: in the run root its notebooks use, resolved as they
-    resolve it (the notebooks' default run root when the sweep does not set one)."""
-    return executed_dir(resolve_folder("run_root", fixed.get("run_root", NOTEBOOK_RUN_ROOT), working_root()))
-
-
-def grid_jobs(notebook: Path, fixed: dict, grid: dict[str, list], out: Path) -> list[Job]:
-    names = list(grid)
-    jobs = []
-    for values in itertools.product(*(grid[n] for n in names)) if names else [()]:
-        varying = dict(zip(names, values))
-        jobs.append(Job(notebook, out / notebook.stem / f"{slug(varying)}.ipynb", {**fixed, **varying}))
-    return jobs
-
-
-def _gpu_count() -> int:
-    try:
-        import torch
-
-        return torch.cuda.device_count()
-    except ImportError:
-        return 0
-
-
-def run_jobs(jobs: list[Job], *, parallel: int = 1, quiet: bool = False) -> list[tuple[Job, int, float]]:
-    """Run papermill jobs, `parallel` at a time; returns (job, exit code, seconds) in job order."""
-    cores = os.cpu_count() or 1
-    gpus = _gpu_count()
-
-    def run(index_job: tuple[int, Job]) -> tuple[Job, int, float]:
-        index, job = index_job
-        job.output.parent.mkdir(parents=True, exist_ok=True)
-        env = dict(os.environ, DWLT_THREADS=str(max(1, cores // parallel)))
-        if gpus:
-            env["CUDA_VISIBLE_DEVICES"] = str(index % gpus)
-        started = time.perf_counter()
-        proc = subprocess.run(job.command(), env=env, capture_output=True, text=True)
-        seconds = time.perf_counter() - started
-        if not quiet:
-            status = "ok" if proc.returncode == 0 else f"FAILED ({proc.returncode})"
-            print(f"[{seconds:6.1f} s] {status} {job.notebook.name} {job.parameters}", flush=True)
-            if proc.returncode:
-                print("\n".join(proc.stderr.strip().splitlines()[-3:]), flush=True)
-        return job, proc.returncode, seconds
-
-    with ThreadPoolExecutor(max_workers=parallel) as pool:
-        return list(pool.map(run, enumerate(jobs)))
 
 
 def render(notebooks: list[Path], out: Path) -> list[Path]:
@@ -166,55 +93,37 @@ def demo(run_root: Path, out: Path, data_root: Path, parallel: int) -> int:
     common = {"quick": True, "run_root": str(run_root), "data_root": str(data_root)}
     executed = executed_dir(run_root)
     cell = {"pretraining": "adv", "sparsity": 0.9141}  # the card's cell: each transfer notebook's showcase
+
+    def notebook(name: str) -> Path:
+        return NOTEBOOKS / f"{name}.ipynb"
+
     stages = [
-        ("01", [Job(NOTEBOOKS / "01_load_pretrained.ipynb", executed / "01_load_pretrained.ipynb", common)]),
-        (
-            "02",
-            grid_jobs(
-                NOTEBOOKS / "02_imp.ipynb", {**common, "levels": 11}, {"pretraining": DEMO_PRETRAININGS}, executed
-            ),
-        ),
+        ("01", grid_cells(notebook("01_load_pretrained"), common, {}, executed)),
+        ("02", grid_cells(notebook("02_imp"), {**common, "levels": 11}, {"pretraining": DEMO_PRETRAININGS}, executed)),
     ]
     for name in ("03_std_transfer", "04_adv_transfer"):
-        dense = grid_jobs(
-            NOTEBOOKS / f"{name}.ipynb",
-            {**common, "ticket": "dense", "sparsity": 0.0},
-            {"pretraining": DEMO_PRETRAININGS},
-            executed,
+        dense = grid_cells(
+            notebook(name), {**common, "ticket": "dense", "sparsity": 0.0}, {"pretraining": DEMO_PRETRAININGS}, executed
         )
-        tickets = grid_jobs(
-            NOTEBOOKS / f"{name}.ipynb",
-            common,
-            {"pretraining": DEMO_PRETRAININGS, "sparsity": DEMO_SPARSITIES},
-            executed,
-        )
-        stages.append((name[:2], dense + tickets))
-    stages.append(
-        (
-            "05",
-            grid_jobs(
-                NOTEBOOKS / "05_data_limited.ipynb",
-                {**common, "data_fraction": 0.25},
-                {"pretraining": DEMO_PRETRAININGS, "sparsity": DEMO_LIMITED_SPARSITIES},
-                executed,
-            ),
-        )
-    )
-    stages.append(("06", [Job(NOTEBOOKS / "06_figures.ipynb", executed / "06_figures.ipynb", common)]))
+        grid = {"pretraining": DEMO_PRETRAININGS, "sparsity": DEMO_SPARSITIES}
+        stages.append((name[:2], dense + grid_cells(notebook(name), common, grid, executed)))
+    limited = {"pretraining": DEMO_PRETRAININGS, "sparsity": DEMO_LIMITED_SPARSITIES}
+    stages.append(("05", grid_cells(notebook("05_data_limited"), {**common, "data_fraction": 0.25}, limited, executed)))
+    stages.append(("06", grid_cells(notebook("06_figures"), common, {}, executed)))
     started = time.perf_counter()
     shown = []
-    for stage, jobs in stages:
-        outcomes = run_jobs(jobs, parallel=parallel)
-        failed = [job for job, code, _ in outcomes if code]
+    for stage, cells in stages:
+        finished = run_local(cells, parallel=parallel)
+        failed = [c for c in cells if not finished[c]]
         if failed:
-            print(f"demo: {len(failed)} job(s) of notebook {stage} failed; see {failed[0].output}", file=sys.stderr)
+            print(f"demo: {len(failed)} cell(s) of notebook {stage} failed; see {failed[0].output}", file=sys.stderr)
             return 1
-        showcase = next((j for j in jobs if all(j.parameters.get(k, v) == v for k, v in cell.items())), jobs[-1])
+        showcase = next((c for c in cells if all(c.parameters.get(k, v) == v for k, v in cell.items())), cells[-1])
         shown.append(showcase.output)
     out.mkdir(parents=True, exist_ok=True)
     copies = []
     for path in shown:
-        target = out / f"{path.parent.name if path.parent != executed else path.stem}.ipynb"
+        target = out / f"{path.parent.name}.ipynb"
         shutil.copyfile(path, target)
         copies.append(target)
     html = render(copies, out)
@@ -224,12 +133,10 @@ def demo(run_root: Path, out: Path, data_root: Path, parallel: int) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m dwlt_utils.cli", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    sweep = sub.add_parser("sweep", help="run a notebook for every combination of --grid values")
-    sweep.add_argument("notebook", type=Path)
-    sweep.add_argument(
+def _grid_arguments(parser: argparse.ArgumentParser) -> None:
+    """What names a sweep's grid: `sweep` and `status` take the same."""
+    parser.add_argument("notebook", type=Path)
+    parser.add_argument(
         "-p",
         nargs=2,
         action="append",
@@ -237,17 +144,68 @@ def main(argv: list[str] | None = None) -> int:
         metavar=("NAME", "VALUE"),
         help="a fixed parameter (a Python literal or a string)",
     )
-    sweep.add_argument(
-        "--grid",
-        action="append",
-        default=[],
-        metavar="NAME=V1,V2,...",
-        help="a parameter and its values, comma-separated",
+    parser.add_argument(
+        "--grid", action="append", default=[], metavar="NAME=V1,V2,...", help="a parameter and its values"
     )
-    sweep.add_argument("--jobs", type=int, default=1, help="cells run at once (one GPU each when there are GPUs)")
-    sweep.add_argument(
+    parser.add_argument(
         "--out", type=Path, default=None, help="where executed notebooks go (default: executed/ in the run root)"
     )
+
+
+def _cells(args: argparse.Namespace) -> list[sweeps.Cell]:
+    fixed = {name: parse_value(value) for name, value in args.p}
+    return grid_cells(args.notebook, fixed, parse_grid(args.grid), args.out or sweep_dir(fixed))
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    cells = _cells(args)
+    todo = sweeps.to_submit(cells, force=args.force)
+    print(f"{len(cells)} cells, {len(cells) - len(todo)} done, running or queued; submitting {len(todo)}", flush=True)
+    if args.executor == "local":
+        finished = run_local(todo, parallel=args.jobs)
+        return int(not all(finished.values()))
+    options = sweeps.SlurmOptions(
+        partition=args.partition,
+        gpus_per_job=args.gpus_per_job,
+        cpus_per_job=args.cpus_per_job,
+        time_min=args.time,
+        array_parallelism=args.array_parallelism,
+        sbatch=dict(item.partition("=")[::2] for item in args.sbatch),
+    )
+    jobs = sweeps.submit_slurm(todo, options)
+    if jobs:
+        print(f"submitted job array {jobs[0].job_id.split('_')[0]}; follow it with the status command", flush=True)
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    table = sweeps.status_table(_cells(args))
+    with pd.option_context("display.max_colwidth", None, "display.width", 200):
+        print(table.to_string(index=False))
+    counts = table.status.value_counts()
+    said = ", ".join(f"{counts[s]} {s}" for s in sweeps.STATES if s in counts)
+    print(f"{len(table)} cells: {said}; {table.wall_h.sum():.2f} h of wall time, {table.gpu_h.sum():.2f} GPU-hours")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m dwlt_utils.cli", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    sweep = sub.add_parser("sweep", help="run a notebook for every combination of --grid values")
+    _grid_arguments(sweep)
+    sweep.add_argument("--executor", choices=sweeps.EXECUTORS, default="local", help="this machine, or Slurm")
+    sweep.add_argument("--jobs", type=int, default=1, help="local: cells at once (one GPU each, when there are GPUs)")
+    sweep.add_argument("--force", action="store_true", help="run every cell again, done ones included")
+    sweep.add_argument("--partition", default=None, help="slurm: the partition")
+    sweep.add_argument("--gpus-per-job", type=int, default=1, help="slurm: GPUs of each cell's job")
+    sweep.add_argument("--cpus-per-job", type=int, default=8, help="slurm: CPU cores of each cell's job")
+    sweep.add_argument("--time", type=int, default=24 * 60, help="slurm: time limit of a job, in minutes")
+    sweep.add_argument("--array-parallelism", type=int, default=64, help="slurm: cells running at once")
+    sweep.add_argument(
+        "--sbatch", action="append", default=[], metavar="KEY=VALUE", help="slurm: any other sbatch option"
+    )
+    status = sub.add_parser("status", help="the state of every cell of a sweep (same arguments as sweep)")
+    _grid_arguments(status)
     rend = sub.add_parser("render", help="executed notebooks to HTML")
     rend.add_argument("notebooks", nargs="+", type=Path)
     rend.add_argument("--out", type=Path, default=Path("rendered"))
@@ -265,17 +223,14 @@ def main(argv: list[str] | None = None) -> int:
     chk.add_argument("notebooks", nargs="+", type=Path)
     args = parser.parse_args(argv)
 
-    if args.command == "sweep":
-        grid = {}
-        for item in args.grid:
-            name, _, values = item.partition("=")
-            if not name or not values:
-                parser.error(f"--grid takes NAME=V1,V2,...; got {item!r}")
-            grid[name] = [parse_value(v) for v in values.split(",")]
-        fixed = {name: parse_value(value) for name, value in args.p}
-        out = args.out or sweep_dir(fixed)
-        outcomes = run_jobs(grid_jobs(args.notebook, fixed, grid, out), parallel=args.jobs)
-        return int(any(code for _, code, _ in outcomes))
+    try:
+        if args.command == "sweep":
+            return _sweep(args)
+        if args.command == "status":
+            return _status(args)
+    except DwltError as err:
+        print(f"{type(err).__name__}: {err}", file=sys.stderr)
+        return 2
     if args.command == "render":
         for path in render(args.notebooks, args.out):
             print(path)

@@ -176,6 +176,19 @@ def unreachable(url: str, timeout: float = 10.0) -> str | None:
     return None
 
 
+def lock_held(lock_path: Path) -> bool:
+    """Whether another process holds the advisory lock of `exclusive` on `lock_path` right now."""
+    try:
+        with open(lock_path) as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(handle, fcntl.LOCK_UN)
+    except BlockingIOError:
+        return True
+    except FileNotFoundError:
+        return False
+    return False
+
+
 @contextmanager
 def exclusive(lock_path: Path) -> Iterator[None]:
     """Hold an advisory lock on `lock_path` (created if absent): other processes asking for it wait."""

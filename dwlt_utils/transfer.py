@@ -9,6 +9,7 @@ cell whose records exist is read back, not recomputed (unless forced).
 
 from __future__ import annotations
 
+import inspect
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -407,6 +408,30 @@ def run_plan(cells: list[TransferConfig], session: Session, *, notebook: str, **
     return pd.concat(
         [run_cell_with_dense(cell, session, notebook=notebook, **kwargs) for cell in cells], ignore_index=True
     )
+
+
+# The regimes each transfer notebook runs (05 takes them as its `regimes` parameter).
+NOTEBOOK_REGIMES = {"03_std_transfer": ["std"], "04_adv_transfer": ["adv"]}
+
+
+def notebook_runs(notebook: str, parameters: dict[str, Any], session: Session) -> list[tuple[TransferConfig, Path]]:
+    """The runs a transfer notebook makes for these parameters (its notebook defaults filled in), dense
+    baselines included, each with its run directory; parameters it cannot run raise their one sentence."""
+    regimes = parameters["regimes"] if notebook == "05_data_limited" else NOTEBOOK_REGIMES[notebook]
+    wanted = inspect.signature(TransferConfig.create).parameters
+    arguments = {k: v for k, v in parameters.items() if k in wanted and k not in ("profile", "regime")}
+    runs = []
+    for regime in check_regimes(regimes):
+        config = TransferConfig.create(profile=session.profile, regime=regime, **arguments)
+        if parameters.get("dense_baseline", True) and config.ticket != "dense":
+            runs.append(config.dense())
+        runs.append(config)
+    return [(config, session.roots.transfer_cell(config, session.seed)) for config in runs]
+
+
+def run_finished(config: TransferConfig, directory: Path) -> bool:
+    """Whether a run's records are complete (what makes a notebook read it back instead of training it)."""
+    return _finished_records(config, directory) is not None
 
 
 def results_table(records: pd.DataFrame) -> pd.DataFrame:

@@ -3,33 +3,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from dwlt_utils import cli, report
+from dwlt_utils import report
 from dwlt_utils.errors import InputError, MissingInputError
 from dwlt_utils.profiles import PAPER, QUICK
-
-
-def test_values_are_read_as_papermill_reads_them():
-    assert cli.parse_value("0.9141") == 0.9141
-    assert cli.parse_value("True") is True
-    assert cli.parse_value("['std', 'adv']") == ["std", "adv"]
-    assert cli.parse_value("adv") == "adv"
-    assert cli.parse_value("8/255") == "8/255"  # not evaluated: the notebook rejects it with a sentence
-
-
-def test_a_grid_gives_one_named_job_per_combination(tmp_path):
-    jobs = cli.grid_jobs(
-        Path("notebooks/04_adv_transfer.ipynb"),
-        {"quick": True},
-        {"pretraining": ["standard", "adv"], "sparsity": [0.36, 0.9141]},
-        tmp_path,
-    )
-    assert len(jobs) == 4
-    assert jobs[-1].parameters == {"quick": True, "pretraining": "adv", "sparsity": 0.9141}
-    assert jobs[-1].output == tmp_path / "04_adv_transfer" / "pretraining-adv_sparsity-0.9141.ipynb"
-    assert len({job.output for job in jobs}) == 4
-    command = jobs[-1].command()
-    assert command[command.index("-r") + 1 : command.index("-r") + 3] == ["pretraining", "adv"]
-    assert "sparsity: 0.9141" in command and "quick: True" in command
 
 
 def test_report_options_and_notes():
@@ -64,15 +40,6 @@ def test_tables_written_under_a_run_root_are_not_read_back_as_records(tmp_path):
     names = ["all_records.csv", "highest_double_win.csv", "double_win.csv", "paper_comparison.csv"]
     assert [p.name for p in written] == names
     assert results.load(tmp_path).empty
-
-
-def test_a_sweep_keeps_its_executed_notebooks_in_its_run_root(tmp_path, monkeypatch):
-    monkeypatch.delenv("JPY_SESSION_NAME", raising=False)
-    monkeypatch.chdir(tmp_path)
-    assert cli.sweep_dir({"quick": True}) == tmp_path / "runs" / "executed"
-    assert cli.sweep_dir({"run_root": "/scratch/r"}) == Path("/scratch/r/executed")
-    monkeypatch.chdir(cli.REPO / "notebooks")  # as a notebook run from there resolves it
-    assert cli.sweep_dir({"run_root": "elsewhere"}) == cli.REPO / "elsewhere" / "executed"
 
 
 def test_figures_refuse_an_empty_run_root_and_never_shrink_tables_unasked(tmp_path):

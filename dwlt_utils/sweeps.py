@@ -1,0 +1,378 @@
+"""Sweeps: a notebook run once per cell of a parameter grid, each run a submitit job, on this machine or on
+a Slurm cluster, and the state of every cell of the grid.
+
+A cell is one set of notebook parameters. Its executed notebook, its job's logs and its state record
+(`<name>.json`: submitted, started, finished, failed or requeued, with times, the log and the error's
+sentence) live in `<run_root>/executed/<notebook>/`, named after the parameters that vary. A cell is
+- done when what it makes exists: for a transfer notebook (03-05) every run it makes has complete records,
+  for 02 the ladder has its levels, for the others its job finished;
+- running while a run of it holds its lock, or its job's process is alive;
+- queued when its job was submitted to Slurm and has not started;
+- failed when its job ended without finishing it (an error, a kill, a time limit that was not requeued);
+- missing otherwise.
+A sweep submits only the cells that are neither done, running nor queued, so running it again after a
+crash or a cancelled allocation finishes the grid and redoes nothing. Cells resume from their last finished
+epoch; on Slurm a preempted or timed-out job is requeued (submitit's checkpointing) and resumes the same way.
+"""
+
+from __future__ import annotations
+
+import ast
+import itertools
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import pandas as pd
+import submitit
+
+from . import io, notebook, paths, tickets, transfer
+from .errors import DwltError, InputError, check_number, sentence
+from .paths import executed_dir, resolve_folder
+
+NOTEBOOK_RUN_ROOT = "runs"  # the default of every notebook's run_root parameter
+STATES = ("done", "running", "queued", "failed", "missing")
+LOCAL_TIMEOUT_MIN = 60 * 24 * 30  # a local job is never cut short: a month
+POLL_S = 0.5
+EXECUTORS = ("local", "slurm")
+
+
+def notebook_defaults(path: Path) -> dict[str, Any]:
+    """The parameters of a notebook with their default values, read from its parameters cell."""
+    nb = nbformat.read(path, as_version=4)
+    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    defaults = {}
+    for node in ast.parse(cell.source).body:
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            defaults[node.target.id] = ast.literal_eval(node.value)
+    return defaults
+
+
+def slug(parameters: dict) -> str:
+    text = "_".join(f"{k}-{v}" for k, v in parameters.items()) or "defaults"
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in text)
+
+
+def sweep_dir(fixed: dict) -> Path:
+    """Where a sweep keeps its executed notebooks: in the run root its notebooks use, resolved as they
+    resolve it (the notebooks' default run root when the sweep does not set one)."""
+    return executed_dir(resolve_folder("run_root", fixed.get("run_root", NOTEBOOK_RUN_ROOT), notebook.working_root()))
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One notebook run of a sweep: the notebook, all its parameters, and where its files go."""
+
+    notebook: Path
+    parameters: dict = field(hash=False)
+    varying: dict = field(hash=False)
+    folder: Path  # <run_root>/executed/<notebook name>
+
+    @property
+    def name(self) -> str:
+        return slug(self.varying)
+
+    @property
+    def output(self) -> Path:
+        return self.folder / f"{self.name}.ipynb"
+
+    @property
+    def state_file(self) -> Path:
+        return self.folder / f"{self.name}.json"
+
+
+def grid_cells(notebook_path: Path, fixed: dict, grid: dict[str, list], out: Path) -> list[Cell]:
+    """One cell per combination of the grid's values, with the fixed parameters."""
+    defaults = notebook_defaults(notebook_path)
+    unknown = [name for name in [*fixed, *grid] if name not in defaults]
+    if unknown:
+        raise InputError(f"{notebook_path.name} has no parameter {', '.join(unknown)}; it takes {', '.join(defaults)}.")
+    names = list(grid)
+    cells = []
+    for values in itertools.product(*(grid[n] for n in names)) if names else [()]:
+        varying = dict(zip(names, values))
+        cells.append(Cell(notebook_path, {**fixed, **varying}, varying, out / notebook_path.stem))
+    return cells
+
+
+# ---- what each cell's state is
+
+
+def _read_state(cell: Cell) -> dict:
+    try:
+        return io.read_json(cell.state_file) if cell.state_file.is_file() else {}
+    except DwltError:
+        return {}  # a state record cut short by a kill says nothing
+
+
+def _alive(state: dict) -> bool:
+    """Whether the job process that wrote `state` is still running (only knowable on its own host)."""
+    if state.get("host") != socket.gethostname() or not state.get("pid"):
+        return False
+    try:
+        os.kill(state["pid"], 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _session(parameters: dict) -> notebook.Session:
+    return notebook.start(
+        quick=parameters["quick"],
+        seed=parameters["seed"],
+        device="cpu",
+        data_root=parameters["data_root"],
+        run_root=parameters["run_root"],
+    )
+
+
+def _made(cell: Cell) -> tuple[bool | None, bool, float]:
+    """(done, lock held, wall seconds of the runs that are finished) from what the notebook makes; done is
+    None for a notebook whose results this cannot see (01, 06): its job's state decides."""
+    parameters = {**notebook_defaults(cell.notebook), **cell.parameters}
+    name = cell.notebook.stem
+    session = _session(parameters)
+    if name in (*transfer.NOTEBOOK_REGIMES, "05_data_limited"):
+        runs = transfer.notebook_runs(name, parameters, session)
+        finished = [d for c, d in runs if transfer.run_finished(c, d)]
+        held = any(io.lock_held(paths.lock_file(d)) for _, d in runs)
+        wall = sum(_records_wall(d) for d in finished)
+        return len(finished) == len(runs), held, wall
+    if name == "02_imp":
+        ladder = tickets.ImpConfig.create(
+            profile=session.profile,
+            pretraining=parameters["pretraining"],
+            source_eps_255=parameters["source_eps_255"],
+            variant=parameters["imp_variant"],
+            epochs_per_level=parameters["epochs_per_level"],
+            source_fraction=parameters["source_fraction"],
+        )
+        levels = parameters["levels"] or session.profile.levels
+        done = tickets.imp_ticket_missing(ladder, session.roots, session.seed, levels) is None
+        return done, False, 0.0
+    return None, False, 0.0
+
+
+def _records_wall(directory: Path) -> float:
+    records = pd.read_csv(paths.records_file(directory), usecols=["wall_s"])
+    return float(records.wall_s.iloc[0]) if len(records) else 0.0
+
+
+def cell_status(cell: Cell) -> dict[str, Any]:
+    """The state of one cell (`STATES`), its wall time so far (of its finished runs' records, else of its
+    job), the GPU-hours that makes with the GPUs its job asked for, and what to read about it."""
+    state = _read_state(cell)
+    try:
+        done, held, wall = _made(cell)
+    except DwltError as err:
+        return {"cell": cell.name, "status": "failed", "wall_h": 0.0, "gpu_h": 0.0, "note": str(err)}
+    job = state.get("state")
+    if done or (done is None and job == "finished"):
+        status = "done"
+    elif held or (job == "started" and _alive(state)):
+        status = "running"
+    elif job in ("submitted", "requeued") and state.get("executor") == "slurm":
+        status = "queued"  # waiting for its first start, or requeued after a preemption or its time limit
+    elif job in ("started", "failed", "requeued"):
+        status = "failed"
+    else:
+        status = "missing"
+    if not wall and state.get("started_at"):
+        end = state.get("ended_at") or time.time()
+        wall = end - state["started_at"]
+    note = ""
+    if status == "failed":
+        why = state.get("error") or "its job ended without finishing it (killed, or out of time)"
+        note = f"{why} Log: {state.get('log', 'none')}"
+    elif status in ("running", "queued"):
+        note = f"log: {state.get('log', 'none')}"
+    gpus = state.get("gpus", 0)
+    return {
+        "cell": cell.name,
+        "status": status,
+        "wall_h": round(wall / 3600, 3),
+        "gpu_h": round(wall * gpus / 3600, 3),
+        "note": note,
+    }
+
+
+def status_table(cells: list[Cell]) -> pd.DataFrame:
+    return pd.DataFrame([cell_status(cell) for cell in cells], columns=["cell", "status", "wall_h", "gpu_h", "note"])
+
+
+# ---- running a cell inside its job
+
+
+class RunCell(submitit.helpers.Checkpointable):
+    """The job of one cell: run its notebook with papermill, keeping its state record up to date. When Slurm
+    preempts the job or its time runs out, submitit calls `checkpoint` and requeues it; the notebook then
+    resumes its runs from their last finished epoch."""
+
+    def __init__(self, threads: int | None = None):
+        self.threads = threads
+
+    def __call__(self, cell: Cell) -> str:
+        import papermill as pm
+
+        env = submitit.JobEnvironment()
+        started = time.time()
+        where = dict(pid=os.getpid(), host=socket.gethostname(), job_id=env.job_id, log=str(env.paths.stdout))
+        _write_state(cell, "started", started_at=started, **where)
+        if self.threads:
+            os.environ["DWLT_THREADS"] = str(self.threads)
+        try:
+            pm.execute_notebook(
+                str(cell.notebook), str(cell.output), parameters=cell.parameters, progress_bar=False, log_output=True
+            )
+        except pm.PapermillExecutionError as err:
+            first = f"{err.ename}: {err.evalue}".strip().splitlines()[0]
+            _write_state(cell, "failed", started_at=started, ended_at=time.time(), error=first)
+            raise
+        except BaseException as err:  # anything else that ends the job: say what, then let it end
+            _write_state(cell, "failed", started_at=started, ended_at=time.time(), error=sentence(repr(err)))
+            raise
+        _write_state(cell, "finished", started_at=started, ended_at=time.time())
+        return str(cell.output)
+
+    def checkpoint(self, cell: Cell) -> submitit.helpers.DelayedSubmission:
+        _write_state(cell, "requeued", ended_at=time.time())
+        return super().checkpoint(cell)
+
+
+def _submitting(cell: Cell, executor: str, gpus: int) -> None:
+    """A new submission starts a new record, before its job can start: nothing of an earlier job (its error,
+    its process) carries over. The job adds where it runs and logs when it starts."""
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    io.write_json(cell.state_file, {"state": "submitted", "executor": executor, "gpus": gpus, "at": now})
+
+
+def _write_state(cell: Cell, state: str, **fields: Any) -> None:
+    previous = _read_state(cell)
+    record = {**previous, **fields, "state": state, "at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    if state != "failed":
+        record.pop("error", None)
+    io.write_json(cell.state_file, record)
+
+
+# ---- submitting
+
+
+@dataclass(frozen=True)
+class SlurmOptions:
+    partition: str | None = None
+    gpus_per_job: int = 1
+    cpus_per_job: int = 8
+    time_min: int = 24 * 60
+    array_parallelism: int = 64
+    sbatch: dict = field(default_factory=dict)  # any other sbatch option, e.g. {"account": "lab", "qos": "high"}
+
+    def check(self) -> None:
+        check_number("--gpus-per-job", self.gpus_per_job, 0, 64, integer=True)
+        check_number("--cpus-per-job", self.cpus_per_job, 1, 1024, integer=True)
+        check_number("--time (minutes)", self.time_min, 1, 60 * 24 * 30, integer=True)
+        check_number("--array-parallelism", self.array_parallelism, 1, 100_000, integer=True)
+
+
+def to_submit(cells: list[Cell], *, force: bool = False) -> list[Cell]:
+    """The cells a sweep submits: those not done, running or queued (every one with `force`)."""
+    if force:
+        return [_forced(cell) for cell in cells]
+    return [cell for cell in cells if cell_status(cell)["status"] in ("failed", "missing")]
+
+
+def _forced(cell: Cell) -> Cell:
+    """A cell whose notebook retrains what it has (for notebooks that take `force`)."""
+    if "force" not in notebook_defaults(cell.notebook):
+        return cell
+    return Cell(cell.notebook, {**cell.parameters, "force": True}, cell.varying, cell.folder)
+
+
+def _gpu_count() -> int:
+    import torch
+
+    return torch.cuda.device_count()
+
+
+def run_local(cells: list[Cell], *, parallel: int = 1, quiet: bool = False) -> dict[Cell, bool]:
+    """Run cells on this machine as submitit local jobs, `parallel` at a time (at most one per GPU when
+    there are GPUs, each job seeing only its own), each with its share of the CPU cores; waits for them all
+    and returns whether each finished."""
+    check_number("--jobs", parallel, 1, 1024, integer=True)
+    gpus = _gpu_count()
+    slots = list(range(min(parallel, gpus))) if gpus else [None] * parallel
+    threads = max(1, (os.cpu_count() or 1) // len(slots))
+    free, pending, running, finished = list(range(len(slots))), list(cells), {}, {}
+    while pending or running:
+        while pending and free:
+            slot, cell = free.pop(0), pending.pop(0)
+            gpu = slots[slot]
+            executor = submitit.LocalExecutor(folder=cell.folder / "logs")
+            executor.update_parameters(
+                timeout_min=LOCAL_TIMEOUT_MIN,
+                gpus_per_node=int(gpu is not None),
+                visible_gpus=() if gpu is None else (gpu,),
+            )
+            _submitting(cell, "local", int(gpu is not None))
+            job = executor.submit(RunCell(threads), cell)
+            running[job] = (slot, cell)
+        time.sleep(POLL_S)
+        for job in [j for j in running if j.done()]:
+            slot, cell = running.pop(job)
+            free.append(slot)
+            finished[cell] = _read_state(cell).get("state") == "finished"
+            if not quiet:
+                print(f"{'ok' if finished[cell] else 'FAILED'} {cell.notebook.name} {cell.varying}", flush=True)
+                if not finished[cell]:
+                    print(f"  {_read_state(cell).get('error', '')} Log: {job.paths.stdout}", flush=True)
+    return finished
+
+
+def submit_slurm(cells: list[Cell], options: SlurmOptions) -> list[submitit.Job]:
+    """Submit cells as one Slurm job array (logs in `<folder>/slurm/`); returns without waiting."""
+    if not cells:
+        return []
+    options.check()
+    folder = cells[0].folder / "slurm"
+    executor = submitit.SlurmExecutor(folder=folder)
+    executor.update_parameters(
+        partition=options.partition,
+        gpus_per_node=options.gpus_per_job,
+        cpus_per_task=options.cpus_per_job,
+        time=options.time_min,
+        array_parallelism=options.array_parallelism,
+        ntasks_per_node=1,
+        additional_parameters=dict(options.sbatch, requeue=True),
+        job_name="dwlt-" + cells[0].notebook.stem,
+    )
+    for cell in cells:
+        _submitting(cell, "slurm", options.gpus_per_job)
+    jobs = executor.map_array(RunCell(options.cpus_per_job), cells)
+    for cell, job in zip(cells, jobs):
+        if _read_state(cell).get("state") == "submitted":  # queued: say where its log will be
+            _write_state(cell, "submitted", job_id=job.job_id, log=str(job.paths.stdout))
+    return jobs
+
+
+def parse_grid(items: list[str]) -> dict[str, list]:
+    grid = {}
+    for item in items:
+        name, _, values = item.partition("=")
+        if not name or not values:
+            raise InputError(f"--grid takes NAME=V1,V2,...; got {item!r}.")
+        grid[name] = [parse_value(v) for v in values.split(",")]
+    return grid
+
+
+def parse_value(text: str):
+    """A command-line value as papermill's -p reads it: a Python literal when it is one, else a string."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
