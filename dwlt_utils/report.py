@@ -69,6 +69,16 @@ def paper_table(table: pd.DataFrame) -> pd.DataFrame:
     return shown
 
 
+def non_monotone(highest: pd.DataFrame) -> list[str]:
+    """A sentence per group whose ladder fails below its highest double-win level (none: an empty list)."""
+    return [
+        f"{row.pretraining} on {row.stands_for} ({row.profile} profile, data fraction {row.data_fraction:g}"
+        f"{', ' + row.deviations if row.deviations else ''}): level {row.first_failure_level} is not double-win "
+        f"but level {row.highest_level} above it is; a search that bisects the ladder assumes this never happens."
+        for row in highest[highest.failure_below].itertuples()
+    ]
+
+
 def figure_notes(records: pd.DataFrame, profile: Profile, figure: str) -> list[str]:
     """Sentences saying what a figure has no records for (and, for the curves, which levels it has)."""
     if figure == "data-limited":

@@ -388,9 +388,9 @@ def highest_double_win(
     df: pd.DataFrame, *, tol: float = 0.0, adv_checkpoint: str = "best_ra", ticket: str = "imp"
 ) -> pd.DataFrame:
     """One row per group: the largest double-win sparsity and its level (NaN/NA when none), the smallest
-    sparsity that is "not" (`first_failure_*`), how many levels were missing, and `missing_above`: True
+    sparsity that is "not" (`first_failure_*`), how many levels were missing, `missing_above`: True
     when a level above the reported threshold (or, with no double-win, any level) is missing, so the true
-    threshold may be higher."""
+    threshold may be higher, and `failure_below`: True when a "not" level sits below the threshold."""
     table = double_win_table(df, tol=tol, adv_checkpoint=adv_checkpoint, ticket=ticket)
     keys = list(GROUP_KEYS)
     rows = []
@@ -415,6 +415,10 @@ def highest_double_win(
                 "missing_above": bool((missing.sparsity > best.sparsity).any())
                 if best is not None
                 else not missing.empty,
+                # Double-win came back above a failure: a search that bisects the ladder assumes it never does.
+                "failure_below": best is not None
+                and first_failure is not None
+                and first_failure.sparsity < best.sparsity,
             }
         )
     columns = [
@@ -430,6 +434,7 @@ def highest_double_win(
         "n_levels",
         "n_missing",
         "missing_above",
+        "failure_below",
     ]
     out = pd.DataFrame(rows, columns=columns)
     return out.astype(
@@ -441,6 +446,7 @@ def highest_double_win(
             "n_levels": "int64",
             "n_missing": "int64",
             "missing_above": "bool",
+            "failure_below": "bool",
         }
     )
 

@@ -25,6 +25,44 @@ def test_report_options_and_notes():
     assert set(table.note) == {"not reproduced yet"} and isinstance(table, pd.DataFrame)
 
 
+def test_06_names_every_group_whose_ladder_fails_below_its_threshold():
+    from dwlt_utils import results
+
+    rows = [
+        results.make_record(
+            notebook="04_adv_transfer",
+            profile="quick",
+            pretraining="adv",
+            dataset="digits",
+            stands_for="cifar10",
+            regime=regime,
+            data_fraction=1.0,
+            subset="first",
+            ticket="dense" if level == 0 else "imp",
+            level=level,
+            sparsity=round(1 - 0.8**level, 4),
+            metric=metric,
+            checkpoint="best_sa" if regime == "std" else "best_ra",
+            seed=1,
+            value=value - (level == 1),  # level 1 loses by a point, level 2 wins
+            attack="pgd" if metric == "RA" else "",
+            sparsity_denominator="all",
+            device="cpu",
+            git_rev="",
+            run_id=f"run-{level}-{regime}",
+            config_hash="x",
+            wall_s=1.0,
+        )
+        for level in (0, 1, 2)
+        for regime, metric, value in (("std", "SA", 90.0), ("adv", "SA", 80.0), ("adv", "RA", 40.0))
+    ]
+    highest = report.thresholds(results.to_frame(rows), tol=0, adv_checkpoint="best_ra")
+    assert report.non_monotone(highest) == [
+        "adv on cifar10 (quick profile, data fraction 1): level 1 is not double-win but level 2 above it is; a "
+        "search that bisects the ladder assumes this never happens."
+    ]
+
+
 def test_tables_written_under_a_run_root_are_not_read_back_as_records(tmp_path):
     from dwlt_utils import results
 

@@ -118,7 +118,8 @@ def test_non_monotone_ladder_reports_largest_win_and_first_failure():
     assert top.highest_level == 11
     assert top.first_failure_sparsity == LADDER[10] == 0.8926
     assert top.first_failure_level == 10
-    assert (top.n_levels, top.n_missing, top.missing_above) == (12, 0, False)
+    assert (top.n_levels, top.n_missing, top.missing_above, top.failure_below) == (12, 0, False, True)
+    assert not results.highest_double_win(frame(dense(), cell(1, 96, 86, 51), cell(2, 90, 80, 40))).failure_below[0]
 
 
 def test_missing_level_above_the_threshold_is_flagged():
