@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 RUNS ?= runs
 RENDERED ?= rendered
 
-.PHONY: test test-all rehearsal demo install
+.PHONY: test test-slow test-all rehearsal demo install
 
 install: $(VENV)/.installed
 
@@ -27,6 +27,10 @@ test: install
 # JupyterLab driven through Debian's chromium. On a GPU machine, `-m "rehearsal and gpu"` runs it on CUDA.
 rehearsal: install
 	$(BIN)/python -m pytest -m "rehearsal and not gpu" tests/rehearsal
+
+# Tests too long for the default suite (minutes each), e.g. the threshold search end to end.
+test-slow: install
+	$(BIN)/python -m pytest -m "slow and not gpu"
 
 test-all: install
 	$(BIN)/python -m pytest -m "not gpu"

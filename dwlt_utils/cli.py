@@ -28,14 +28,14 @@ from pathlib import Path
 import nbformat
 import pandas as pd
 
-from . import sweeps
+from . import search, sweeps
 from .errors import DwltError
 from .paths import executed_dir
-from .sweeps import grid_cells, parse_grid, parse_value, run_local, sweep_dir
+from .profiles import get_profile
+from .sweeps import NOTEBOOKS, REPO, grid_cells, parse_grid, parse_value, run_local, sweep_dir
 from .vocabulary import PRETRAININGS
 
-REPO = Path(__file__).resolve().parent.parent
-NOTEBOOKS = REPO / "notebooks"
+__all__ = ["NOTEBOOKS", "REPO", "main"]
 
 
 def render(notebooks: list[Path], out: Path) -> list[Path]:
@@ -164,7 +164,14 @@ def _sweep(args: argparse.Namespace) -> int:
     if args.executor == "local":
         finished = run_local(todo, parallel=args.jobs)
         return int(not all(finished.values()))
-    options = sweeps.SlurmOptions(
+    jobs = sweeps.submit_slurm(todo, _slurm_options(args))
+    if jobs:
+        print(f"submitted job array {jobs[0].job_id.split('_')[0]}; follow it with the status command", flush=True)
+    return 0
+
+
+def _slurm_options(args: argparse.Namespace) -> sweeps.SlurmOptions:
+    return sweeps.SlurmOptions(
         partition=args.partition,
         gpus_per_job=args.gpus_per_job,
         cpus_per_job=args.cpus_per_job,
@@ -172,9 +179,18 @@ def _sweep(args: argparse.Namespace) -> int:
         array_parallelism=args.array_parallelism,
         sbatch=dict(item.partition("=")[::2] for item in args.sbatch),
     )
-    jobs = sweeps.submit_slurm(todo, options)
-    if jobs:
-        print(f"submitted job array {jobs[0].job_id.split('_')[0]}; follow it with the status command", flush=True)
+
+
+def _search(args: argparse.Namespace) -> int:
+    fixed = {name: parse_value(value) for name, value in args.p}
+    fixed.update(pretraining=args.pretraining, dataset=args.dataset, data_fraction=args.data_fraction)
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    top = args.levels or get_profile(fixed.get("quick", False)).levels
+    runner = search.Runner(args.executor, args.jobs, _slurm_options(args))
+    found = search.search(
+        fixed, top_level=top, seeds=seeds, out=args.out or sweep_dir(fixed), runner=runner, confirm=args.confirm
+    )
+    print(found.summary(len(seeds)))
     return 0
 
 
@@ -188,24 +204,41 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _executor_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where cells run: `sweep` and `search` take the same."""
+    parser.add_argument("--executor", choices=sweeps.EXECUTORS, default="local", help="this machine, or Slurm")
+    parser.add_argument("--jobs", type=int, default=1, help="local: cells at once (one GPU each, when there are GPUs)")
+    parser.add_argument("--partition", default=None, help="slurm: the partition")
+    parser.add_argument("--gpus-per-job", type=int, default=1, help="slurm: GPUs of each cell's job")
+    parser.add_argument("--cpus-per-job", type=int, default=8, help="slurm: CPU cores of each cell's job")
+    parser.add_argument("--time", type=int, default=24 * 60, help="slurm: time limit of a job, in minutes")
+    parser.add_argument("--array-parallelism", type=int, default=64, help="slurm: cells running at once")
+    parser.add_argument(
+        "--sbatch", action="append", default=[], metavar="KEY=VALUE", help="slurm: any other sbatch option"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dwlt_utils.cli", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     sweep = sub.add_parser("sweep", help="run a notebook for every combination of --grid values")
     _grid_arguments(sweep)
-    sweep.add_argument("--executor", choices=sweeps.EXECUTORS, default="local", help="this machine, or Slurm")
-    sweep.add_argument("--jobs", type=int, default=1, help="local: cells at once (one GPU each, when there are GPUs)")
+    _executor_arguments(sweep)
     sweep.add_argument("--force", action="store_true", help="run every cell again, done ones included")
-    sweep.add_argument("--partition", default=None, help="slurm: the partition")
-    sweep.add_argument("--gpus-per-job", type=int, default=1, help="slurm: GPUs of each cell's job")
-    sweep.add_argument("--cpus-per-job", type=int, default=8, help="slurm: CPU cores of each cell's job")
-    sweep.add_argument("--time", type=int, default=24 * 60, help="slurm: time limit of a job, in minutes")
-    sweep.add_argument("--array-parallelism", type=int, default=64, help="slurm: cells running at once")
-    sweep.add_argument(
-        "--sbatch", action="append", default=[], metavar="KEY=VALUE", help="slurm: any other sbatch option"
-    )
     status = sub.add_parser("status", help="the state of every cell of a sweep (same arguments as sweep)")
     _grid_arguments(status)
+    find = sub.add_parser("search", help="bisect the IMP ladder for the highest double-win level of one group")
+    find.add_argument("--pretraining", required=True, choices=list(PRETRAININGS))
+    find.add_argument("--dataset", required=True, help="the paper's data set: cifar10, cifar100 or svhn")
+    find.add_argument("--data-fraction", type=float, default=1.0, help="the data budget (1: all the data)")
+    find.add_argument("--seeds", default="1", help="comma-separated seeds; each level is decided on their mean")
+    find.add_argument("--levels", type=int, default=0, help="the highest level searched (0: the profile's ladder)")
+    find.add_argument("--confirm", action="store_true", help="also run the levels around the answer")
+    find.add_argument(
+        "-p", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"), help="a fixed notebook parameter"
+    )
+    find.add_argument("--out", type=Path, default=None, help="where executed notebooks go")
+    _executor_arguments(find)
     rend = sub.add_parser("render", help="executed notebooks to HTML")
     rend.add_argument("notebooks", nargs="+", type=Path)
     rend.add_argument("--out", type=Path, default=Path("rendered"))
@@ -228,6 +261,8 @@ def main(argv: list[str] | None = None) -> int:
             return _sweep(args)
         if args.command == "status":
             return _status(args)
+        if args.command == "search":
+            return _search(args)
     except DwltError as err:
         print(f"{type(err).__name__}: {err}", file=sys.stderr)
         return 2

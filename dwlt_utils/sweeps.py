@@ -35,6 +35,8 @@ from . import io, notebook, paths, tickets, transfer
 from .errors import DwltError, InputError, check_number, sentence
 from .paths import executed_dir, resolve_folder
 
+REPO = Path(__file__).resolve().parent.parent
+NOTEBOOKS = REPO / "notebooks"
 NOTEBOOK_RUN_ROOT = "runs"  # the default of every notebook's run_root parameter
 STATES = ("done", "running", "queued", "failed", "missing")
 LOCAL_TIMEOUT_MIN = 60 * 24 * 30  # a local job is never cut short: a month
@@ -123,7 +125,8 @@ def _alive(state: dict) -> bool:
     return True
 
 
-def _session(parameters: dict) -> notebook.Session:
+def session_for(parameters: dict) -> notebook.Session:
+    """A CPU session with a notebook's parameters, to find what its cells make (nothing runs on it)."""
     return notebook.start(
         quick=parameters["quick"],
         seed=parameters["seed"],
@@ -138,7 +141,7 @@ def _made(cell: Cell) -> tuple[bool | None, bool, float]:
     None for a notebook whose results this cannot see (01, 06): its job's state decides."""
     parameters = {**notebook_defaults(cell.notebook), **cell.parameters}
     name = cell.notebook.stem
-    session = _session(parameters)
+    session = session_for(parameters)
     if name in (*transfer.NOTEBOOK_REGIMES, "05_data_limited"):
         runs = transfer.notebook_runs(name, parameters, session)
         finished = [d for c, d in runs if transfer.run_finished(c, d)]

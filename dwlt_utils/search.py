@@ -1,0 +1,194 @@
+"""The highest double-win level of one (pre-training, data set, data budget), found by bisecting the IMP
+ladder instead of transferring every level.
+
+Each step is one cell of notebook 05 (standard and adversarial transfer at the cell's data budget, so that
+the three conditions of double-win are decided), submitted like a sweep's cells (`sweeps`): first the dense
+models, then ticket levels in bisection order. Level 0 (the dense model) counts as double-win and the level
+above the last one searched as "not"; each step halves the bracket, and the search stops when a double-win
+level and the "not" level just above it enclose the threshold. Bisection assumes that double-win does not
+come back above a failure; `confirm` runs the levels around the answer to check it, and notebook 06 names
+every recorded group where it does come back (`report.non_monotone`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from . import results, tickets, transfer
+from .errors import InputError, MissingInputError, check_number
+from .pruning import printed_sparsity
+from .sweeps import (
+    NOTEBOOKS,
+    Cell,
+    SlurmOptions,
+    cell_status,
+    notebook_defaults,
+    run_local,
+    session_for,
+    slug,
+    submit_slurm,
+    to_submit,
+)
+
+NOTEBOOK = NOTEBOOKS / "05_data_limited.ipynb"
+SLURM_POLL_S = 30
+
+
+@dataclass
+class Search:
+    """What a search ran and found; `levels` maps each level it decided to its status."""
+
+    top_level: int
+    levels: dict[int, str] = field(default_factory=dict)
+    cells_run: int = 0
+    wall_s: dict[int, float] = field(default_factory=dict)  # wall time of each decided level's runs
+
+    @property
+    def highest(self) -> int:
+        """The highest double-win level (0: none, only the dense model)."""
+        wins = [k for k, s in self.levels.items() if s == "double-win"]
+        return max(wins, default=0)
+
+    @property
+    def bracket(self) -> tuple[int, int]:
+        above = [k for k, s in self.levels.items() if s == "not" and k > self.highest]
+        return self.highest, min(above, default=self.top_level + 1)
+
+    def summary(self, seeds: int) -> str:
+        low, high = self.bracket
+        found = (
+            f"highest double-win level {low} ({printed_sparsity(low):.2%} sparsity)"
+            if low
+            else "no double-win level (the dense model only)"
+        )
+        above = f"level {high} is not double-win" if high <= self.top_level else f"no level above {low} exists"
+        decided = len(self.levels)
+        per_level = sum(self.wall_s.values()) / max(decided, 1)
+        saved = (self.top_level - decided) * per_level / 3600
+        return (
+            f"{found}; {above}. The search decided {decided} of {self.top_level} levels "
+            f"({', '.join(str(k) for k in sorted(self.levels))}): {(decided + 1) * seeds} cells instead of "
+            f"{(self.top_level + 1) * seeds} for every level ({self.cells_run} ran now, the others had records). "
+            f"At {per_level / 3600:.3f} h of ticket training per level, that saved about {saved:.3f} GPU-hours "
+            "(one GPU per cell). Bisection assumes double-win does not come back above a failure; --confirm runs "
+            "the levels around the answer."
+        )
+
+
+@dataclass(frozen=True)
+class Runner:
+    """How cells are run: on this machine (waiting for them) or on Slurm (polling their state)."""
+
+    executor: str = "local"
+    parallel: int = 1
+    slurm: SlurmOptions = field(default_factory=SlurmOptions)
+
+    def run(self, cells: list[Cell]) -> int:
+        """Run the cells that are not done and wait for them; returns how many ran."""
+        todo = to_submit(cells)
+        if self.executor == "local":
+            run_local(todo, parallel=self.parallel)
+        else:
+            submit_slurm(todo, self.slurm)
+            while any(cell_status(c)["status"] in ("running", "queued") for c in todo):
+                time.sleep(SLURM_POLL_S)
+        return len(todo)
+
+
+def level_cells(fixed: dict[str, Any], level: int, seeds: list[int], out: Path) -> list[Cell]:
+    """The cells of one level (0: the dense model), one per seed."""
+    ticket = {"ticket": "imp", "sparsity": printed_sparsity(level)} if level else {"ticket": "dense", "sparsity": 0}
+    cells = []
+    for seed in seeds:
+        varying = {"level": level, "seed": seed}
+        parameters = {**fixed, **ticket, "seed": seed, "regimes": ["std", "adv"]}
+        cells.append(Cell(NOTEBOOK, parameters, varying, out / "search" / _group_name(fixed)))
+    return cells
+
+
+def _group_name(fixed: dict[str, Any]) -> str:
+    return slug({k: fixed[k] for k in ("pretraining", "dataset", "data_fraction") if k in fixed})
+
+
+def _decide(cells: list[Cell], level: int) -> tuple[str, float]:
+    """The double-win status of a level from its cells' records (means over seeds), and their wall time."""
+    frames = []
+    for cell in cells:
+        parameters = {**notebook_defaults(cell.notebook), **cell.parameters}
+        session = session_for(parameters)
+        for config, directory in transfer.notebook_runs(NOTEBOOK.stem, parameters, session):
+            if transfer.run_finished(config, directory):
+                frames.append(results.load(directory))
+    records = pd.concat(frames, ignore_index=True) if frames else results.to_frame([])
+    table = results.double_win_table(records)
+    row = table[table.level == level]
+    if row.empty:
+        raise MissingInputError(
+            f"Level {level} was not decided: its cells left no complete records; see `cli status` and their logs "
+            f"in {cells[0].folder}."
+        )
+    tickets_only = records[records.ticket != "dense"]
+    wall = float(tickets_only.groupby("run_id").wall_s.first().sum())
+    return str(row.status.iloc[0]), wall
+
+
+def check_ladder(fixed: dict[str, Any], top_level: int) -> None:
+    """Refuse a search above the IMP ladder that exists: it must reach the highest level searched."""
+    parameters = {**notebook_defaults(NOTEBOOK), **fixed}
+    session = session_for(parameters)
+    ladder = tickets.ImpConfig.create(
+        profile=session.profile,
+        pretraining=parameters["pretraining"],
+        source_eps_255=parameters["source_eps_255"],
+        variant=parameters["imp_variant"],
+        epochs_per_level=parameters["imp_epochs"],
+    )
+    missing = tickets.imp_ticket_missing(ladder, session.roots, parameters["ticket_seed"], top_level)
+    if missing:
+        raise MissingInputError(f"The search needs the IMP ladder up to level {top_level}: {missing}.")
+
+
+def search(
+    fixed: dict[str, Any],
+    *,
+    top_level: int,
+    seeds: list[int],
+    out: Path,
+    runner: Runner,
+    confirm: bool = False,
+    say=print,
+) -> Search:
+    """Bisect levels 1..top_level for the highest double-win level of the cells `fixed` describes."""
+    check_number("top level", top_level, 1, 40, integer=True)
+    if not seeds:
+        raise InputError("--seeds lists at least one seed, e.g. 1 or 1,2,3.")
+    check_ladder(fixed, top_level)
+    found = Search(top_level)
+    found.cells_run += runner.run(level_cells(fixed, 0, seeds, out))
+    low, high = 0, top_level + 1
+
+    def decide(level: int) -> str:
+        cells = level_cells(fixed, level, seeds, out)
+        found.cells_run += runner.run(cells)
+        found.levels[level], found.wall_s[level] = _decide(cells, level)
+        say(f"level {level} ({printed_sparsity(level):.2%}): {found.levels[level]}")
+        return found.levels[level]
+
+    while high - low > 1:
+        middle = (low + high) // 2
+        if decide(middle) == "double-win":
+            low = middle
+        else:
+            high = middle
+    if confirm:
+        for level in (low - 1, high + 1):  # one below the answer, one above the failure that bounds it
+            if 1 <= level <= top_level and level not in found.levels:
+                decide(level)
+        if any(s == "double-win" for k, s in found.levels.items() if k > high):
+            say("A level above the failure is double-win again: bisection's assumption does not hold here.")
+    return found
