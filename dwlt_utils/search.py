@@ -74,9 +74,9 @@ class Search:
             f"{found}; {above}. The search decided {decided} of {self.top_level} levels "
             f"({', '.join(str(k) for k in sorted(self.levels))}): {(decided + 1) * seeds} cells instead of "
             f"{(self.top_level + 1) * seeds} for every level ({self.cells_run} ran now, the others had records). "
-            f"At {per_level / 3600:.3f} h of ticket training per level, that saved about {saved:.3f} GPU-hours "
-            "(one GPU per cell). Bisection assumes double-win does not come back above a failure; --confirm runs "
-            "the levels around the answer."
+            f"At {per_level / 3600:.3f} h of ticket training per level, that saved about {saved:.3f} hours of "
+            "cell time (GPU-hours, with one GPU per cell). Bisection assumes double-win does not come back above "
+            "a failure; --confirm runs the levels around the answer."
         )
 
 
