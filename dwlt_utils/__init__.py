@@ -10,8 +10,8 @@ below its own (tests/unit/test_layout.py holds the package to this order):
 3. the profiles (`profiles`: paper and quick) and what they draw (`plotting`);
 4. the session every notebook starts (`notebook`);
 5. one module per notebook step: `sources` (01), `tickets` (02), `transfer` (03-05), `report` (06);
-6. running many cells and entry points: `sweeps` (notebook cells as submitit jobs and their state), `cli`,
-   `bench`.
+6. running many cells and entry points: `jobs` (the light job of one cell), `sweeps` (cells as submitit jobs
+   and their state), `search` (the threshold search), `cli`, `bench`.
 """
 
 __version__ = "0.1.0"

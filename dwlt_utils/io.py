@@ -18,12 +18,13 @@ import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
-import torch
-
 from .errors import FileFormatError, MissingInputError, UntrustedFileError
+
+if TYPE_CHECKING:
+    import torch
 
 # What to do with a damaged file of a run root, unless a caller knows better.
 RERUN = "delete it and re-run the notebook that wrote it"
@@ -79,12 +80,16 @@ def read_json(path: Path, *, remedy: str = RERUN) -> Any:
 
 def save_torch(path: Path, obj: Any) -> Path:
     """torch.save through a temporary file; the object must hold tensors and plain containers only."""
+    import torch  # here, not at the top: sweep jobs write their state through this module without torch
+
     return atomic_write(path, lambda f: torch.save(obj, f), "wb")
 
 
 def read_weights_only(path: Path, map_location: str | torch.device = "cpu") -> Any:
     """torch.load restricted to tensors and plain containers: no code from the file ever runs. Raises torch's
     own errors; `load_torch` turns them into one sentence."""
+    import torch
+
     with warnings.catch_warnings():
         # Bytes that only look like a legacy pickle make torch warn about its protocol before it fails.
         warnings.filterwarnings("ignore", message="Detected pickle protocol")

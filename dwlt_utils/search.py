@@ -21,6 +21,7 @@ import pandas as pd
 
 from . import results, tickets, transfer
 from .errors import InputError, MissingInputError, check_number
+from .jobs import slug
 from .pruning import printed_sparsity
 from .sweeps import (
     NOTEBOOKS,
@@ -30,7 +31,6 @@ from .sweeps import (
     notebook_defaults,
     run_local,
     session_for,
-    slug,
     submit_slurm,
     to_submit,
 )

@@ -23,7 +23,6 @@ import os
 import socket
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +31,8 @@ import pandas as pd
 import submitit
 
 from . import io, notebook, paths, tickets, transfer
-from .errors import DwltError, InputError, check_number, sentence
+from .errors import DwltError, InputError, check_number
+from .jobs import Cell, RunCell, read_state, submitting, write_state
 from .paths import executed_dir, resolve_folder
 
 REPO = Path(__file__).resolve().parent.parent
@@ -55,37 +55,10 @@ def notebook_defaults(path: Path) -> dict[str, Any]:
     return defaults
 
 
-def slug(parameters: dict) -> str:
-    text = "_".join(f"{k}-{v}" for k, v in parameters.items()) or "defaults"
-    return "".join(c if c.isalnum() or c in "-_." else "-" for c in text)
-
-
 def sweep_dir(fixed: dict) -> Path:
     """Where a sweep keeps its executed notebooks: in the run root its notebooks use, resolved as they
     resolve it (the notebooks' default run root when the sweep does not set one)."""
     return executed_dir(resolve_folder("run_root", fixed.get("run_root", NOTEBOOK_RUN_ROOT), notebook.working_root()))
-
-
-@dataclass(frozen=True)
-class Cell:
-    """One notebook run of a sweep: the notebook, all its parameters, and where its files go."""
-
-    notebook: Path
-    parameters: dict = field(hash=False)
-    varying: dict = field(hash=False)
-    folder: Path  # <run_root>/executed/<notebook name>
-
-    @property
-    def name(self) -> str:
-        return slug(self.varying)
-
-    @property
-    def output(self) -> Path:
-        return self.folder / f"{self.name}.ipynb"
-
-    @property
-    def state_file(self) -> Path:
-        return self.folder / f"{self.name}.json"
 
 
 def grid_cells(notebook_path: Path, fixed: dict, grid: dict[str, list], out: Path) -> list[Cell]:
@@ -103,13 +76,6 @@ def grid_cells(notebook_path: Path, fixed: dict, grid: dict[str, list], out: Pat
 
 
 # ---- what each cell's state is
-
-
-def _read_state(cell: Cell) -> dict:
-    try:
-        return io.read_json(cell.state_file) if cell.state_file.is_file() else {}
-    except DwltError:
-        return {}  # a state record cut short by a kill says nothing
 
 
 def _alive(state: dict) -> bool:
@@ -171,7 +137,7 @@ def _records_wall(directory: Path) -> float:
 def cell_status(cell: Cell) -> dict[str, Any]:
     """The state of one cell (`STATES`), its wall time so far (of its finished runs' records, else of its
     job), the GPU-hours that makes with the GPUs its job asked for, and what to read about it."""
-    state = _read_state(cell)
+    state = read_state(cell)
     try:
         done, held, wall = _made(cell)
     except DwltError as err:
@@ -208,60 +174,6 @@ def cell_status(cell: Cell) -> dict[str, Any]:
 
 def status_table(cells: list[Cell]) -> pd.DataFrame:
     return pd.DataFrame([cell_status(cell) for cell in cells], columns=["cell", "status", "wall_h", "gpu_h", "note"])
-
-
-# ---- running a cell inside its job
-
-
-class RunCell(submitit.helpers.Checkpointable):
-    """The job of one cell: run its notebook with papermill, keeping its state record up to date. When Slurm
-    preempts the job or its time runs out, submitit calls `checkpoint` and requeues it; the notebook then
-    resumes its runs from their last finished epoch."""
-
-    def __init__(self, threads: int | None = None):
-        self.threads = threads
-
-    def __call__(self, cell: Cell) -> str:
-        import papermill as pm
-
-        env = submitit.JobEnvironment()
-        started = time.time()
-        where = dict(pid=os.getpid(), host=socket.gethostname(), job_id=env.job_id, log=str(env.paths.stdout))
-        _write_state(cell, "started", started_at=started, **where)
-        if self.threads:
-            os.environ["DWLT_THREADS"] = str(self.threads)
-        try:
-            pm.execute_notebook(
-                str(cell.notebook), str(cell.output), parameters=cell.parameters, progress_bar=False, log_output=True
-            )
-        except pm.PapermillExecutionError as err:
-            first = f"{err.ename}: {err.evalue}".strip().splitlines()[0]
-            _write_state(cell, "failed", started_at=started, ended_at=time.time(), error=first)
-            raise
-        except BaseException as err:  # anything else that ends the job: say what, then let it end
-            _write_state(cell, "failed", started_at=started, ended_at=time.time(), error=sentence(repr(err)))
-            raise
-        _write_state(cell, "finished", started_at=started, ended_at=time.time())
-        return str(cell.output)
-
-    def checkpoint(self, cell: Cell) -> submitit.helpers.DelayedSubmission:
-        _write_state(cell, "requeued", ended_at=time.time())
-        return super().checkpoint(cell)
-
-
-def _submitting(cell: Cell, executor: str, gpus: int) -> None:
-    """A new submission starts a new record, before its job can start: nothing of an earlier job (its error,
-    its process) carries over. The job adds where it runs and logs when it starts."""
-    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    io.write_json(cell.state_file, {"state": "submitted", "executor": executor, "gpus": gpus, "at": now})
-
-
-def _write_state(cell: Cell, state: str, **fields: Any) -> None:
-    previous = _read_state(cell)
-    record = {**previous, **fields, "state": state, "at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    if state != "failed":
-        record.pop("error", None)
-    io.write_json(cell.state_file, record)
 
 
 # ---- submitting
@@ -322,18 +234,18 @@ def run_local(cells: list[Cell], *, parallel: int = 1, quiet: bool = False) -> d
                 gpus_per_node=int(gpu is not None),
                 visible_gpus=() if gpu is None else (gpu,),
             )
-            _submitting(cell, "local", int(gpu is not None))
+            submitting(cell, "local", int(gpu is not None))
             job = executor.submit(RunCell(threads), cell)
             running[job] = (slot, cell)
         time.sleep(POLL_S)
         for job in [j for j in running if j.done()]:
             slot, cell = running.pop(job)
             free.append(slot)
-            finished[cell] = _read_state(cell).get("state") == "finished"
+            finished[cell] = read_state(cell).get("state") == "finished"
             if not quiet:
                 print(f"{'ok' if finished[cell] else 'FAILED'} {cell.notebook.name} {cell.varying}", flush=True)
                 if not finished[cell]:
-                    print(f"  {_read_state(cell).get('error', '')} Log: {job.paths.stdout}", flush=True)
+                    print(f"  {read_state(cell).get('error', '')} Log: {job.paths.stdout}", flush=True)
     return finished
 
 
@@ -355,11 +267,11 @@ def submit_slurm(cells: list[Cell], options: SlurmOptions) -> list[submitit.Job]
         job_name="dwlt-" + cells[0].notebook.stem,
     )
     for cell in cells:
-        _submitting(cell, "slurm", options.gpus_per_job)
+        submitting(cell, "slurm", options.gpus_per_job)
     jobs = executor.map_array(RunCell(options.cpus_per_job), cells)
     for cell, job in zip(cells, jobs):
-        if _read_state(cell).get("state") == "submitted":  # queued: say where its log will be
-            _write_state(cell, "submitted", job_id=job.job_id, log=str(job.paths.stdout))
+        if read_state(cell).get("state") == "submitted":  # queued: say where its log will be
+            write_state(cell, "submitted", job_id=job.job_id, log=str(job.paths.stdout))
     return jobs
 
 

@@ -1,0 +1,106 @@
+"""The job of one sweep cell, kept light: a job process imports this module (and papermill), not torch.
+
+A cell is one set of notebook parameters; its executed notebook and its state record (`<name>.json`) are
+named after the parameters that vary. The state record says what its job did last: submitted, started (with
+the host, process and log), finished, failed (with the error's sentence) or requeued.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import submitit
+
+from . import io
+from .errors import DwltError, sentence
+
+
+def slug(parameters: dict) -> str:
+    text = "_".join(f"{k}-{v}" for k, v in parameters.items()) or "defaults"
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in text)
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One notebook run of a sweep: the notebook, all its parameters, and where its files go."""
+
+    notebook: Path
+    parameters: dict = field(hash=False)
+    varying: dict = field(hash=False)
+    folder: Path  # <run_root>/executed/<notebook name>
+
+    @property
+    def name(self) -> str:
+        return slug(self.varying)
+
+    @property
+    def output(self) -> Path:
+        return self.folder / f"{self.name}.ipynb"
+
+    @property
+    def state_file(self) -> Path:
+        return self.folder / f"{self.name}.json"
+
+
+def read_state(cell: Cell) -> dict:
+    try:
+        return io.read_json(cell.state_file) if cell.state_file.is_file() else {}
+    except DwltError:
+        return {}  # a state record cut short by a kill says nothing
+
+
+class RunCell(submitit.helpers.Checkpointable):
+    """The job of one cell: run its notebook with papermill, keeping its state record up to date. When Slurm
+    preempts the job or its time runs out, submitit calls `checkpoint` and requeues it; the notebook then
+    resumes its runs from their last finished epoch."""
+
+    def __init__(self, threads: int | None = None):
+        self.threads = threads
+
+    def __call__(self, cell: Cell) -> str:
+        import papermill as pm
+
+        env = submitit.JobEnvironment()
+        started = time.time()
+        where = dict(pid=os.getpid(), host=socket.gethostname(), job_id=env.job_id, log=str(env.paths.stdout))
+        write_state(cell, "started", started_at=started, **where)
+        if self.threads:
+            os.environ["DWLT_THREADS"] = str(self.threads)
+        try:
+            pm.execute_notebook(
+                str(cell.notebook), str(cell.output), parameters=cell.parameters, progress_bar=False, log_output=True
+            )
+        except pm.PapermillExecutionError as err:
+            first = f"{err.ename}: {err.evalue}".strip().splitlines()[0]
+            write_state(cell, "failed", started_at=started, ended_at=time.time(), error=first)
+            raise
+        except BaseException as err:  # anything else that ends the job: say what, then let it end
+            write_state(cell, "failed", started_at=started, ended_at=time.time(), error=sentence(repr(err)))
+            raise
+        write_state(cell, "finished", started_at=started, ended_at=time.time())
+        return str(cell.output)
+
+    def checkpoint(self, cell: Cell) -> submitit.helpers.DelayedSubmission:
+        write_state(cell, "requeued", ended_at=time.time())
+        return super().checkpoint(cell)
+
+
+def submitting(cell: Cell, executor: str, gpus: int) -> None:
+    """A new submission starts a new record, before its job can start: nothing of an earlier job (its error,
+    its process) carries over. The job adds where it runs and logs when it starts."""
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    io.write_json(cell.state_file, {"state": "submitted", "executor": executor, "gpus": gpus, "at": now})
+
+
+def write_state(cell: Cell, state: str, **fields: Any) -> None:
+    previous = read_state(cell)
+    record = {**previous, **fields, "state": state, "at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    if state != "failed":
+        record.pop("error", None)
+    io.write_json(cell.state_file, record)
