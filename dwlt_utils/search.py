@@ -139,16 +139,11 @@ def _decide(cells: list[Cell], level: int) -> tuple[str, float]:
 
 def check_ladder(fixed: dict[str, Any], top_level: int) -> None:
     """Refuse a search above the IMP ladder that exists: it must reach the highest level searched."""
-    parameters = {**notebook_defaults(NOTEBOOK), **fixed}
+    parameters = {**notebook_defaults(NOTEBOOK), **fixed, "ticket": "imp", "sparsity": printed_sparsity(top_level)}
     session = session_for(parameters)
-    ladder = tickets.ImpConfig.create(
-        profile=session.profile,
-        pretraining=parameters["pretraining"],
-        source_eps_255=parameters["source_eps_255"],
-        variant=parameters["imp_variant"],
-        epochs_per_level=parameters["imp_epochs"],
-    )
-    missing = tickets.imp_ticket_missing(ladder, session.roots, parameters["ticket_seed"], top_level)
+    # The cell of the top level names its ladder as notebook 05 resolves it (`TransferConfig.create`).
+    config = next(c for c, _ in transfer.notebook_runs(NOTEBOOK.stem, parameters, session) if c.ticket == "imp")
+    missing = tickets.imp_ticket_missing(config.imp, session.roots, config.ticket_seed, top_level)
     if missing:
         raise MissingInputError(f"The search needs the IMP ladder up to level {top_level}: {missing}.")
 
