@@ -13,6 +13,7 @@ every recorded group where it does come back (`report.non_monotone`).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ import pandas as pd
 from . import results, tickets, transfer
 from .errors import InputError, MissingInputError, check_number
 from .jobs import slug
+from .notebook import Session
 from .pruning import printed_sparsity
 from .sweeps import (
     NOTEBOOKS,
@@ -107,11 +109,11 @@ def level_cells(fixed: dict[str, Any], level: int, seeds: list[int], out: Path) 
     for seed in seeds:
         varying = {"level": level, "seed": seed}
         parameters = {**fixed, **ticket, "seed": seed, "regimes": ["std", "adv"]}
-        cells.append(Cell(NOTEBOOK, parameters, varying, out / "search" / _group_name(fixed)))
+        cells.append(Cell(NOTEBOOK, parameters, varying, out / "search" / group_name(fixed)))
     return cells
 
 
-def _group_name(fixed: dict[str, Any]) -> str:
+def group_name(fixed: dict[str, Any]) -> str:
     return slug({k: fixed[k] for k in ("pretraining", "dataset", "data_fraction") if k in fixed})
 
 
@@ -137,15 +139,42 @@ def _decide(cells: list[Cell], level: int) -> tuple[str, float]:
     return str(row.status.iloc[0]), wall
 
 
-def check_ladder(fixed: dict[str, Any], top_level: int) -> None:
-    """Refuse a search above the IMP ladder that exists: it must reach the highest level searched."""
+def ladder_needed(fixed: dict[str, Any], top_level: int) -> tuple[tickets.ImpConfig, Session]:
+    """The IMP ladder the cells of a search transfer tickets of, and a session to find it with."""
     parameters = {**notebook_defaults(NOTEBOOK), **fixed, "ticket": "imp", "sparsity": printed_sparsity(top_level)}
     session = session_for(parameters)
     # The cell of the top level names its ladder as notebook 05 resolves it (`TransferConfig.create`).
     config = next(c for c, _ in transfer.notebook_runs(NOTEBOOK.stem, parameters, session) if c.ticket == "imp")
-    missing = tickets.imp_ticket_missing(config.imp, session.roots, config.ticket_seed, top_level)
+    return config.imp, session
+
+
+def check_ladder(fixed: dict[str, Any], top_level: int) -> None:
+    """Refuse a search above the IMP ladder that exists: it must reach the highest level searched."""
+    ladder, session = ladder_needed(fixed, top_level)
+    missing = tickets.imp_ticket_missing(ladder, session.roots, session.seed, top_level)
     if missing:
         raise MissingInputError(f"The search needs the IMP ladder up to level {top_level}: {missing}.")
+
+
+def bisect(top_level: int, decide: Callable[[int], str]) -> tuple[int, int]:
+    """The bracket (highest double-win level, the "not" level above it) of levels 1..top_level, deciding
+    the middle of the bracket until it is closed; level 0 counts as double-win, top_level + 1 as "not"."""
+    low, high = 0, top_level + 1
+    while high - low > 1:
+        middle = (low + high) // 2
+        if decide(middle) == "double-win":
+            low = middle
+        else:
+            high = middle
+    return low, high
+
+
+def bisection_levels(top_level: int, highest: int) -> list[int]:
+    """The levels a search decides, in order, when `highest` is the highest double-win level and double-win
+    does not come back above it (what a plan counts)."""
+    decided: list[int] = []
+    bisect(top_level, lambda k: decided.append(k) or ("double-win" if k <= highest else "not"))
+    return decided
 
 
 def search(
@@ -165,7 +194,6 @@ def search(
     check_ladder(fixed, top_level)
     found = Search(top_level)
     found.cells_run += runner.run(level_cells(fixed, 0, seeds, out))
-    low, high = 0, top_level + 1
 
     def decide(level: int) -> str:
         cells = level_cells(fixed, level, seeds, out)
@@ -174,12 +202,7 @@ def search(
         say(f"level {level} ({printed_sparsity(level):.2%}): {found.levels[level]}")
         return found.levels[level]
 
-    while high - low > 1:
-        middle = (low + high) // 2
-        if decide(middle) == "double-win":
-            low = middle
-        else:
-            high = middle
+    low, high = bisect(top_level, decide)
     if confirm:
         for level in (low - 1, high + 1):  # one below the answer, one above the failure that bounds it
             if 1 <= level <= top_level and level not in found.levels:

@@ -115,14 +115,7 @@ def _made(cell: Cell) -> tuple[bool | None, bool, float]:
         wall = sum(_records_wall(d) for d in finished)
         return len(finished) == len(runs), held, wall
     if name == "02_imp":
-        ladder = tickets.ImpConfig.create(
-            profile=session.profile,
-            pretraining=parameters["pretraining"],
-            source_eps_255=parameters["source_eps_255"],
-            variant=parameters["imp_variant"],
-            epochs_per_level=parameters["epochs_per_level"],
-            source_fraction=parameters["source_fraction"],
-        )
+        ladder = tickets.ImpConfig.from_notebook(session.profile, parameters)
         levels = parameters["levels"] or session.profile.levels
         done = tickets.imp_ticket_missing(ladder, session.roots, session.seed, levels) is None
         return done, False, 0.0
