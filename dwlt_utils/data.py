@@ -56,6 +56,7 @@ class DatasetInfo:
     native_size: int
     train_size: int
     val_size: int
+    test_size: int
     quick: bool
 
 
@@ -66,13 +67,17 @@ class DatasetInfo:
 DATASETS: dict[str, DatasetInfo] = {
     info.name: info
     for info in (
-        DatasetInfo("cifar10", 10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), 32, 45_000, 5_000, False),
-        DatasetInfo("cifar100", 100, (0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761), 32, 45_000, 5_000, False),
-        DatasetInfo("svhn", 10, (0.4377, 0.4438, 0.4728), (0.1201, 0.1231, 0.1052), 32, 68_257, 5_000, False),
-        DatasetInfo("fashion_mnist", 10, (0.2858,) * 3, (0.3529,) * 3, 28, 55_000, 5_000, True),
+        DatasetInfo(
+            "cifar10", 10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), 32, 45_000, 5_000, 10_000, False
+        ),
+        DatasetInfo(
+            "cifar100", 100, (0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761), 32, 45_000, 5_000, 10_000, False
+        ),
+        DatasetInfo("svhn", 10, (0.4377, 0.4438, 0.4728), (0.1201, 0.1231, 0.1052), 32, 68_257, 5_000, 26_032, False),
+        DatasetInfo("fashion_mnist", 10, (0.2858,) * 3, (0.3529,) * 3, 28, 55_000, 5_000, 10_000, True),
         # digits has no official split: train = the first 1,197 of its 1,797 images, val = the next 300,
         # test = the last 300 (see `_read_digits`).
-        DatasetInfo("digits", 10, (0.3064,) * 3, (0.3753,) * 3, 8, 1_197, 300, True),
+        DatasetInfo("digits", 10, (0.3064,) * 3, (0.3753,) * 3, 8, 1_197, 300, 300, True),
     )
 }
 
@@ -247,6 +252,9 @@ def pil_transforms(px: int, train: bool) -> transforms.Compose:
     else:
         raise InputError(f"The protocol's pipelines are at 224 or 32 px, not {px!r}.")
     return transforms.Compose([*steps, transforms.ToTensor()])
+
+
+IMAGENET_TRAIN_IMAGES = 1_281_167  # ImageNet-1k's training set (ILSVRC-2012)
 
 
 def imagenet_folder(root: str | Path, split: str) -> ImageFolder:

@@ -105,6 +105,21 @@ def level_training_dir(ladder: Path, level: int) -> Path:
     return level_dir(ladder, level) / "train"
 
 
+# What a run root holds, for readers that look at all of it (`costs` prices from it)
+def recorded_transfer_runs(run_root: Path) -> list[Path]:
+    """The transfer runs under a run root that wrote records."""
+    return sorted(p.parent for p in Path(run_root).glob(f"transfer/*/seed_*/{RECORDS}"))
+
+
+def imp_ladders(run_root: Path) -> list[Path]:
+    return sorted(p.parent for p in Path(run_root).glob("tickets/imp/*/seed_*/config.json"))
+
+
+def level_trainings(ladder: Path) -> list[Path]:
+    """The training runs of a ladder's levels, lowest level first."""
+    return sorted(p for p in Path(ladder).glob("level_*/train") if p.is_dir())
+
+
 def resolve_folder(name: str, value: str | Path, base: Path | None = None) -> Path:
     """A folder parameter as a path, relative ones taken from `base` when given (else the current directory);
     refused when it is not a path or names something that is not a folder."""

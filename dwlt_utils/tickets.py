@@ -66,6 +66,18 @@ class ImpConfig:
         eps = vocabulary.source_eps_255(pretraining, source_eps_255)
         return cls(profile.name, pretraining, eps, variant, epochs, source_fraction)
 
+    @classmethod
+    def from_notebook(cls, profile: Profile, parameters: dict) -> ImpConfig:
+        """The ladder notebook 02 computes with these parameters (its parameter names, defaults filled in)."""
+        return cls.create(
+            profile=profile,
+            pretraining=parameters["pretraining"],
+            source_eps_255=parameters["source_eps_255"],
+            variant=parameters["imp_variant"],
+            epochs_per_level=parameters["epochs_per_level"],
+            source_fraction=parameters["source_fraction"],
+        )
+
     def recipe(self) -> TrainConfig:
         return replace(PROFILES[self.profile].imp_recipe(self.variant), epochs=self.epochs_per_level)
 
@@ -171,7 +183,10 @@ def run_imp_ladder(
         batches = FolderBatches(train_set, None, precision.device, workers)
         mean, std = IMAGENET_MEAN, IMAGENET_STD
     ladder = roots.imp_ladder(config, seed)
-    write_config(paths.config_file(ladder), config, seed=seed, deviations=config.deviations())
+    # The device is kept for plans that price IMP levels from the ladder's recorded epochs (`costs`).
+    write_config(
+        paths.config_file(ladder), config, seed=seed, deviations=config.deviations(), device=precision.describe()
+    )
     return run_imp(
         profile.arch,
         state,
