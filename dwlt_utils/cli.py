@@ -1,11 +1,13 @@
-"""Command line: sweep notebook cells and see their state, render executed notebooks, run the quick demo,
-check committed notebooks.
+"""Command line: plan, sweep and search notebook cells and see their state, render executed notebooks, run
+the quick demo, check committed notebooks.
 
     python -m dwlt_utils.cli sweep notebooks/04_adv_transfer.ipynb -p quick True \\
         --grid pretraining=standard,fast_adv,adv --grid sparsity=0.36,0.7903,0.9141 --jobs 4
     python -m dwlt_utils.cli sweep notebooks/04_adv_transfer.ipynb --grid sparsity=0.7903,0.9141 \\
         --executor slurm --partition gpu --time 720 --sbatch account=mylab
     python -m dwlt_utils.cli status notebooks/04_adv_transfer.ipynb --grid sparsity=0.7903,0.9141
+    python -m dwlt_utils.cli search --pretraining adv --dataset cifar10 --seeds 1,2,3 --executor slurm
+    python -m dwlt_utils.cli plan paper --gpus 64 --bench bench.json
     python -m dwlt_utils.cli render runs/executed/04_adv_transfer/*.ipynb --out rendered
     python -m dwlt_utils.cli demo
     python -m dwlt_utils.cli check notebooks/*.ipynb
@@ -28,9 +30,9 @@ from pathlib import Path
 import nbformat
 import pandas as pd
 
-from . import search, sweeps
-from .errors import DwltError
-from .paths import executed_dir
+from . import costs, notebook, plans, search, sweeps
+from .errors import DwltError, InputError, check_number
+from .paths import executed_dir, resolve_folder
 from .profiles import get_profile
 from .sweeps import NOTEBOOKS, REPO, grid_cells, parse_grid, parse_value, run_local, sweep_dir
 from .vocabulary import PRETRAININGS
@@ -136,14 +138,7 @@ def demo(run_root: Path, out: Path, data_root: Path, parallel: int) -> int:
 def _grid_arguments(parser: argparse.ArgumentParser) -> None:
     """What names a sweep's grid: `sweep` and `status` take the same."""
     parser.add_argument("notebook", type=Path)
-    parser.add_argument(
-        "-p",
-        nargs=2,
-        action="append",
-        default=[],
-        metavar=("NAME", "VALUE"),
-        help="a fixed parameter (a Python literal or a string)",
-    )
+    _fixed_argument(parser)
     parser.add_argument(
         "--grid", action="append", default=[], metavar="NAME=V1,V2,...", help="a parameter and its values"
     )
@@ -184,7 +179,7 @@ def _slurm_options(args: argparse.Namespace) -> sweeps.SlurmOptions:
 def _search(args: argparse.Namespace) -> int:
     fixed = {name: parse_value(value) for name, value in args.p}
     fixed.update(pretraining=args.pretraining, dataset=args.dataset, data_fraction=args.data_fraction)
-    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    seeds = _seeds(args)
     top = args.levels or get_profile(fixed.get("quick", False)).levels
     runner = search.Runner(args.executor, args.jobs, _slurm_options(args))
     found = search.search(
@@ -202,6 +197,72 @@ def _status(args: argparse.Namespace) -> int:
     said = ", ".join(f"{counts[s]} {s}" for s in sweeps.STATES if s in counts)
     print(f"{len(table)} cells: {said}; {table.wall_h.sum():.2f} h of wall time, {table.gpu_h.sum():.2f} GPU-hours")
     return 0
+
+
+def _plan(args: argparse.Namespace) -> int:
+    check_number("--gpus", args.gpus, 1, 1_000_000, integer=True)
+    fixed = {name: parse_value(value) for name, value in args.p}
+    run_root = resolve_folder("run_root", fixed.get("run_root", sweeps.NOTEBOOK_RUN_ROOT), notebook.working_root())
+    pricer = costs.Pricer(run_root, args.bench, args.prices)
+    if args.what == "sweep":
+        found = [plans.sweep_plan(_cells(args), pricer)]
+    elif args.what == "search":
+        fixed.update(pretraining=args.pretraining, dataset=args.dataset, data_fraction=args.data_fraction)
+        top = args.levels or get_profile(fixed.get("quick", False)).levels
+        found = [plans.search_plan(fixed, top_level=top, seeds=_seeds(args), pricer=pricer, confirm=args.confirm)]
+    else:
+        found = list(plans.paper_plans(fixed, seeds=_seeds(args), pricer=pricer))
+    for plan in found:
+        print(plan.describe(args.gpus), end="\n\n")
+    if len(found) == 2:
+        every, searched = (p.gpu_hours() for p in found)
+        print(f"The search costs at most {searched:,.2f} of the {every:,.2f} GPU-hours that every level costs.")
+    print("\n".join(pricer.caveats()))
+    return 0
+
+
+def _seeds(args: argparse.Namespace) -> list[int]:
+    seeds = [parse_value(s) for s in args.seeds.split(",") if s.strip()]
+    if not seeds or not all(isinstance(s, int) for s in seeds):
+        raise InputError(f"--seeds lists integer seeds separated by commas, e.g. 1 or 1,2,3; got {args.seeds!r}.")
+    return seeds
+
+
+def _search_arguments(parser: argparse.ArgumentParser) -> None:
+    """What names one search: `search` and `plan search` take the same."""
+    parser.add_argument("--pretraining", required=True, choices=list(PRETRAININGS))
+    parser.add_argument("--dataset", required=True, help="the paper's data set: cifar10, cifar100 or svhn")
+    parser.add_argument("--data-fraction", type=float, default=1.0, help="the data budget (1: all the data)")
+    parser.add_argument("--levels", type=int, default=0, help="the highest level searched (0: the profile's ladder)")
+    parser.add_argument("--confirm", action="store_true", help="also run the levels around the answer")
+    _seeds_argument(parser)
+    _fixed_argument(parser)
+
+
+def _seeds_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--seeds", default="1", help="comma-separated seeds; each level is decided on their mean")
+
+
+def _fixed_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-p",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("NAME", "VALUE"),
+        help="a fixed notebook parameter (a Python literal or a string)",
+    )
+
+
+def _plan_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--gpus", type=int, default=1, help="GPUs the jobs share (one GPU per job)")
+    parser.add_argument("--bench", type=Path, default=None, help="a `python -m dwlt_utils.bench --json` file")
+    parser.add_argument(
+        "--prices",
+        choices=costs.PRICES,
+        default="auto",
+        help="auto: recorded runs of the run root, else the bench file; or only one of them",
+    )
 
 
 def _executor_arguments(parser: argparse.ArgumentParser) -> None:
@@ -228,17 +289,20 @@ def main(argv: list[str] | None = None) -> int:
     status = sub.add_parser("status", help="the state of every cell of a sweep (same arguments as sweep)")
     _grid_arguments(status)
     find = sub.add_parser("search", help="bisect the IMP ladder for the highest double-win level of one group")
-    find.add_argument("--pretraining", required=True, choices=list(PRETRAININGS))
-    find.add_argument("--dataset", required=True, help="the paper's data set: cifar10, cifar100 or svhn")
-    find.add_argument("--data-fraction", type=float, default=1.0, help="the data budget (1: all the data)")
-    find.add_argument("--seeds", default="1", help="comma-separated seeds; each level is decided on their mean")
-    find.add_argument("--levels", type=int, default=0, help="the highest level searched (0: the profile's ladder)")
-    find.add_argument("--confirm", action="store_true", help="also run the levels around the answer")
-    find.add_argument(
-        "-p", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"), help="a fixed notebook parameter"
-    )
+    _search_arguments(find)
     find.add_argument("--out", type=Path, default=None, help="where executed notebooks go")
     _executor_arguments(find)
+    plan = sub.add_parser("plan", help="GPU-hours and wall time of a sweep, a search or the whole paper on N GPUs")
+    what = plan.add_subparsers(dest="what", required=True)
+    plan_sweep = what.add_parser("sweep", help="a sweep (the arguments of sweep)")
+    _grid_arguments(plan_sweep)
+    plan_search = what.add_parser("search", help="a search (the arguments of search)")
+    _search_arguments(plan_search)
+    plan_paper = what.add_parser("paper", help="the whole paper, every level and by search")
+    _seeds_argument(plan_paper)
+    _fixed_argument(plan_paper)
+    for parser_ in (plan_sweep, plan_search, plan_paper):
+        _plan_arguments(parser_)
     rend = sub.add_parser("render", help="executed notebooks to HTML")
     rend.add_argument("notebooks", nargs="+", type=Path)
     rend.add_argument("--out", type=Path, default=Path("rendered"))
@@ -263,6 +327,8 @@ def main(argv: list[str] | None = None) -> int:
             return _status(args)
         if args.command == "search":
             return _search(args)
+        if args.command == "plan":
+            return _plan(args)
     except DwltError as err:
         print(f"{type(err).__name__}: {err}", file=sys.stderr)
         return 2

@@ -32,7 +32,7 @@ FLOORS = [
     ("profiles", "plotting"),
     ("notebook",),
     ("sources", "tickets", "transfer", "report"),
-    ("jobs", "sweeps", "search", "cli", "bench"),
+    ("jobs", "sweeps", "search", "bench", "costs", "plans", "cli"),
 ]
 ORDER = [name for floor in FLOORS for name in floor]
 MODULES = sorted(p.stem for p in PACKAGE.glob("*.py") if p.stem != "__init__")

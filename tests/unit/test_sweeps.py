@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -95,6 +96,11 @@ def test_a_local_sweep_runs_each_cell_as_a_job_and_a_second_run_submits_nothing(
     assert cli.main(["sweep", *arguments]) == 0
     assert "submitting 0" in capsys.readouterr().out
     assert len(results.load(roots.run_root)) == 3
+    # the plan of the same sweep: both cells done, priced from their own records, nothing left to run
+    assert cli.main(["plan", "sweep", *arguments, "--gpus", "2"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"std transfer cifar10 +1\.000 +16 +2 +2 .* 3 recorded runs \(cpu, fp32\)", out), out
+    assert "Total: 0.00 GPU-hours still to run, 0.0 min of wall time on 2 GPUs" in out
 
 
 def test_a_failing_cell_is_failed_with_its_sentence_and_log(roots, capsys):

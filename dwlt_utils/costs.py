@@ -1,0 +1,282 @@
+"""What a run costs before it runs: its work in three per-image units, and their prices measured by the
+benchmark or read off the wall times of finished runs (`plans` adds them up for `cli plan`).
+
+The work model. A run's time is linear in three counts of per-image work at its input size:
+- training steps: forward, backward and optimiser step of clean training, per image of every epoch;
+- attack steps inside training: one PGD step in train mode on top of its training step (PGD-k: k each);
+- evaluation forwards: a clean evaluation is one per image; SA with PGD-k RA is 2 + 3k, since an attack
+  step (a forward and a backward of about twice its cost) counts as three forwards.
+A transfer run trains `epochs` over its training images, validates the epochs its recipe validates and tests
+each kept checkpoint; an IMP level trains `epochs_per_level` over the source images (level 1 needs no
+training: it is one-shot pruning of the source).
+
+The prices of the three units, in seconds per image, come from one of two places:
+- the benchmark (`python -m dwlt_utils.bench --json bench.json`) of the engine at the profile's model and
+  image size: a training step is 1 / clean_train img/s, an attack step (1 / adv_train - 1 / clean_train) / 10
+  (its training attack is PGD-10), a forward (1 / pgd20_eval) / 62 (SA and PGD-20 RA: 2 + 3·20 forwards);
+- the wall times of finished runs of the same profile and kind (standard or adversarial transfer, S-IMP or
+  A-IMP levels) under the run root: their recorded seconds over their work counted in forwards (a training
+  step and an attack step three each). They measured the real thing on the device they ran on, so they go
+  first unless `prices="bench"`; the plan names which priced each row.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import pandas as pd
+
+from . import io, paths, transfer
+from .attacks import PGD10_TRAIN, PGD20_EVAL, AttackSpec
+from .bench import FIGURES
+from .data import IMAGENET_TRAIN_IMAGES, dataset_info
+from .errors import DwltError, InputError, MissingInputError, check_choice
+from .profiles import PROFILES, Profile
+from .tickets import ImpConfig
+from .train import TrainConfig, read_metrics
+from .vocabulary import REGIMES
+
+PRICES = ("auto", "records", "bench")
+FORWARDS_PER_STEP = 3  # a training step or an attack step, counted in forwards (records' one price)
+
+
+@dataclass(frozen=True)
+class Work:
+    """Per-image work of a run: training steps, attack steps inside training, evaluation forwards."""
+
+    train: float = 0.0
+    attack: float = 0.0
+    forward: float = 0.0
+
+    def __add__(self, other: Work) -> Work:
+        return Work(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
+
+    def __mul__(self, k: float) -> Work:
+        return Work(*(getattr(self, f.name) * k for f in fields(self)))
+
+    @property
+    def forwards(self) -> float:
+        return FORWARDS_PER_STEP * (self.train + self.attack) + self.forward
+
+
+def eval_forwards(attack: AttackSpec | None) -> int:
+    """Forwards per image of an evaluation: SA alone, or SA and the attack's RA."""
+    return 1 if attack is None else 2 + FORWARDS_PER_STEP * attack.steps
+
+
+def training_work(recipe: TrainConfig, train_images: int, val_images: int) -> Work:
+    validated = sum(recipe.validates(epoch) for epoch in range(recipe.epochs))
+    return Work(
+        train=recipe.epochs * train_images,
+        attack=recipe.epochs * train_images * (recipe.attack.steps if recipe.attack else 0),
+        forward=validated * val_images * eval_forwards(recipe.val_attack),
+    )
+
+
+def transfer_work(
+    profile: Profile, dataset: str, data_fraction: float, recipe: TrainConfig, val_images: int, test_images: int
+) -> Work:
+    """The work of one transfer run (a `TransferConfig`'s fields): training, validation, tests."""
+    info = dataset_info(profile.dataset(dataset))
+    tests = min(test_images or info.test_size, info.test_size)
+    test = Work(forward=len(recipe.keep) * tests * eval_forwards(recipe.val_attack))
+    return training_work(recipe, int(info.train_size * data_fraction), val_images or info.val_size) + test
+
+
+def run_work(config: transfer.TransferConfig) -> Work:
+    return transfer_work(
+        PROFILES[config.profile],
+        config.dataset,
+        config.data_fraction,
+        config.recipe,
+        config.val_images,
+        config.test_images,
+    )
+
+
+def imp_images(config: ImpConfig) -> int:
+    """The source images one IMP epoch trains on."""
+    total = PROFILES[config.profile].imp_images or IMAGENET_TRAIN_IMAGES
+    return int(total * config.source_fraction)
+
+
+def imp_work(config: ImpConfig, trainings: int) -> Work:
+    """The work of `trainings` IMP levels of a ladder (one training makes one level)."""
+    return training_work(config.recipe(), imp_images(config), 0) * trainings
+
+
+# ---- prices
+
+
+@dataclass(frozen=True)
+class Prices:
+    """Seconds per image of each unit of `Work`, and what measured them."""
+
+    train: float
+    attack: float
+    forward: float
+    source: str
+    on_gpu: bool
+
+    def seconds(self, work: Work) -> float:
+        return self.train * work.train + self.attack * work.attack + self.forward * work.forward
+
+    @classmethod
+    def per_forward(cls, seconds: float, source: str, on_gpu: bool) -> Prices:
+        step = FORWARDS_PER_STEP * seconds
+        return cls(step, step, seconds, source, on_gpu)
+
+
+def bench_prices(path: Path, profile: Profile) -> Prices | None:
+    """The unit prices of the profile's model and image size from a `bench --json` file (None: it has no
+    figures of them)."""
+    try:
+        figures = json.loads(Path(path).read_text())
+        arch, px = profile.arch, profile.transforms.size
+        rates = {f["name"]: float(f["ours_img_s"]) for f in figures if f["arch"] == arch and f["px"] == px}
+        device = figures[0]["device_name"] if figures else ""
+        on_gpu = bool(figures) and figures[0]["device"] == "cuda"
+    except (OSError, UnicodeDecodeError, ValueError, TypeError, KeyError, IndexError) as err:
+        raise InputError(
+            f"{path} is not a benchmark file ({type(err).__name__}: {err}); `python -m dwlt_utils.bench --json "
+            f"{path}` writes one."
+        ) from None
+    if not rates:
+        return None
+    missing = [name for name in FIGURES if name not in rates]
+    if missing or min(rates.values()) <= 0:
+        raise InputError(
+            f"{path} lacks positive figures {', '.join(missing) or 'for every kind'} of {arch} at {px} px; the "
+            "plan needs all of adv_train, clean_train and pgd20_eval (run bench without --figures)."
+        )
+    train = 1 / rates["clean_train"]
+    attack = (1 / rates["adv_train"] - train) / PGD10_TRAIN.steps
+    if attack <= 0:
+        raise InputError(
+            f"{path} says PGD-10 training of {arch} at {px} px is as fast as clean training, which cannot be "
+            "right; run bench again without other work on the device."
+        )
+    forward = 1 / rates["pgd20_eval"] / eval_forwards(PGD20_EVAL)
+    return Prices(train, attack, forward, f"bench on {device}", on_gpu)
+
+
+@dataclass
+class _Measured:
+    forwards: float = 0.0
+    wall_s: float = 0.0
+    runs: int = 0
+    devices: set = field(default_factory=set)
+
+
+def _recipe(plain: dict) -> TrainConfig:
+    """A `TrainConfig` from the plain dict that a run's written configuration holds (`config.write_config`)."""
+    attacks = {name: AttackSpec(**plain[name]) if plain[name] else None for name in ("attack", "val_attack")}
+    return TrainConfig(**{**plain, **attacks, "milestones": tuple(plain["milestones"]), "keep": tuple(plain["keep"])})
+
+
+def recorded_prices(run_root: Path) -> tuple[dict[tuple[str, str], Prices], list[str]]:
+    """Prices per (profile, kind) from the finished runs and IMP epochs under a run root, and the run
+    directories that could not be read (left out)."""
+    measured: dict[tuple[str, str], _Measured] = defaultdict(_Measured)
+    unreadable = []
+    for run in paths.recorded_transfer_runs(run_root):
+        try:
+            config = io.read_json(paths.config_file(run))["config"]
+            records = pd.read_csv(paths.records_file(run), usecols=["wall_s", "device"])
+            profile = PROFILES[config["profile"]]
+            work = transfer_work(
+                profile,
+                config["dataset"],
+                config["data_fraction"],
+                _recipe(config["recipe"]),
+                config.get("val_images", 0),
+                config.get("test_images", 0),
+            )
+        except (DwltError, OSError, ValueError, KeyError, TypeError) as err:
+            unreadable.append(f"{run} ({type(err).__name__})")
+            continue
+        if records.empty:
+            continue
+        entry = measured[(profile.name, config["regime"])]
+        entry.forwards += work.forwards
+        entry.wall_s += float(records.wall_s.iloc[0])
+        entry.runs += 1
+        entry.devices.add(str(records.device.iloc[0]))
+    for ladder in paths.imp_ladders(run_root):
+        try:
+            written = io.read_json(paths.config_file(ladder))
+            config = ImpConfig(**written["config"])
+            logs = [read_metrics(d) for d in paths.level_trainings(ladder)]
+        except (DwltError, OSError, ValueError, KeyError, TypeError) as err:
+            unreadable.append(f"{ladder} ({type(err).__name__})")
+            continue
+        epochs = sum(len(log) for log in logs)
+        if not epochs:
+            continue
+        entry = measured[(config.profile, config.variant)]
+        entry.forwards += (
+            training_work(config.recipe(), imp_images(config), 0).forwards / config.epochs_per_level * epochs
+        )
+        entry.wall_s += float(sum(log.wall_s.sum() for log in logs))
+        entry.runs += 1
+        entry.devices.add(written.get("device", "device not recorded"))
+    prices = {
+        key: Prices.per_forward(
+            m.wall_s / m.forwards,
+            f"{m.runs} recorded {'ladder' if key[1] not in REGIMES else 'run'}{'s' * (m.runs != 1)} "
+            f"({', '.join(sorted(m.devices))})",
+            all(device.startswith("cuda") for device in m.devices),
+        )
+        for key, m in measured.items()
+        if m.forwards
+    }
+    return prices, unreadable
+
+
+class Pricer:
+    """Prices a run's work by its profile and kind: recorded runs first (unless `prices` says), then bench."""
+
+    def __init__(self, run_root: Path, bench: Path | None = None, prices: str = "auto"):
+        check_choice("prices", prices, PRICES)
+        self.bench, self.prices = bench, prices
+        self.recorded, self.unreadable = recorded_prices(run_root) if prices != "bench" else ({}, [])
+        self._bench: dict[str, Prices | None] = {}
+        self.used: set[Prices] = set()
+
+    def price(self, profile: Profile, kind: str) -> Prices:
+        recorded = self.recorded.get((profile.name, kind))
+        if recorded:
+            return recorded
+        if self.bench and self.prices != "records":
+            if profile.name not in self._bench:
+                self._bench[profile.name] = bench_prices(self.bench, profile)
+            if self._bench[profile.name]:
+                return self._bench[profile.name]
+        measured = f"bench figures of {profile.arch} at {profile.transforms.size} px (--bench FILE)"
+        raise MissingInputError(
+            f"Nothing prices {kind} runs of the {profile.name} profile: finish one such run under the run root, "
+            f"or give {measured if profile.name == 'paper' else 'its recorded runs; bench does not measure its model'}."
+        )
+
+    def seconds(self, profile: Profile, kind: str, work: Work) -> tuple[float, str]:
+        prices = self.price(profile, kind)
+        self.used.add(prices)
+        return prices.seconds(work), prices.source
+
+    def caveats(self) -> list[str]:
+        """What a reader of the plan must know about its prices: any measured off a GPU, runs left out."""
+        lines = []
+        off_gpu = sorted({p.source for p in self.used if not p.on_gpu})
+        if off_gpu:
+            lines.append(
+                f"Priced off a GPU ({'; '.join(off_gpu)}): those hours are of that device, not of a GPU; a --bench "
+                "file from the GPU you plan for (and --prices bench) prices the paper profile for it."
+            )
+        if self.unreadable:
+            lines.append(
+                f"{len(self.unreadable)} run directories could not be read and price nothing: {self.unreadable[0]}"
+            )
+        return lines
