@@ -34,8 +34,8 @@ def _uniform(shape: tuple[int, ...], low: float, high: float, generator, device)
 
 def sample_boxes(
     n: int,
-    height: int,
-    width: int,
+    height: int | torch.Tensor,
+    width: int | torch.Tensor,
     *,
     scale: tuple[float, float] = (0.08, 1.0),
     ratio: tuple[float, float] = (3 / 4, 4 / 3),
@@ -43,30 +43,35 @@ def sample_boxes(
     device: torch.device | str = "cpu",
 ) -> torch.Tensor:
     """Integer crop boxes (top, left, height, width), n×4, drawn as torchvision's RandomResizedCrop does:
-    up to ten (area, log-ratio) tries per image, the first that fits wins, else the centre crop."""
-    area = _uniform((n, _TRIES), scale[0], scale[1], generator, device) * (height * width)
+    up to ten (area, log-ratio) tries per image, the first that fits wins, else the centre crop. `height`
+    and `width` are one size for all, or each image's (tensors of n)."""
+    height = torch.as_tensor(height, dtype=torch.float32, device=device).expand(n)
+    width = torch.as_tensor(width, dtype=torch.float32, device=device).expand(n)
+    area = _uniform((n, _TRIES), scale[0], scale[1], generator, device) * (height * width)[:, None]
     log_r = _uniform((n, _TRIES), math.log(ratio[0]), math.log(ratio[1]), generator, device)
     aspect = torch.exp(log_r)
     w = torch.round(torch.sqrt(area * aspect))
     h = torch.round(torch.sqrt(area / aspect))
-    fits = (w > 0) & (w <= width) & (h > 0) & (h <= height)
+    fits = (w > 0) & (w <= width[:, None]) & (h > 0) & (h <= height[:, None])
     first = fits.to(torch.uint8).argmax(dim=1, keepdim=True)  # index of the first fitting try
     w = w.gather(1, first).squeeze(1)
     h = h.gather(1, first).squeeze(1)
-    # The fallback: the largest centred box whose aspect ratio is within `ratio`.
+    # The fallback: the largest centred box whose aspect ratio is within `ratio` (round half to even, as
+    # Python's round).
     in_ratio = width / height
-    if in_ratio < ratio[0]:
-        fb_w, fb_h = width, round(width / ratio[0])
-    elif in_ratio > ratio[1]:
-        fb_w, fb_h = round(height * ratio[1]), height
-    else:
-        fb_w, fb_h = width, height
+    narrow, wide = in_ratio < ratio[0], in_ratio > ratio[1]
+    fb_w = torch.where(wide, torch.round(height * ratio[1]), width)
+    fb_h = torch.where(narrow, torch.round(width / ratio[0]), height)
     any_fit = fits.any(dim=1)
-    w = torch.where(any_fit, w, torch.full_like(w, fb_w))
-    h = torch.where(any_fit, h, torch.full_like(h, fb_h))
+    w = torch.where(any_fit, w, fb_w)
+    h = torch.where(any_fit, h, fb_h)
     u = torch.rand((n, 2), generator=generator, device=device)
-    top = torch.where(any_fit, torch.floor(u[:, 0] * (height - h + 1)), torch.full_like(h, (height - fb_h) // 2))
-    left = torch.where(any_fit, torch.floor(u[:, 1] * (width - w + 1)), torch.full_like(w, (width - fb_w) // 2))
+    top = torch.where(
+        any_fit, torch.floor(u[:, 0] * (height - h + 1)), torch.div(height - fb_h, 2, rounding_mode="floor")
+    )
+    left = torch.where(
+        any_fit, torch.floor(u[:, 1] * (width - w + 1)), torch.div(width - fb_w, 2, rounding_mode="floor")
+    )
     return torch.stack([top, left, h, w], dim=1).long()
 
 
