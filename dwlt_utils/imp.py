@@ -9,7 +9,7 @@ so an interrupted ladder resumes inside the level it was training.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -17,6 +17,7 @@ import torch.nn as nn
 
 from . import paths
 from .batches import Batches
+from .distributed import SINGLE, Ranks, agree, barrier
 from .engine import Precision
 from .models import backbone_holding, with_normalization
 from .pruning import PRUNE_FRACTION, Mask, prune_global_magnitude
@@ -33,23 +34,60 @@ def rewound_model(
     return with_normalization(backbone, mean, std)
 
 
-def run_imp(
+def next_level(
     arch: str,
     source_state: Mapping[str, torch.Tensor],
     mean: Sequence[float],
     std: Sequence[float],
     train_batches: Batches,
-    val_batches: Batches | None,
     recipe: TrainConfig,
     run_dir: Path,
+    level: int,
     *,
-    levels: int,
     seed: int,
     precision: Precision | None = None,
     progress: str = "off",
+    ranks: Ranks = SINGLE,
+) -> Mask:
+    """Train θ_p ⊙ m_level (rewound) and prune it into the mask of level + 1, which rank 0 saves; on several
+    ranks, every rank prunes its own copy and they must agree."""
+    mask = Mask.load(paths.level_dir(run_dir, level))
+    model = rewound_model(arch, source_state, mask, mean, std)
+    fit(
+        model,
+        train_batches,
+        None,
+        recipe,
+        paths.level_training_dir(run_dir, level),
+        seed=seed,
+        mask=mask,
+        precision=precision,
+        progress=progress,
+        label=f"IMP level {level} → {level + 1}",
+        ranks=ranks,
+    )
+    following = prune_global_magnitude(model.model, mask, PRUNE_FRACTION)
+    digest = following.digest()
+    agree(digest, ranks, f"the mask of level {level + 1}")
+    if ranks.main:
+        following.save(paths.level_dir(run_dir, level + 1))
+        if ranks.world > 1:
+            print(f"IMP level {level + 1}: the {ranks.world} ranks agree on its mask (SHA-256 {digest})", flush=True)
+    barrier(ranks)  # the mask is on disk before any rank (or the notebook of another node) reads it
+    return following
+
+
+def run_imp(
+    arch: str,
+    source_state: Mapping[str, torch.Tensor],
+    run_dir: Path,
+    *,
+    levels: int,
+    train_level: Callable[[int], object],
 ) -> list[Mask]:
-    """The masks of levels 1..`levels` (sparsity 1 − 0.8^k), computing only the levels not on disk yet.
-    `progress` is `train.fit`'s."""
+    """The masks of levels 1..`levels` (sparsity 1 − 0.8^k) of the ladder in `run_dir`, computing only the
+    levels not on disk yet: level 1 here, each next one by `train_level(k)` (`next_level` on this process,
+    or on several through torchrun), which leaves level k + 1's mask on disk."""
     first = paths.level_dir(run_dir, 1)
     if not Mask.exists(first):
         dense = backbone_holding(arch, source_state)
@@ -58,19 +96,6 @@ def run_imp(
     for level in range(1, levels):
         following = paths.level_dir(run_dir, level + 1)
         if not Mask.exists(following):
-            model = rewound_model(arch, source_state, masks[-1], mean, std)
-            fit(
-                model,
-                train_batches,
-                val_batches,
-                recipe,
-                paths.level_training_dir(run_dir, level),
-                seed=seed,
-                mask=masks[-1],
-                precision=precision,
-                progress=progress,
-                label=f"IMP level {level} → {level + 1}",
-            )
-            prune_global_magnitude(model.model, masks[-1], PRUNE_FRACTION).save(following)
+            train_level(level)
         masks.append(Mask.load(following))
     return masks

@@ -61,6 +61,17 @@ def lock_file(run: Path) -> Path:
     return Path(run) / ".lock"
 
 
+def rank_error_file(run: Path, rank: int) -> Path:
+    """What stopped one rank of a run on several processes (`distributed`)."""
+    return Path(run) / f"rank_{rank}.error"
+
+
+def rank_error_files(run: Path) -> list[tuple[int, Path]]:
+    """(rank, file) of every rank of a run that wrote why it stopped, lowest rank first."""
+    found = ((int(p.name[5:-6]), p) for p in Path(run).glob("rank_*.error") if p.name[5:-6].isdigit())
+    return sorted(found)
+
+
 # Files of a mask directory
 def mask_file(directory: Path) -> Path:
     return Path(directory) / "mask.pt"

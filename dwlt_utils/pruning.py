@@ -12,6 +12,7 @@ ties break the same way.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -64,6 +65,14 @@ class Mask(Mapping[str, torch.Tensor]):
     def sparsity(self) -> float:
         """Fraction of zeros over every tensor of the mask (all backbone Conv2d weights)."""
         return 1.0 - self.kept / self.total
+
+    def digest(self) -> str:
+        """SHA-256 of the mask's layer names and bits: equal digests, equal masks."""
+        sha = hashlib.sha256()
+        for name in sorted(self):
+            sha.update(name.encode())
+            sha.update(self[name].to(torch.uint8).cpu().numpy().tobytes())
+        return sha.hexdigest()
 
     def report(self) -> dict:
         """The sparsity with its denominator, in total and per layer."""

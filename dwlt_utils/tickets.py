@@ -5,20 +5,25 @@ at any sparsity, made when first asked for.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, replace
+from functools import cached_property
 from pathlib import Path
 
 import pandas as pd
 import torch
 from torch.utils.data import Subset
 
-from . import paths, sources, vocabulary
-from .batches import ArrayBatches, FolderBatches
+from . import distributed, paths, sources, vocabulary
+from .augment import PAPER_224
+from .batches import DECODERS, ArrayBatches, Batches, FolderBatches, JpegBatches
 from .checkpoints import DEFAULT_EPS_255, IMAGENET_MEAN, IMAGENET_STD
-from .config import write_config
+from .config import to_plain, write_config
 from .data import check_trainable, imagenet_folder, load_splits, missing_phrase, subset_positions
+from .distributed import SINGLE, Launch, Ranks
+from .engine import Precision
 from .errors import DwltError, InputError, MissingInputError, check_choice, check_number, phrase, sentence
-from .imp import run_imp
+from .imp import next_level, run_imp
 from .models import backbone_holding
 from .notebook import Session
 from .paths import Roots
@@ -39,6 +44,9 @@ class ImpConfig:
     variant: str = "s-imp"
     epochs_per_level: int = 30
     source_fraction: float = 1.0
+    # DDP processes of each level's training: BatchNorm sees batch / processes images, so a ladder computed on
+    # N processes is another ladder than one computed on M (PROTOCOL.md section 3).
+    processes: int = 1
 
     @classmethod
     def create(
@@ -50,6 +58,7 @@ class ImpConfig:
         variant: str = "auto",
         epochs_per_level: int = 0,
         source_fraction: float = 1.0,
+        processes: int = 1,
     ) -> ImpConfig:
         """Validated, with "auto" and 0 resolved to the profile's protocol values."""
         check_choice("pre-training", pretraining, PRETRAININGS)
@@ -64,7 +73,9 @@ class ImpConfig:
         variant = DEFAULT_IMP[pretraining] if variant == "auto" else variant
         epochs = epochs_per_level or profile.imp_recipe(variant).epochs
         eps = vocabulary.source_eps_255(pretraining, source_eps_255)
-        return cls(profile.name, pretraining, eps, variant, epochs, source_fraction)
+        check_number("processes", processes, 1, 4096, integer=True)
+        Ranks(world=processes).batch_size(profile.imp_recipe(variant).batch_size)  # the batch must split evenly
+        return cls(profile.name, pretraining, eps, variant, epochs, source_fraction, processes)
 
     @classmethod
     def from_notebook(cls, profile: Profile, parameters: dict) -> ImpConfig:
@@ -76,6 +87,7 @@ class ImpConfig:
             variant=parameters["imp_variant"],
             epochs_per_level=parameters["epochs_per_level"],
             source_fraction=parameters["source_fraction"],
+            processes=parameters["nproc_per_node"] * parameters["nnodes"],
         )
 
     def recipe(self) -> TrainConfig:
@@ -107,20 +119,38 @@ class ImpConfig:
             flags.append(f"-p epochs_per_level {self.epochs_per_level}")
         if self.source_fraction != 1:
             flags.append(f"-p source_fraction {self.source_fraction:g}")
+        if self.processes != 1:
+            flags.append(f"-p nproc_per_node {self.processes}")
         if seed != 1:
             flags.append(f"-p seed {seed}")
         return " ".join(flags + ([profile.flag] if profile.flag else []))
 
+    @property
+    def device_batch(self) -> int:
+        """The images of each process's share of a batch: what BatchNorm normalises over."""
+        return self.recipe().batch_size // self.processes
+
     def describe(self) -> str:
-        return f"{self.variant.upper()} of {source_key(self.pretraining, self.source_eps_255)} ({self.profile} profile)"
+        where = f", on {self.processes} processes (BatchNorm over {self.device_batch})" if self.processes > 1 else ""
+        return (
+            f"{self.variant.upper()} of {source_key(self.pretraining, self.source_eps_255)} ({self.profile} profile"
+            f"{where})"
+        )
 
 
 def check_imp_inputs(
-    config: ImpConfig, roots: Roots, *, levels: int, imagenet_root: Path | None, one_shot_sparsities: list
+    config: ImpConfig,
+    roots: Roots,
+    *,
+    levels: int,
+    imagenet_root: Path | None,
+    one_shot_sparsities: list,
+    decoder: str = "auto",
 ) -> int:
     """Validate notebook 02's remaining parameters and find its inputs; returns the number of levels."""
     profile = PROFILES[config.profile]
     check_number("levels", levels, 0, 40, integer=True)
+    check_choice("decoder", decoder, DECODERS)
     if not isinstance(one_shot_sparsities, (list, tuple)):
         raise InputError(f"one_shot_sparsities is a list of numbers in [0, 1); got {one_shot_sparsities!r}.")
     for value in one_shot_sparsities:
@@ -155,52 +185,133 @@ def ladder_table(masks: list[Mask]) -> pd.DataFrame:
     ).set_index("level")
 
 
-def run_imp_ladder(
-    config: ImpConfig, session: Session, *, levels: int, imagenet_root: Path | None = None, workers: int = 8
-) -> list[Mask]:
-    """The IMP ladder of `config` up to `levels`, resuming whatever is on disk."""
-    check_number("levels", levels, 1, 40, integer=True)
-    profile, roots, precision, seed = PROFILES[config.profile], session.roots, session.precision, session.seed
-    state = sources.load(profile, config.pretraining, config.source_eps_255, roots)
-    if profile.source_transforms is not None:
-        splits = load_splits(profile.source_dataset, roots.data_root)
-        train = splits.train.take(torch.arange(profile.imp_images))
-        if config.source_fraction < 1:
-            train = train.take(subset_positions(train.labels, config.source_fraction, "stratified", seed))
-        batches = ArrayBatches(train, profile.source_transforms, precision.device)
-        mean, std = splits.info.mean, splits.info.std
-    else:
-        if not imagenet_root:
+@dataclass
+class LevelTrainer:
+    """Trains the levels of one ladder on this process (`imp.next_level`), its inputs built once."""
+
+    config: ImpConfig
+    roots: Roots
+    precision: Precision
+    seed: int
+    imagenet_root: Path | None = None
+    workers: int = 8
+    progress: str = "off"
+    ranks: Ranks = SINGLE
+    decoder: str = "auto"  # `batches.DECODERS`
+
+    @cached_property
+    def _inputs(self) -> tuple[dict, Batches, tuple, tuple]:
+        profile = PROFILES[self.config.profile]
+        state = sources.load(profile, self.config.pretraining, self.config.source_eps_255, self.roots)
+        if profile.source_transforms is not None:
+            splits = load_splits(profile.source_dataset, self.roots.data_root)
+            train = splits.train.take(torch.arange(profile.imp_images))
+            if self.config.source_fraction < 1:
+                positions = subset_positions(train.labels, self.config.source_fraction, "stratified", self.seed)
+                train = train.take(positions)
+            batches = ArrayBatches(train, profile.source_transforms, self.precision.device)
+            return state, batches, splits.info.mean, splits.info.std
+        if not self.imagenet_root:
             raise MissingInputError(
                 "IMP on ImageNet needs its training images: pass -p imagenet_root "
                 "/path/to/imagenet (a folder with train/ and val/ image folders)."
             )
-        train_set = imagenet_folder(imagenet_root, "train")
-        check_trainable("source_fraction", config.source_fraction, len(train_set), "ImageNet training images")
-        if config.source_fraction < 1:  # class-sorted folders: a stratified subset, never the first N
-            positions = subset_positions(torch.tensor(train_set.targets), config.source_fraction, "stratified", seed)
+        train_set = imagenet_folder(self.imagenet_root, "train")
+        what = "ImageNet training images"
+        check_trainable("source_fraction", self.config.source_fraction, len(train_set), what)
+        if self.config.source_fraction < 1:  # class-sorted folders: a stratified subset, never the first N
+            targets = torch.tensor(train_set.targets)
+            positions = subset_positions(targets, self.config.source_fraction, "stratified", self.seed)
             train_set = Subset(train_set, positions.tolist())
-        batches = FolderBatches(train_set, None, precision.device, workers)
-        mean, std = IMAGENET_MEAN, IMAGENET_STD
+        device = self.precision.device
+        if self.decoder == "device" or self.decoder == "auto" and device.type == "cuda":
+            samples = (
+                [train_set.dataset.samples[i] for i in train_set.indices]
+                if isinstance(train_set, Subset)
+                else train_set.samples
+            )
+            batches = JpegBatches(samples, PAPER_224, device, self.workers)  # the protocol's ImageNet crops
+        else:
+            batches = FolderBatches(train_set, None, device, self.workers)
+        return state, batches, IMAGENET_MEAN, IMAGENET_STD
+
+    def __call__(self, level: int) -> Mask:
+        state, batches, mean, std = self._inputs
+        return next_level(
+            PROFILES[self.config.profile].arch,
+            state,
+            mean,
+            std,
+            batches,
+            self.config.recipe(),
+            self.roots.imp_ladder(self.config, self.seed),
+            level,
+            seed=self.seed,
+            precision=self.precision,
+            progress=self.progress,
+            ranks=self.ranks,
+        )
+
+
+def run_imp_ladder(
+    config: ImpConfig,
+    session: Session,
+    *,
+    levels: int,
+    imagenet_root: Path | None = None,
+    workers: int = 8,
+    launch: Launch | None = None,
+    decoder: str = "auto",
+) -> list[Mask]:
+    """The IMP ladder of `config` up to `levels`, resuming whatever is on disk; a ladder of several processes
+    trains each level as a torchrun job of `launch` (`imp_worker`)."""
+    check_number("levels", levels, 1, 40, integer=True)
+    check_choice("decoder", decoder, DECODERS)
+    profile, roots, precision, seed = PROFILES[config.profile], session.roots, session.precision, session.seed
+    state = sources.load(profile, config.pretraining, config.source_eps_255, roots)
     ladder = roots.imp_ladder(config, seed)
     # The device is kept for plans that price IMP levels from the ladder's recorded epochs (`costs`).
     write_config(
-        paths.config_file(ladder), config, seed=seed, deviations=config.deviations(), device=precision.describe()
-    )
-    return run_imp(
-        profile.arch,
-        state,
-        mean,
-        std,
-        batches,
-        None,
-        config.recipe(),
-        ladder,
-        levels=levels,
+        paths.config_file(ladder),
+        config,
         seed=seed,
-        precision=precision,
-        progress=session.progress,
+        deviations=config.deviations(),
+        device=precision.describe(),
+        device_batch=config.device_batch,
+        decoder=decoder,
     )
+    trainer = LevelTrainer(config, roots, precision, seed, imagenet_root, workers, session.progress, decoder=decoder)
+    if config.processes > 1:
+        launch = launch or Launch(nproc_per_node=config.processes)
+        if launch.world != config.processes:
+            raise InputError(
+                f"This ladder trains on {config.processes} processes, but the launch starts {launch.world}."
+            )
+        job = json.dumps(
+            {
+                "config": to_plain(config),
+                "roots": to_plain(roots),
+                "device": precision.device.type,
+                "bf16": precision.bf16,
+                "seed": seed,
+                "imagenet_root": str(imagenet_root or ""),
+                "workers": workers,
+                "progress": "phases" if session.progress == "bar" else session.progress,
+                "decoder": decoder,
+            }
+        )
+
+        def train_level(level: int) -> None:
+            distributed.launch(
+                launch,
+                "dwlt_utils.imp_worker",
+                [job, str(level)],
+                folder=paths.level_training_dir(ladder, level),
+                what=f"IMP level {level} → {level + 1} on {config.processes} processes",
+            )
+    else:
+        train_level = trainer
+    return run_imp(profile.arch, state, ladder, levels=levels, train_level=train_level)
 
 
 def export_official(config: ImpConfig, roots: Roots, seed: int, masks: list[Mask]) -> list[Path]:

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from . import io, paths
 from .attacks import PGD3_IMP, PGD10_TRAIN, PGD20_EVAL, AttackSpec
 from .batches import Batches
+from .distributed import SINGLE, Ranks, local, wrap
 from .engine import Precision, generator_for
 from .errors import FileFormatError, InputError, check_choice
 from .evaluate import evaluate
@@ -148,7 +149,7 @@ def train_step(
     x = precision.input(x)
     if attack is not None:
         with precision.autocast():
-            x = attack(model, x, y, generator)
+            x = attack(local(model), x, y, generator)  # under DDP, each rank attacks its own shard alone
     model.train()
     with precision.autocast():
         logits = model(x)
@@ -170,15 +171,21 @@ def train_epoch(
     masked: MaskedWeights | None,
     generator: torch.Generator,
     precision: Precision,
+    ranks: Ranks = SINGLE,
 ) -> dict[str, float]:
+    """One epoch; on several ranks, this rank's shards, its own attack stream, and its own loss and accuracy."""
     loss_sum = torch.zeros((), device=precision.device)
     correct = torch.zeros((), dtype=torch.long, device=precision.device)
     seen = 0
-    for x, y in batches.train(config.batch_size, generator):
+    batches_of_rank = batches.train(config.batch_size, generator, ranks=ranks)
+    attack_stream = (
+        generator_for(precision.device, generator.initial_seed(), 1 + ranks.rank) if ranks.world > 1 else generator
+    )
+    for x, y in batches_of_rank:
         if len(y) < 2:  # BatchNorm cannot train on a batch of one; only a last, partial batch can be that small
             continue
         step_loss, step_correct = train_step(
-            model, x, y, optimizer, attack=config.attack, masked=masked, generator=generator, precision=precision
+            model, x, y, optimizer, attack=config.attack, masked=masked, generator=attack_stream, precision=precision
         )
         loss_sum += step_loss
         correct += step_correct
@@ -244,12 +251,15 @@ def fit(
     progress: str = "off",
     label: str | None = None,
     on_epoch_end: Callable[[dict], None] | None = None,
+    ranks: Ranks = SINGLE,
 ) -> FitResult:
     """Train `model` in place per `config`; resumable and idempotent through `run_dir`.
 
     On return the model holds the weights of the last epoch; `FitResult.best` says which epochs the kept
     checkpoints come from. `on_epoch_end` sees each new epoch's metrics after they are saved. `progress` is
-    one of PROGRESS; `label` names the run in it (default: the run directory's name).
+    one of PROGRESS; `label` names the run in it (default: the run directory's name). On several `ranks`
+    (`distributed`), every rank resumes from the same state and trains its shards under DDP; rank 0 alone
+    writes and shows progress, and its loss and accuracy are the ones logged.
     """
     check_choice("progress", progress, PROGRESS)
     if (config.keep or config.val_from_epoch >= 0) and val_batches is None:
@@ -258,7 +268,7 @@ def fit(
     run_dir.mkdir(parents=True, exist_ok=True)
     precision = precision or Precision.for_device(next(model.parameters()).device)
     precision.prepare(model)
-    net = precision.compiled(model)
+    net = wrap(precision.compiled(model), ranks, precision.device)
     backbone = backbone_of(model)
     masked = mask.bind(backbone) if mask is not None else None
     if masked is not None:
@@ -279,7 +289,8 @@ def fit(
 
     label = label or run_dir.name
     epochs = range(len(history), config.epochs)
-    bar = tqdm(epochs, desc=label, disable=progress != "bar", initial=len(history), total=config.epochs)
+    shown = progress if ranks.main else "off"
+    bar = tqdm(epochs, desc=label, disable=shown != "bar", initial=len(history), total=config.epochs)
     for epoch in bar:
         started = time.perf_counter()
         for group in optimizer.param_groups:
@@ -287,27 +298,39 @@ def fit(
         generator = generator_for(precision.device, seed, epoch)
         row = {"epoch": epoch, "lr": config.lr_at(epoch)}
         row.update(
-            train_epoch(net, train_batches, optimizer, config, masked=masked, generator=generator, precision=precision)
+            train_epoch(
+                net,
+                train_batches,
+                optimizer,
+                config,
+                masked=masked,
+                generator=generator,
+                precision=precision,
+                ranks=ranks,
+            )
         )
         if config.validates(epoch):
             net.eval()
-            val = evaluate(net, val_batches, attack=config.val_attack, precision=precision)
+            val = evaluate(local(net), val_batches, attack=config.val_attack, precision=precision)
             row.update({f"val_{k}": v for k, v in val.items()})
             for selection in config.keep:
                 metric = SELECTIONS[selection]
                 # Strictly better only: ties keep the earlier epoch, as the official code's `>` does.
                 if selection not in best or val[metric] > best[selection][metric]:
                     best[selection] = {"epoch": epoch, **val}
-                    io.save_torch(
-                        result.checkpoint_path(selection), {"epoch": epoch, "metrics": val, "model": model.state_dict()}
-                    )
+                    if ranks.main:
+                        io.save_torch(
+                            result.checkpoint_path(selection),
+                            {"epoch": epoch, "metrics": val, "model": model.state_dict()},
+                        )
         row["wall_s"] = time.perf_counter() - started
         history.append(row)
-        _save_resume(run_dir, model, optimizer, history, best)
+        if ranks.main:
+            _save_resume(run_dir, model, optimizer, history, best)
         bar.set_postfix({k: round(v, 2) for k, v in row.items() if k.startswith(("train_", "val_"))})
         if on_epoch_end is not None:
             on_epoch_end(row)
-    if progress == "phases" and len(history) > result.resumed_from:
+    if shown == "phases" and len(history) > result.resumed_from:
         print(_finished_line(label, history, result.resumed_from, config.epochs), flush=True)
     return result
 

@@ -68,6 +68,7 @@ class TransferConfig:
         source_eps_255: float = 4,
         imp_variant: str = "auto",
         imp_epochs: int = 0,
+        imp_processes: int = 1,
         ticket_seed: int = 1,
         data_fraction: float = 1.0,
         subset: str = "first",
@@ -111,6 +112,7 @@ class TransferConfig:
                 source_eps_255=source_eps_255,
                 variant=imp_variant,
                 epochs_per_level=imp_epochs,
+                processes=imp_processes,
             )
             if ticket == "imp"
             else None

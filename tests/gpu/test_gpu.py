@@ -90,3 +90,28 @@ def test_pgd10_training_at_224px_is_three_times_the_reference_and_400_images_per
     print(figure)
     assert figure.ratio >= 3.0
     assert figure.ours_img_s >= 400
+
+
+def test_jpegs_decoded_and_cropped_on_the_gpu_match_the_cpu(tmp_path):
+    """nvJPEG against libjpeg-turbo on the same files, then the same crops: within a grey level or two (the
+    IDCTs may round differently; the CPU path is checked against PIL in tests/unit/test_jpeg_batches.py)."""
+    from dwlt_utils.augment import PAPER_224, sample_boxes
+    from dwlt_utils.batches import JpegBatches, decode, resized_crops
+
+    from genuine_files import write_imagenet
+
+    files = sorted((write_imagenet(tmp_path, classes=2, train_per_class=4, val_per_class=1) / "train").rglob("*"))
+    samples = [(str(p), 0) for p in files if p.is_file()]
+    data = [JpegBatches(samples, PAPER_224, torch.device("cpu"), 0).files[i][0] for i in range(len(samples))]
+    on_cpu, on_gpu = decode(data, torch.device("cpu")), decode(data, torch.device("cuda"))
+    for a, b in zip(on_cpu, on_gpu):
+        assert b.is_cuda and a.shape == b.shape and int((a.int() - b.cpu().int()).abs().max()) <= 2
+    generator = torch.Generator().manual_seed(0)
+    heights, widths = (torch.tensor([i.shape[d] for i in on_cpu]) for d in (1, 2))
+    boxes = sample_boxes(len(on_cpu), heights, widths, generator=generator)
+    flips = torch.rand(len(on_cpu), generator=generator) < 0.5
+    crops = [resized_crops(images, boxes, flips, 224) for images in (on_cpu, on_gpu)]
+    assert crops[1].is_cuda and crops[1].shape == (len(samples), 3, 224, 224)
+    assert float((crops[0] - crops[1].cpu()).abs().max()) <= 3 / 255
+    batch = JpegBatches(samples, PAPER_224, torch.device("cuda"), 0).crop_flip(on_gpu, torch.Generator("cuda"))
+    assert batch.is_cuda and batch.shape == (len(samples), 3, 224, 224) and 0 <= batch.min() <= batch.max() <= 1

@@ -29,6 +29,14 @@ def setting():
     return source, batches
 
 
+def on_this_process(setting, ladder):
+    """What trains a level of the ladder in `ladder` here, as notebook 02 does on one process."""
+    source, batches = setting
+    return lambda level: imp.next_level(
+        "small_resnet", source, MEAN, STD, batches, RECIPE, ladder, level, seed=2, progress="off"
+    )
+
+
 def test_rewound_model_is_the_source_with_pruned_weights_zeroed(setting):
     source, _ = setting
     backbone = SmallResNet(5)
@@ -45,9 +53,7 @@ def test_ladder_levels_rewind_to_the_source_and_prune_trained_magnitudes(tmp_pat
     source, batches = setting
     torch.use_deterministic_algorithms(True)
     try:
-        masks = imp.run_imp(
-            "small_resnet", source, MEAN, STD, batches, None, RECIPE, tmp_path, levels=4, seed=2, progress="off"
-        )
+        masks = imp.run_imp("small_resnet", source, tmp_path, levels=4, train_level=on_this_process(setting, tmp_path))
         total = masks[0].total
         assert [m.kept for m in masks] == [expected_kept(total, k) for k in range(1, 5)]
         for bigger, smaller in zip(masks, masks[1:]):  # pruned weights never come back
@@ -64,9 +70,7 @@ def test_ladder_levels_rewind_to_the_source_and_prune_trained_magnitudes(tmp_pat
     # Extending the ladder trains only the new level.
     calls = []
     monkeypatch.setattr(imp, "fit", lambda *a, **k: calls.append(k) or fit(*a, **k))
-    more = imp.run_imp(
-        "small_resnet", source, MEAN, STD, batches, None, RECIPE, tmp_path, levels=5, seed=2, progress="off"
-    )
+    more = imp.run_imp("small_resnet", source, tmp_path, levels=5, train_level=on_this_process(setting, tmp_path))
     assert len(calls) == 1 and more[:4] == masks
     assert more[4].kept == expected_kept(total, 5)
     assert (tmp_path / "level_05" / "sparsity.json").is_file()

@@ -19,6 +19,7 @@ FLOORS = [
         "models",
         "augment",
         "engine",
+        "distributed",
         "attacks",
         "data",
         "batches",
@@ -31,7 +32,7 @@ FLOORS = [
     ),
     ("profiles", "plotting"),
     ("notebook",),
-    ("sources", "tickets", "transfer", "report"),
+    ("sources", "tickets", "imp_worker", "transfer", "report"),
     ("jobs", "sweeps", "search", "bench", "costs", "plans", "cli"),
 ]
 ORDER = [name for floor in FLOORS for name in floor]

@@ -10,6 +10,7 @@ from dwlt_utils.attacks import AttackSpec
 from dwlt_utils.augment import Transforms
 from dwlt_utils.batches import ArrayBatches
 from dwlt_utils.data import ImageArrays
+from dwlt_utils.distributed import SINGLE
 from dwlt_utils.engine import Precision
 from dwlt_utils.errors import FileFormatError, InputError
 from dwlt_utils.evaluate import evaluate
@@ -104,9 +105,9 @@ class KillMidEpoch(ArrayBatches):
 
     calls = 0
 
-    def train(self, batch_size, generator, drop_last=False):
+    def train(self, batch_size, generator, drop_last=False, ranks=SINGLE):
         KillMidEpoch.calls += 1
-        for i, batch in enumerate(super().train(batch_size, generator, drop_last)):
+        for i, batch in enumerate(super().train(batch_size, generator, drop_last, ranks)):
             if KillMidEpoch.calls == 3 and i == 2:
                 raise Killed
             yield batch
