@@ -9,7 +9,9 @@ bf16 autocast and channels_last on CUDA, attack steps that ask for the input gra
 synchronisation inside an epoch, optional `torch.compile`. Both run the same model, data, batch size and
 number of steps, alternating round by round after a warm-up that is not timed; the figures are images per
 second and their ratio, for PGD-10 adversarial training steps, clean training steps and PGD-20 evaluation,
-at 224 px (ResNet-50) and 32 px (its 32 px variant).
+at 224 px (ResNet-50) and 32 px (its 32 px variant). `--imagenet-input N` adds the ImageNet input path of
+IMP: training batches per second from N generated ImageNet-sized JPEGs, decoded in batches and cropped on the
+device (`batches.JpegBatches`) against PIL per image in DataLoader workers.
 """
 
 from __future__ import annotations
@@ -19,10 +21,12 @@ import copy
 import json
 import os
 import platform
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -32,8 +36,8 @@ from torch.utils.data import DataLoader, Dataset
 from . import __version__
 from .attacks import PGD10_TRAIN, PGD20_EVAL, AttackSpec
 from .augment import PAPER_32, PAPER_224
-from .batches import ArrayBatches
-from .data import DATASETS, ImageArrays, pil_transforms
+from .batches import ArrayBatches, FolderBatches, JpegBatches
+from .data import DATASETS, ImageArrays, imagenet_folder, pil_transforms
 from .engine import Precision, generator_for, resolve_device
 from .evaluate import evaluate
 from .models import build_model
@@ -276,6 +280,57 @@ def compare(
     )
 
 
+# ---- the ImageNet input path ---------------------------------------------------------------------------
+def write_jpegs(root: Path, n: int, seed: int = 0) -> Path:
+    """An ImageNet-layout train/ folder of `n` JPEGs of ImageNet's typical sizes (about 500×375, quality 90),
+    smooth gradients with noise, so that they compress as photographs do."""
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        height, width = int(rng.integers(300, 501)), int(rng.integers(350, 501))
+        ys, xs = np.mgrid[0:height, 0:width]
+        base = (ys[..., None] * rng.uniform(0.2, 0.6, 3) + xs[..., None] * rng.uniform(0.2, 0.6, 3)) % 256
+        pixels = np.clip(base + rng.normal(0, 12, (height, width, 3)), 0, 255).astype(np.uint8)
+        folder = root / "train" / f"n{i % 10:08d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(pixels).save(folder / f"{i}.JPEG", format="JPEG", quality=90)
+    return root
+
+
+def compare_input(device: torch.device, *, images: int, batch: int, rounds: int, workers: int) -> Figure:
+    """Training batches per second from ImageNet-sized JPEGs: decoded in batches and cropped on the device
+    (`JpegBatches`) against PIL per image in DataLoader workers (`FolderBatches`, the official way)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        root = write_jpegs(Path(tmp), images)
+        folder = imagenet_folder(root, "train")
+        sides = {
+            "ours": JpegBatches(folder.samples, PAPER_224, device, workers),
+            "reference": FolderBatches(folder, None, device, workers),
+        }
+        timed = {"ours": 0.0, "reference": 0.0}
+        for round_ in range(rounds + 1):  # the first round is a warm-up
+            for name, batches in sides.items():
+                started = time.perf_counter()
+                for x, _ in batches.train(batch, generator_for(device, round_), drop_last=True):
+                    x.sum().item()  # the batch is there
+                if round_:
+                    timed[name] += time.perf_counter() - started
+    done = rounds * (images - images % batch)
+    ours, ref = done / timed["ours"], done / timed["reference"]
+    return Figure(
+        "imagenet_input",
+        224,
+        device.type,
+        batch,
+        round(ours, 3),
+        round(ref, 3),
+        round(ours / ref, 3),
+        "none (input only)",
+        done,
+        f"{device.type}: file bytes read by {workers} workers, JPEGs decoded in batches and cropped on the device",
+        f"PIL decoding and transforms per image in {workers} DataLoader workers",
+    )
+
+
 # A clean step costs a tenth of an attacked one: it gets more steps, so each figure is timed for as long.
 STEP_WEIGHT = {"adv_train": 1, "clean_train": 8, "pgd20_eval": 1}
 
@@ -318,6 +373,13 @@ def main(argv: list[str] | None = None) -> int:
         help="DataLoader workers of the reference loop (default: up to 8 with CUDA, none on a CPU, "
         "where workers would take the cores from the compute they feed)",
     )
+    parser.add_argument(
+        "--imagenet-input",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also time the ImageNet input path on N generated JPEGs: batches decoded on the device against PIL",
+    )
     parser.add_argument("--json", type=Path, default=None, help="write the figures to this JSON file")
     args = parser.parse_args(argv)
     device = resolve_device(args.device)
@@ -336,6 +398,15 @@ def main(argv: list[str] | None = None) -> int:
                 f"{figure.reference_img_s:>16.2f} {figure.ratio:>6.2f}x",
                 flush=True,
             )
+    if args.imagenet_input:
+        batch = args.batch or (256 if device.type == "cuda" else 32)
+        figure = compare_input(device, images=args.imagenet_input, batch=batch, rounds=2, workers=workers)
+        figures.append(figure)
+        print(
+            f"{figure.name:<12} {224:>4} {figure.batch:>5} {figure.ours_img_s:>11.2f} {figure.reference_img_s:>16.2f} "
+            f"{figure.ratio:>6.2f}x",
+            flush=True,
+        )
     env = environment(device, workers)
     print(f"device: {env['device_name']}; ours: {precision.describe()}; torch {torch.__version__}")
     if args.json:
