@@ -93,9 +93,12 @@ def rehearsal(request, inputs, tmp_path_factory) -> dict:
         imagenet_root=str(inputs["imagenet"]),
         imagenet_images=8,
     )
-    for pretraining in ("adv", "standard"):  # A-IMP (PGD-3 in every step) and S-IMP, on the JPEG folder
+    # A-IMP (PGD-3 in every step) and S-IMP, on the JPEG folder: the first read by PIL per image (the
+    # reference), the second decoded in batches and cropped on the device.
+    for pretraining, decoder in (("adv", "pil"), ("standard", "device")):
         run(
             "02_imp",
+            decoder=decoder,
             **common,
             pretraining=pretraining,
             source_eps_255=EPS_255,
