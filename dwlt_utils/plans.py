@@ -2,9 +2,10 @@
 their runs (`costs`).
 
 One job holds one GPU: a sweep cell (its runs one after the other), an IMP ladder (its levels one after the
-other), or in the exhaustive paper one transfer run. N GPUs take the longest jobs first (LPT), and stages
-that wait for the one before them (IMP before transfer, the steps of a search) add up. A search is priced
-at its most: the most bisection steps its ladder can take, each level a fresh one.
+other; a ladder of N processes is N jobs), or in the exhaustive paper one transfer run. N GPUs take the
+longest jobs first (LPT), and stages that wait for the one before them (IMP before transfer, the steps of a
+search) add up. A search is priced at its most: the most bisection steps its ladder can take, each level a
+fresh one.
 """
 
 from __future__ import annotations
@@ -174,15 +175,21 @@ def _merged(jobs: list[Job], what: str) -> Job:
     )
 
 
-def ladder_job(ladder: ImpConfig, profile: Profile, roots: paths.Roots, seed: int, levels: int, pricer: Pricer) -> Job:
-    """The IMP levels of a ladder still to train, up to `levels`, as one job (levels follow each other)."""
+def ladder_jobs(
+    ladder: ImpConfig, profile: Profile, roots: paths.Roots, seed: int, levels: int, pricer: Pricer
+) -> list[Job]:
+    """The IMP levels of a ladder still to train, up to `levels`, one after the other: one job, or on N
+    processes (DDP) N jobs of a share each, which run side by side (perfect scaling, an optimistic bound)."""
     directory = roots.imp_ladder(ladder, seed)
     trainings = sum(not Mask.exists(paths.level_dir(directory, k)) for k in range(2, levels + 1))
     seconds, source = pricer.seconds(profile, ladder.variant, imp_work(ladder, trainings))
     what = f"{ladder.variant.upper()} of {ladder.pretraining} to level {levels}"
-    return Job(
-        what, profile.source_dataset, ladder.source_fraction, profile.transforms.size, seconds, source, not trainings
-    )
+    if ladder.processes > 1:
+        what += f", process of {ladder.processes}"
+    share = seconds / ladder.processes
+    size = profile.transforms.size
+    job = Job(what, profile.source_dataset, ladder.source_fraction, size, share, source, not trainings)
+    return [job] * ladder.processes
 
 
 def sweep_plan(cells: list[Cell], pricer: Pricer) -> Plan:
@@ -195,7 +202,7 @@ def sweep_plan(cells: list[Cell], pricer: Pricer) -> Plan:
             session = session_for(parameters)
             ladder = ImpConfig.from_notebook(session.profile, parameters)
             levels = parameters["levels"] or session.profile.levels
-            jobs.append(ladder_job(ladder, session.profile, session.roots, session.seed, levels, pricer))
+            jobs += ladder_jobs(ladder, session.profile, session.roots, session.seed, levels, pricer)
         elif name in (*transfer.NOTEBOOK_REGIMES, search.NOTEBOOK.stem):
             cell_jobs = runs.price(name, parameters)
             if cell_jobs:
@@ -239,7 +246,7 @@ def _ladder_stage(fixed_groups: list[dict[str, Any]], top_level: int, pricer: Pr
         ladder, session = search.ladder_needed(fixed, top_level)
         if (ladder, session.seed) not in seen:
             seen.add((ladder, session.seed))
-            stage.jobs.append(ladder_job(ladder, session.profile, session.roots, session.seed, top_level, pricer))
+            stage.jobs += ladder_jobs(ladder, session.profile, session.roots, session.seed, top_level, pricer)
     return stage
 
 

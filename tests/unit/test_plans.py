@@ -156,3 +156,15 @@ def test_plan_refuses_what_it_cannot_price(tmp_path, capsys):
     assert "Nothing prices a-imp runs of the quick profile" in err and "bench does not measure its model" in err
     assert cli.main(["plan", "paper", "--seeds", "1,x", *root]) == 2
     assert "--seeds lists integer seeds" in capsys.readouterr().err
+
+
+def test_a_ladder_on_several_processes_holds_as_many_gpus_for_a_share_of_the_time(tmp_path):
+    pricer = costs.Pricer(tmp_path / "r", write_bench(tmp_path / "bench.json", RATES))
+    fixed = {"run_root": str(tmp_path / "r"), "pretraining": "adv", "dataset": "cifar10", "data_fraction": 1.0}
+    one, eight = (
+        plans.search_plan({**fixed, "imp_processes": n}, top_level=19, seeds=[1], pricer=pricer) for n in (1, 8)
+    )
+    ladder_one, ladder_eight = one.stages[0], eight.stages[0]
+    assert len(ladder_one.jobs) == 1 and len(ladder_eight.jobs) == 8
+    assert ladder_eight.gpu_hours() == pytest.approx(ladder_one.gpu_hours())
+    assert ladder_eight.wall_hours(8) == pytest.approx(ladder_one.wall_hours(8) / 8)
