@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from scipy import stats
 
 from . import __version__, paths
 from .errors import InputError, MissingInputError
@@ -257,6 +258,51 @@ def paper_reference(path: Path | None = None) -> pd.DataFrame:
     return frame[list(REFERENCE_COLUMNS)]
 
 
+# What one cell of a table measures, whatever its seed: two records of one cell and seed are the same
+# measurement made twice. The device (with its precision) is part of it: cells computed in bf16 and in fp32
+# are never averaged together.
+CELL_KEYS = (
+    "profile",
+    "pretraining",
+    "dataset",
+    "stands_for",
+    "regime",
+    "data_fraction",
+    "subset",
+    "ticket",
+    "level",
+    "sparsity",
+    "metric",
+    "checkpoint",
+    "attack",
+    "deviations",
+    "sparsity_denominator",
+    "device",
+)
+SUMMARY_COLUMNS = ("mean", "sd", "n", "ci95_low", "ci95_high", "seeds")
+
+
+def summarize(records: pd.DataFrame) -> pd.DataFrame:
+    """One row per cell (`CELL_KEYS`) and quantity: the mean over its seeds, their sample standard deviation
+    `sd`, the number of seeds `n`, the 95% confidence interval of the mean from Student's t with n − 1
+    degrees of freedom (`ci95_low`, `ci95_high`), and the seeds themselves. With one seed, sd and the
+    interval are NaN. A cell measured twice for one seed (two runs) is refused, as the decision refuses it."""
+    keys = list(CELL_KEYS)
+    if records.empty:
+        return pd.DataFrame(columns=[*keys, *SUMMARY_COLUMNS])
+    _refuse_repeats(records, keys, "summarizing")
+    cells = records.groupby(keys, sort=True, dropna=False)
+    table = cells.agg(
+        mean=("value", "mean"),
+        sd=("value", "std"),
+        n=("value", "size"),
+        seeds=("seed", lambda s: ",".join(map(str, sorted(s)))),
+    ).reset_index()
+    half = stats.t.ppf(0.975, table.n - 1) * table.sd / np.sqrt(table.n)  # NaN for one seed
+    table["ci95_low"], table["ci95_high"] = table["mean"] - half, table["mean"] + half
+    return table[[*keys, *SUMMARY_COLUMNS]]
+
+
 def double_win_table(
     df: pd.DataFrame, *, tol: float = 0.0, adv_checkpoint: str = "best_ra", ticket: str = "imp"
 ) -> pd.DataFrame:
@@ -364,14 +410,18 @@ def _decision_rows(df: pd.DataFrame, *, tol: float, adv_checkpoint: str, ticket:
         ],
         ignore_index=True,
     )
-    # Two runs measuring the same cell with the same seed would be averaged as if they were two seeds.
-    repeated = rows[rows.duplicated([*GROUP_KEYS, "ticket", "level", "quantity", "seed"], keep=False)]
+    _refuse_repeats(rows, [*GROUP_KEYS, "ticket", "level", "quantity"], "deciding double-win")
+    return rows
+
+
+def _refuse_repeats(rows: pd.DataFrame, cell: list[str], before: str) -> None:
+    """Two runs measuring the same cell with the same seed would be averaged as if they were two seeds."""
+    repeated = rows[rows.duplicated([*cell, "seed"], keep=False)]
     if not repeated.empty:
         raise InputError(
             f"{len(repeated)} records measure the same cell with the same seed (runs "
-            f"{sorted(repeated.run_id.unique())[:4]}); keep one run per cell before deciding double-win."
+            f"{sorted(repeated.run_id.unique())[:4]}); keep one run per cell before {before}."
         )
-    return rows
 
 
 def _one_per(rows: pd.DataFrame, keys: list[str], column: str) -> pd.DataFrame:

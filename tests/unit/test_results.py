@@ -378,3 +378,39 @@ def test_make_record_fills_versions_and_utc_timestamp():
     assert rec["dwlt_version"] and rec["torch_version"] and rec["attack"] == ""
     assert rec["timestamp"].endswith("+00:00")
     assert results.make_record(**{**rec, "profile": "quick", "dataset": "digits"})["stands_for"] == "cifar10"
+
+
+# --- summaries over seeds
+
+
+def summary_of(*cells):
+    return results.summarize(frame(*cells)).set_index(["ticket", "regime", "metric"])
+
+
+def test_a_summary_is_mean_sd_and_students_interval_over_seeds():
+    table = summary_of(*(cell(10, 96, sa, 51, seed=seed) for seed, sa in ((1, 70.0), (2, 72.0), (3, 74.0))))
+    row = table.loc[("imp", "adv", "SA")]
+    # mean 72, sd 2 (n − 1 = 2), t(0.975, 2) = 4.302653: half-width 4.302653 · 2 / √3 = 4.968275
+    assert (row["mean"], row.sd, row.n, row.seeds) == (72.0, 2.0, 3, "1,2,3")
+    assert row.ci95_low == pytest.approx(72 - 4.968275, abs=1e-5)
+    assert row.ci95_high == pytest.approx(72 + 4.968275, abs=1e-5)
+    tied = table.loc[("imp", "std", "SA")]  # three equal values: no spread, the interval a point
+    assert (tied["mean"], tied.sd, tied.ci95_low, tied.ci95_high) == (96.0, 0.0, 96.0, 96.0)
+
+
+def test_one_seed_has_no_spread_and_a_missing_seed_shortens_the_count():
+    table = summary_of(dense(seed=1), cell(10, 96, 86, 51, seed=1), cell(10, 96, 88, None, seed=3))
+    one = table.loc[("dense", "adv", "SA")]
+    assert one.n == 1 and one["mean"] == 85.0 and math.isnan(one.sd) and math.isnan(one.ci95_low)
+    sa, ra = table.loc[("imp", "adv", "SA")], table.loc[("imp", "adv", "RA")]
+    assert (sa.n, sa["mean"], sa.seeds) == (2, 87.0, "1,3")
+    assert (ra.n, ra.seeds) == (1, "1")  # seed 3 has no RA record
+
+
+def test_a_summary_never_averages_precisions_or_a_cell_measured_twice():
+    table = results.summarize(frame(cell(10, 96, 86, 51, device="cuda, bf16 autocast"), cell(10, 95, 85, 50)))
+    assert len(table[(table.regime == "adv") & (table.metric == "SA")]) == 2  # one row per precision
+    twice = frame(cell(10, 96, 86, 51, run_id="run-a"), cell(10, 96, 87, 51, run_id="run-b"))
+    with pytest.raises(InputError, match="same cell with the same seed .* before summarizing"):
+        results.summarize(twice)
+    assert results.summarize(frame()).empty
