@@ -139,6 +139,7 @@ def _grid_arguments(parser: argparse.ArgumentParser) -> None:
     """What names a sweep's grid: `sweep` and `status` take the same."""
     parser.add_argument("notebook", type=Path)
     _fixed_argument(parser)
+    parser.add_argument("--seeds", default=None, help="comma-separated seeds, each cell run once per seed")
     parser.add_argument(
         "--grid", action="append", default=[], metavar="NAME=V1,V2,...", help="a parameter and its values"
     )
@@ -149,7 +150,12 @@ def _grid_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _cells(args: argparse.Namespace) -> list[sweeps.Cell]:
     fixed = {name: parse_value(value) for name, value in args.p}
-    return grid_cells(args.notebook, fixed, parse_grid(args.grid), args.out or sweep_dir(fixed))
+    grid = parse_grid(args.grid)
+    if args.seeds is not None:  # each seed its own run beside the others: a grid over `seed`
+        if "seed" in grid or "seed" in fixed:
+            raise InputError("--seeds and a seed given with --grid or -p say the same thing twice; give one of them.")
+        grid["seed"] = _seeds(args)
+    return grid_cells(args.notebook, fixed, grid, args.out or sweep_dir(fixed))
 
 
 def _sweep(args: argparse.Namespace) -> int:

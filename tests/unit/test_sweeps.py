@@ -43,6 +43,19 @@ def test_a_grid_gives_one_named_cell_per_combination(tmp_path):
         sweeps.parse_grid(["sparsity"])
 
 
+def test_seeds_are_a_grid_over_the_seed_given_once(roots, capsys):
+    arguments = sweep_arguments(roots, seeds=(1, 2))
+    assert status_lines(arguments, capsys) == {
+        "seed-1": "missing",
+        "seed-2": "missing",
+        "summary": "2 cells: 2 missing; 0.00 h of wall time, 0.00 GPU-hours",
+    }
+    assert cli.main(["status", *arguments, "--grid", "seed=3"]) == 2
+    assert "--seeds and a seed given with --grid or -p say the same thing twice" in capsys.readouterr().err
+    assert cli.main(["status", *sweep_arguments(roots), "--seeds", "1,two"]) == 2
+    assert "--seeds lists integer seeds" in capsys.readouterr().err
+
+
 def test_a_sweep_keeps_its_executed_notebooks_in_its_run_root(tmp_path, monkeypatch):
     monkeypatch.delenv("JPY_SESSION_NAME", raising=False)
     monkeypatch.chdir(tmp_path)
@@ -57,7 +70,7 @@ def sweep_arguments(roots, *, sparsities=(0.36, 0.488), seeds=None) -> list[str]
     only the source), or dense models at `seeds`."""
     ticket = ["-p", "ticket", "omp", "--grid", "sparsity=" + ",".join(map(str, sparsities))]
     if seeds:
-        ticket = ["-p", "ticket", "dense", "-p", "sparsity", "0", "--grid", "seed=" + ",".join(map(str, seeds))]
+        ticket = ["-p", "ticket", "dense", "-p", "sparsity", "0", "--seeds", ",".join(map(str, seeds))]
     return [
         str(NOTEBOOK),
         *("-p", "quick", "True", "-p", "run_root", str(roots.run_root), "-p", "data_root", str(roots.data_root)),
