@@ -76,6 +76,11 @@ class Precision:
         parameters and mode, so state dicts and checkpoints keep coming from `model` itself."""
         return torch.compile(model) if self.compile else model
 
+    @property
+    def name(self) -> str:
+        """The numeric precision as records name it: "bf16" (autocast) or "fp32"."""
+        return "bf16" if self.bf16 else "fp32"
+
     def describe(self) -> str:
         parts = [self.device.type, "bf16 autocast" if self.bf16 else "fp32"]
         parts += ["channels_last"] * self.channels_last + ["torch.compile"] * self.compile

@@ -58,6 +58,7 @@ def paper_table(table: pd.DataFrame) -> pd.DataFrame:
             "paper data set": table.stands_for,
             "data set used": table.dataset.fillna(""),
             "data fraction": table.data_fraction,
+            "precision": table.precision.fillna(""),
             "paper: highest double-win (%)": (100 * table.paper_sparsity).round(2),
             "reproduced (%)": (100 * table.reproduced_sparsity).round(2),
             "paper level": table.paper_level,

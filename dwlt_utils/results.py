@@ -45,6 +45,7 @@ SCHEMA: dict[str, type] = {
     "deviations": str,
     "sparsity_denominator": str,
     "device": str,
+    "precision": str,
     "torch_version": str,
     "dwlt_version": str,
     "git_rev": str,
@@ -66,6 +67,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
         ("ticket", TICKETS),
         ("metric", METRICS),
         ("checkpoint", CHECKPOINTS),
+        ("precision", ("bf16", "fp32")),
     )
 }
 # `attack` is empty for SA rows; `deviations` is empty when the run follows its profile's protocol exactly
@@ -78,7 +80,17 @@ IDENTITY = (*RECORD_COLUMNS[: RECORD_COLUMNS.index("value")], "attack")
 # A ticket and its dense model are compared inside one group: same profile, pre-training, data and subset.
 # Runs that deviate from the protocol (fewer epochs, another attack) are compared only with runs that
 # deviate the same way.
-GROUP_KEYS = ("profile", "pretraining", "dataset", "stands_for", "data_fraction", "subset", "deviations")
+# Records of different numeric precisions are other groups too: they are never averaged or compared together.
+GROUP_KEYS = (
+    "profile",
+    "pretraining",
+    "dataset",
+    "stands_for",
+    "data_fraction",
+    "subset",
+    "precision",
+    "deviations",
+)
 # A transfer record's deviations join its recipe's (shared with the dense model of its regime) and, for an
 # IMP ticket, its ladder's, which start with this (`tickets.ImpConfig.deviations`).
 LADDER_DEVIATION = "IMP "
@@ -220,13 +232,17 @@ def _read_records(path: Path) -> pd.DataFrame:
         header = pd.read_csv(path, nrows=0).columns
     except pd.errors.EmptyDataError:
         raise InputError(f"{path} is empty; it should hold a header with the record columns.") from None
-    if sorted(header) != sorted(RECORD_COLUMNS):
-        extra, lacking = sorted(set(header) - set(SCHEMA)), sorted(set(SCHEMA) - set(header))
+    # Records written before precision had a column of its own name it in their device ("cuda, bf16 autocast").
+    derived = {"precision"} - set(header) if "device" in header else set()
+    if sorted({*header, *derived}) != sorted(RECORD_COLUMNS):
+        extra, lacking = sorted(set(header) - set(SCHEMA)), sorted(set(SCHEMA) - set(header) - derived)
         raise InputError(f"{path} has the wrong columns (unexpected {extra}, missing {lacking}).")
     try:
-        frame = pd.read_csv(path, dtype=DTYPES, keep_default_na=False)
+        frame = pd.read_csv(path, dtype={k: DTYPES[k] for k in header}, keep_default_na=False)
     except ValueError as err:
         raise InputError(f"{path} holds a value of the wrong type: {err}.") from None
+    if derived:
+        frame["precision"] = frame.device.map(lambda device: "bf16" if "bf16" in device else "fp32")
     frame = frame[list(RECORD_COLUMNS)]
     for i, row in enumerate(frame.to_dict("records")):
         try:
@@ -259,8 +275,8 @@ def paper_reference(path: Path | None = None) -> pd.DataFrame:
 
 
 # What one cell of a table measures, whatever its seed: two records of one cell and seed are the same
-# measurement made twice. The device (with its precision) is part of it: cells computed in bf16 and in fp32
-# are never averaged together.
+# measurement made twice. Its precision is part of it: cells computed in bf16 and in fp32 are never averaged
+# together.
 CELL_KEYS = (
     "profile",
     "pretraining",
@@ -277,7 +293,7 @@ CELL_KEYS = (
     "attack",
     "deviations",
     "sparsity_denominator",
-    "device",
+    "precision",
 )
 SUMMARY_COLUMNS = ("mean", "sd", "n", "ci95_low", "ci95_high", "seeds")
 
@@ -567,6 +583,7 @@ def compare_with_paper(highest: pd.DataFrame, reference: pd.DataFrame) -> pd.Dat
         "dataset",
         "data_fraction",
         "subset",
+        "precision",
         "ticket",
         "paper_sparsity",
         "reproduced_sparsity",

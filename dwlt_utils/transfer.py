@@ -366,6 +366,7 @@ def _train_and_test(
             deviations="; ".join(deviations),
             sparsity_denominator=_denominator(backbone),
             device=precision.describe(),
+            precision=precision.name,
             git_rev=results.git_revision(),
             run_id=str(directory.relative_to(roots.run_root)),
             config_hash=config_hash(config),

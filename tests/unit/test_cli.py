@@ -48,6 +48,7 @@ def test_06_names_every_group_whose_ladder_fails_below_its_threshold():
             attack="pgd" if metric == "RA" else "",
             sparsity_denominator="all",
             device="cpu",
+            precision="fp32",
             git_rev="",
             run_id=f"run-{level}-{regime}",
             config_hash="x",

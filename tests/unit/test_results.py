@@ -31,6 +31,7 @@ def record(**over):
         value=90.0,
         sparsity_denominator="all 53 backbone Conv2d weights",
         device="cpu",
+        precision="fp32",
         git_rev="abc1234",
         run_id="run-a",
         config_hash="0123abcd",
@@ -408,9 +409,28 @@ def test_one_seed_has_no_spread_and_a_missing_seed_shortens_the_count():
 
 
 def test_a_summary_never_averages_precisions_or_a_cell_measured_twice():
-    table = results.summarize(frame(cell(10, 96, 86, 51, device="cuda, bf16 autocast"), cell(10, 95, 85, 50)))
+    bf16 = dict(device="cuda, bf16 autocast", precision="bf16")
+    table = results.summarize(frame(cell(10, 96, 86, 51, **bf16), cell(10, 95, 85, 50)))
     assert len(table[(table.regime == "adv") & (table.metric == "SA")]) == 2  # one row per precision
     twice = frame(cell(10, 96, 86, 51, run_id="run-a"), cell(10, 96, 87, 51, run_id="run-b"))
     with pytest.raises(InputError, match="same cell with the same seed .* before summarizing"):
         results.summarize(twice)
     assert results.summarize(frame()).empty
+
+
+def test_records_of_two_precisions_are_decided_apart():
+    bf16 = dict(device="cuda, bf16 autocast, channels_last", precision="bf16")
+    # In fp32 the ticket wins; in bf16 its dense model is higher and it fails: mixed, the mean would decide.
+    df = frame(dense(), cell(10, 96, 86, 51), cell(0, 97, 87, 52, **bf16), cell(10, 96, 86, 51, **bf16))
+    table = results.double_win_table(df).set_index("precision")
+    assert table.status.to_dict() == {"bf16": "not", "fp32": "double-win"}
+
+
+def test_records_written_before_precision_had_a_column_name_it_in_their_device(tmp_path):
+    old = frame(cell(10, 96, 86, 51, device="cuda, bf16 autocast", precision="bf16"), dense())
+    (tmp_path / "run").mkdir()
+    old.drop(columns="precision").to_csv(tmp_path / "run" / "records.csv", index=False)
+    loaded = results.load(tmp_path)
+    assert list(loaded.columns) == list(results.RECORD_COLUMNS)
+    assert sorted(loaded.precision.unique()) == ["bf16", "fp32"]
+    assert loaded.precision.tolist() == old.precision.tolist()
