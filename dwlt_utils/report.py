@@ -14,9 +14,10 @@ from .profiles import Profile
 from .vocabulary import CHECKPOINTS
 
 
-def check_options(*, tol: float, adv_checkpoint: str) -> None:
+def check_options(*, tol: float, adv_checkpoint: str, rule: str = "tol") -> None:
     check_number("tol (percentage points)", tol, 0, 100)
     check_choice("adv_checkpoint", adv_checkpoint, CHECKPOINTS)
+    check_choice("rule", rule, results.RULES)
 
 
 def profile_records(run_root: Path, profile: str, *, seed: int = 0) -> pd.DataFrame:
@@ -36,12 +37,46 @@ def require_records(records: pd.DataFrame, run_root: Path, profile: str, *, seed
         )
 
 
-def thresholds(records: pd.DataFrame, *, tol: float, adv_checkpoint: str) -> pd.DataFrame:
-    return results.highest_double_win(records, tol=tol, adv_checkpoint=adv_checkpoint)
+def thresholds(records: pd.DataFrame, *, tol: float, adv_checkpoint: str, rule: str = "tol") -> pd.DataFrame:
+    return results.highest_double_win(records, tol=tol, adv_checkpoint=adv_checkpoint, rule=rule)
 
 
-def decisions(records: pd.DataFrame, *, tol: float, adv_checkpoint: str) -> pd.DataFrame:
-    return results.double_win_table(records, tol=tol, adv_checkpoint=adv_checkpoint)
+def decisions(records: pd.DataFrame, *, tol: float, adv_checkpoint: str, rule: str = "tol") -> pd.DataFrame:
+    return results.double_win_table(records, tol=tol, adv_checkpoint=adv_checkpoint, rule=rule)
+
+
+SENSITIVITY_TOLS = (0.0, 0.5, 1.0)
+
+
+def sensitivity(records: pd.DataFrame, *, adv_checkpoint: str) -> pd.DataFrame:
+    """The highest double-win level of every group as the decision changes: a column per rule (`tol` at 0,
+    0.5 and 1 point, and `sd`), a row per group on the mean of all its seeds and on its first seed alone.
+    "none": no level is double-win; "undecided": the rule could decide no level (`sd` with one seed)."""
+    decisions = [(f"tol {t:g}", "tol", t) for t in SENSITIVITY_TOLS] + [("sd", "sd", 0.0)]
+    first = int(records.seed.min())
+    subsets = [
+        (f"all seeds ({records.seed.nunique()})", records),
+        (f"seed {first} only", records[records.seed == first]),
+    ]
+    keys = ["profile", "pretraining", "stands_for", "data_fraction", "precision", "deviations"]
+    rows = []
+    for seeds, subset in subsets:
+        for label, rule, tol in decisions:
+            highest = results.highest_double_win(subset, tol=tol, adv_checkpoint=adv_checkpoint, rule=rule)
+            said = [
+                "undecided"
+                if row.n_missing == row.n_levels
+                else "none"
+                if pd.isna(row.highest_level)
+                else str(row.highest_level)
+                for row in highest.itertuples()
+            ]
+            rows.append(highest[keys].assign(seeds=seeds, decision=label, highest_level=said))
+    table = pd.concat(rows, ignore_index=True)
+    wide = table.pivot_table(
+        index=[*keys, "seeds"], columns="decision", values="highest_level", aggfunc="first", dropna=False
+    )
+    return wide[[label for label, _, _ in decisions]].reset_index().rename_axis(columns=None)
 
 
 def paper_comparison(highest: pd.DataFrame) -> pd.DataFrame:
@@ -105,10 +140,12 @@ def write_tables(
     thresholds: pd.DataFrame,
     decisions: pd.DataFrame,
     comparison: pd.DataFrame,
+    sensitivity: pd.DataFrame | None = None,
     overwrite: bool = False,
 ) -> list[Path]:
     """Write the tidy tables of one profile to `<results_dir>/<profile>/` (each file replaced atomically): the
-    records, the thresholds, the decisions and the thresholds beside the paper's, with a note on each row.
+    records, the thresholds, the decisions, the thresholds beside the paper's with a note on each row, and
+    how the thresholds move with the decision rule (`sensitivity`, when given).
     A table that holds more rows than its replacement is kept, and nothing is written, unless `overwrite`."""
     folder = Path(results_dir) / profile
     # Not "records.csv": that name marks a run directory's own records, which results.load collects.
@@ -119,7 +156,9 @@ def write_tables(
             ("highest_double_win", thresholds),
             ("double_win", decisions),
             ("paper_comparison", comparison),
+            ("sensitivity", sensitivity),
         )
+        if frame is not None
     }
     if not overwrite:
         for path, frame in tables.items():

@@ -2,8 +2,9 @@
 
 A run writes one row per measured value to its records file (`paths.records_file`); `load` reads every
 such file under a root into one DataFrame. The decision follows PROTOCOL.md section 1: a ticket is double-win when its
-standard-transfer SA and its adversarial-transfer SA and RA all reach the dense model's, within `tol`
-percentage points. Sparsities are fractions in [0, 1]; accuracies are percentages.
+standard-transfer SA and its adversarial-transfer SA and RA all reach the dense model's (means over seeds)
+by one of the `RULES`: within `tol` percentage points, or within one standard deviation of the dense model's
+seeds (and at least `tol`). Sparsities are fractions in [0, 1]; accuracies are percentages.
 """
 
 from __future__ import annotations
@@ -98,6 +99,10 @@ REGIME_DEV = {"std": "std_dev", "adv": "adv_dev"}  # the decision's column for e
 # The three values the decision reads: (regime, metric); std rows always use the best-SA checkpoint.
 QUANTITIES = {"sa_std": ("std", "SA"), "sa_adv": ("adv", "SA"), "ra_adv": ("adv", "RA")}
 EPS = 1e-9  # percentage points: float noise must not turn a tie into a loss
+# How a ticket's mean "reaches" its dense model's: "tol", at least the dense mean − tol; "sd", the lottery-ticket
+# convention, at least the dense mean − its standard deviation over seeds (or − tol, when that is larger),
+# which needs two seeds of the dense model (one seed leaves the condition undecided: "missing").
+RULES = ("tol", "sd")
 
 
 def git_revision() -> str:
@@ -320,7 +325,7 @@ def summarize(records: pd.DataFrame) -> pd.DataFrame:
 
 
 def double_win_table(
-    df: pd.DataFrame, *, tol: float = 0.0, adv_checkpoint: str = "best_ra", ticket: str = "imp"
+    df: pd.DataFrame, *, tol: float = 0.0, adv_checkpoint: str = "best_ra", ticket: str = "imp", rule: str = "tol"
 ) -> pd.DataFrame:
     """One row per group, setting and ticket level: the three ticket values, the three dense values (means
     over seeds, with their counts `*_n`), each condition `*_ok` (NA when a value is missing) and the status
@@ -329,6 +334,7 @@ def double_win_table(
     A ticket is compared with the dense model trained by the same recipe in each regime. Standard and
     adversarial transfer have their own recipes, so a run that shortens them deviates differently in each;
     the row's `deviations` names both (`std transfer: ...; adv transfer: ...`) and the ticket's ladder's."""
+    _require(rule in RULES, f"rule must be one of {list(RULES)}, got {rule!r}.")
     rows = _decision_rows(df, tol=tol, adv_checkpoint=adv_checkpoint, ticket=ticket)
     base = [k for k in GROUP_KEYS if k != "deviations"]
     parts = rows.deviations.str.split("; ")
@@ -345,14 +351,16 @@ def double_win_table(
         grid[column] = grid[column].fillna("")
     # Mean over seeds and seed count per cell and quantity
     cells = rows.groupby([*base, "ladder_dev", "transfer_dev", "ticket", "level", "quantity"])
-    means = cells.agg(value=("value", "mean"), n=("seed", "size")).reset_index()
+    means = cells.agg(value=("value", "mean"), n=("seed", "size"), sd=("value", "std")).reset_index()
     table = grid
     for q, (regime, _) in QUANTITIES.items():
         recipe = REGIME_DEV[regime]
-        of_q = means[means.quantity == q].rename(columns={"transfer_dev": recipe, "value": q, "n": f"{q}_n"})
+        of_q = means[means.quantity == q].rename(
+            columns={"transfer_dev": recipe, "value": q, "n": f"{q}_n", "sd": f"{q}_sd"}
+        )
         ticket_q = of_q[of_q.ticket == ticket].drop(columns=["ticket", "quantity"])
         dense_q = of_q[of_q.ticket == "dense"].drop(columns=["ticket", "quantity", "level", "ladder_dev"])
-        dense_q = dense_q.rename(columns={q: f"{q}_dense", f"{q}_n": f"{q}_dense_n"})
+        dense_q = dense_q.rename(columns={q: f"{q}_dense", f"{q}_n": f"{q}_dense_n", f"{q}_sd": f"{q}_dense_sd"})
         table = table.merge(ticket_q, on=[*base, "ladder_dev", recipe, "level"], how="left")
         table = table.merge(dense_q, on=[*base, recipe], how="left")
     table["ticket"] = ticket
@@ -367,18 +375,25 @@ def double_win_table(
 
     for q in QUANTITIES:
         ticket_value, dense_value = table[q], table[f"{q}_dense"]
-        ok = (ticket_value >= dense_value - tol - EPS).astype("boolean")
-        table[f"{q}_ok"] = ok.mask(ticket_value.isna() | dense_value.isna())
+        margin = pd.Series(float(tol), index=table.index)
+        if rule == "sd":
+            margin = table[f"{q}_dense_sd"].clip(lower=tol)  # NaN with one dense seed: undecided
+        ok = (ticket_value >= dense_value - margin - EPS).astype("boolean")
+        table[f"{q}_ok"] = ok.mask(ticket_value.isna() | dense_value.isna() | margin.isna())
         for n in (f"{q}_n", f"{q}_dense_n"):
             table[n] = table[n].astype("Int64")
     oks = table[[f"{q}_ok" for q in QUANTITIES]]
     table["status"] = np.where(
         oks.isna().any(axis=1), "missing", np.where(oks.fillna(False).all(axis=1), "double-win", "not")
     )
-    table["adv_checkpoint"], table["tol"] = adv_checkpoint, float(tol)
+    table["adv_checkpoint"], table["tol"], table["rule"] = adv_checkpoint, float(tol), rule
 
     keys = list(GROUP_KEYS)
-    per_value = [c for q in QUANTITIES for c in (q, f"{q}_n", f"{q}_dense", f"{q}_dense_n", f"{q}_ok")]
+    per_value = [
+        c
+        for q in QUANTITIES
+        for c in (q, f"{q}_n", f"{q}_sd", f"{q}_dense", f"{q}_dense_n", f"{q}_dense_sd", f"{q}_ok")
+    ]
     columns = [
         *keys,
         "ticket",
@@ -388,6 +403,7 @@ def double_win_table(
         "attack",
         "adv_checkpoint",
         "tol",
+        "rule",
         *per_value,
         "status",
     ]
@@ -451,13 +467,13 @@ def _one_per(rows: pd.DataFrame, keys: list[str], column: str) -> pd.DataFrame:
 
 
 def highest_double_win(
-    df: pd.DataFrame, *, tol: float = 0.0, adv_checkpoint: str = "best_ra", ticket: str = "imp"
+    df: pd.DataFrame, *, tol: float = 0.0, adv_checkpoint: str = "best_ra", ticket: str = "imp", rule: str = "tol"
 ) -> pd.DataFrame:
     """One row per group: the largest double-win sparsity and its level (NaN/NA when none), the smallest
     sparsity that is "not" (`first_failure_*`), how many levels were missing, `missing_above`: True
     when a level above the reported threshold (or, with no double-win, any level) is missing, so the true
     threshold may be higher, and `failure_below`: True when a "not" level sits below the threshold."""
-    table = double_win_table(df, tol=tol, adv_checkpoint=adv_checkpoint, ticket=ticket)
+    table = double_win_table(df, tol=tol, adv_checkpoint=adv_checkpoint, ticket=ticket, rule=rule)
     keys = list(GROUP_KEYS)
     rows = []
     for key, levels in table.groupby(keys, sort=True):
@@ -472,6 +488,7 @@ def highest_double_win(
                 "sparsity_denominator": levels.sparsity_denominator.iloc[0],
                 "adv_checkpoint": adv_checkpoint,
                 "tol": float(tol),
+                "rule": rule,
                 "highest_sparsity": best.sparsity if best is not None else np.nan,
                 "highest_level": best.level if best is not None else pd.NA,
                 "first_failure_sparsity": first_failure.sparsity if first_failure is not None else np.nan,
@@ -493,6 +510,7 @@ def highest_double_win(
         "sparsity_denominator",
         "adv_checkpoint",
         "tol",
+        "rule",
         "highest_sparsity",
         "highest_level",
         "first_failure_sparsity",

@@ -434,3 +434,41 @@ def test_records_written_before_precision_had_a_column_name_it_in_their_device(t
     assert list(loaded.columns) == list(results.RECORD_COLUMNS)
     assert sorted(loaded.precision.unique()) == ["bf16", "fp32"]
     assert loaded.precision.tolist() == old.precision.tolist()
+
+
+def three_dense_seeds(sa_adv=(84.0, 85.0, 86.0)):
+    """The dense model over seeds 1-3: SA_adv mean 85 with sample sd 1, the other values fixed."""
+    return [r for seed, v in zip((1, 2, 3), sa_adv) for r in cell(0, DENSE["sa_std"], v, DENSE["ra_adv"], seed=seed)]
+
+
+@pytest.mark.parametrize(
+    ("ticket_sa_adv", "tol", "rule", "status"),
+    [
+        (84.2, 0.0, "tol", "not"),  # 84.2 < 85
+        (84.2, 0.0, "sd", "double-win"),  # 84.2 >= 85 − sd 1
+        (83.9, 0.0, "sd", "not"),  # 83.9 < 84
+        (83.9, 1.5, "sd", "double-win"),  # the larger of sd and tol: 83.9 >= 85 − 1.5
+        (85.0, 0.0, "tol", "double-win"),  # a tie
+    ],
+)
+def test_the_sd_rule_lets_a_ticket_fall_one_dense_standard_deviation_short(ticket_sa_adv, tol, rule, status):
+    df = frame(three_dense_seeds(), cell(10, 96, ticket_sa_adv, 51))
+    row = results.double_win_table(df, tol=tol, rule=rule).iloc[0]
+    assert (row.status, row.rule, row.sa_adv_dense_sd, row.sa_adv_dense_n) == (status, rule, 1.0, 3)
+
+
+def test_the_sd_rule_leaves_a_dense_model_of_one_seed_undecided():
+    table = results.double_win_table(frame(dense(), cell(10, 99, 99, 99)), rule="sd")
+    assert table.status.tolist() == ["missing"] and table.sa_adv_ok.isna().all()
+    with pytest.raises(InputError, match="rule must be one of"):
+        results.double_win_table(frame(dense()), rule="t-test")
+
+
+def test_the_sensitivity_table_shows_the_threshold_move_with_rule_tol_and_seeds():
+    from dwlt_utils import report
+
+    levels = [cell(level, 96, sa, 51, seed=s) for level, sa in ((10, 84.2), (11, 83.9)) for s in (1, 2, 3)]
+    table = report.sensitivity(frame(three_dense_seeds(), *levels), adv_checkpoint="best_ra").set_index("seeds")
+    # All three seeds: dense SA_adv 85 ± 1. Seed 1 alone: dense 84, and sd is undefined.
+    assert table.loc["all seeds (3)", ["tol 0", "tol 0.5", "tol 1", "sd"]].tolist() == ["none", "none", "10", "10"]
+    assert table.loc["seed 1 only", ["tol 0", "tol 0.5", "tol 1", "sd"]].tolist() == ["10", "11", "11", "undecided"]
