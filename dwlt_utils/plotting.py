@@ -19,6 +19,7 @@ from .pruning import Mask
 from .vocabulary import PAPER_DATASETS, PRETRAINING_LABELS, PRETRAININGS
 
 PALETTE = dict(zip(PRETRAININGS, sns.color_palette("colorblind", len(PRETRAININGS))))
+SPREAD = "±1 sd over seeds as bars and bands; hollow markers: one seed"
 
 
 def _title(records: pd.DataFrame, what: str) -> str:
@@ -33,16 +34,39 @@ def _title(records: pd.DataFrame, what: str) -> str:
 
 
 def _panel(ax, rows: pd.DataFrame, metric: str, thresholds: pd.DataFrame | None, stands_for: str) -> None:
-    for pretraining, group in rows.groupby("pretraining", sort=False):
+    """One pre-training per colour: IMP tickets as a line with ±1 standard deviation over seeds (a hollow
+    marker where one seed is all there is), the dense model as a dashed line in a ±1 sd band. Records of
+    another precision are drawn apart (dash-dotted), never averaged in."""
+    # Per seed first (records of one seed that differ only in what a figure ignores are one value), then
+    # over seeds.
+    keys = ["pretraining", "precision", "ticket", "sparsity"]
+    per_seed = rows.groupby([*keys, "seed"], sort=False).value.mean()
+    spread = per_seed.groupby(level=keys, sort=False).agg(["mean", "std", "size"]).reset_index()
+    precisions = sorted(set(spread.precision))
+    for (pretraining, precision), group in spread.groupby(["pretraining", "precision"], sort=False):
         color = PALETTE[pretraining]
-        curve = group[group.ticket == "imp"].groupby("sparsity").value.mean()
+        style = "-" if precision == precisions[0] else "-."
+        label = PRETRAINING_LABELS[pretraining] + (f" ({precision})" if len(precisions) > 1 else "")
+        curve = group[group.ticket == "imp"].sort_values("sparsity")
         if not curve.empty:
-            ax.plot(100 * curve.index, curve.values, "o-", color=color, label=PRETRAINING_LABELS[pretraining])
-        dense = group[group.ticket == "dense"].value
+            x = 100 * curve.sparsity
+            ax.errorbar(
+                x, curve["mean"], yerr=curve["std"].fillna(0), fmt="o" + style, color=color, capsize=3, label=label
+            )
+            single = curve["size"] == 1
+            ax.plot(x[single], curve["mean"][single], "o", color=color, markerfacecolor="white", zorder=3)
+        dense = group[group.ticket == "dense"]
         if not dense.empty:
-            ax.axhline(dense.mean(), color=color, linestyle="--", linewidth=1)
+            mean, sd = dense["mean"].iloc[0], dense["std"].iloc[0]
+            ax.axhline(mean, color=color, linestyle="--" if style == "-" else "-.", linewidth=1)
+            if sd > 0:
+                ax.axhspan(mean - sd, mean + sd, color=color, alpha=0.12, linewidth=0)
         if thresholds is not None:
-            hit = thresholds[(thresholds.pretraining == pretraining) & (thresholds.stands_for == stands_for)]
+            hit = thresholds[
+                (thresholds.pretraining == pretraining)
+                & (thresholds.stands_for == stands_for)
+                & (thresholds.precision == precision)
+            ]
             for value in hit.highest_sparsity.dropna():
                 ax.axvline(100 * value, color=color, linestyle=":", linewidth=1.5)
     ax.set_xlabel("sparsity (% of backbone Conv2d weights)")
@@ -85,7 +109,9 @@ def transfer_figure(
     _pretraining_legend(axes[0][0])
     what = "Standard transfer" if regime == "std" else f"Adversarial transfer ({checkpoint} checkpoint)"
     fig.suptitle(
-        _title(rows, what) + "\nIMP tickets (lines), dense model (dashed), highest double-win sparsity (dotted)"
+        _title(rows, what)
+        + f"\nIMP tickets (lines), dense model (dashed), highest double-win sparsity (dotted);\n{SPREAD}",
+        fontsize="small",  # the captions fit a figure of one data set
     )
     return fig
 
@@ -120,7 +146,10 @@ def data_limited_figure(records: pd.DataFrame, *, adv_checkpoint: str = "best_ra
                 _panel(ax, part[part.stands_for == stands_for], metric, None, stands_for)
             ax.set_title(f"{fraction:g} of the training data: {regime} transfer {metric}")
     _pretraining_legend(axes[0][0])
-    fig.suptitle(_title(rows, "Data-limited transfer") + "\nIMP tickets (lines), dense model (dashed)")
+    fig.suptitle(
+        _title(rows, "Data-limited transfer") + f"\nIMP tickets (lines), dense model (dashed);\n{SPREAD}",
+        fontsize="small",
+    )
     return fig
 
 
