@@ -12,33 +12,20 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
 import torch.distributed as dist
 
-from . import distributed, paths
-from .engine import Precision
-from .paths import Roots
-from .tickets import ImpConfig, LevelTrainer
+from . import distributed
+from .tickets import LevelTrainer
 
 
 def main(argv: list[str]) -> int:
-    job, level = json.loads(argv[0]), int(argv[1])
-    ranks = distributed.init(job["device"])
-    config = ImpConfig(**job["config"])
-    roots = Roots(*(Path(job["roots"][name]) for name in ("data_root", "run_root", "weights_dir")))
-    folder = paths.level_training_dir(roots.imp_ladder(config, job["seed"]), level)
+    job, level = argv[0], int(argv[1])
+    ranks = distributed.init(json.loads(job)["device"])
     try:
-        device = f"cuda:{ranks.local}" if job["device"] == "cuda" else "cpu"
-        precision = Precision.for_device(device, bf16=job["bf16"])
-        imagenet_root = Path(job["imagenet_root"]) if job["imagenet_root"] else None
-        progress = job["progress"] if ranks.main else "off"
-        trainer = LevelTrainer(
-            config, roots, precision, job["seed"], imagenet_root, job["workers"], progress, ranks, job["decoder"]
-        )
-        trainer(level)
+        LevelTrainer.from_job(job, ranks)(level)
     except BaseException as err:
-        distributed.write_error(folder, ranks, err)
+        distributed.write_error(LevelTrainer.job_training_dir(job, level), ranks, err)
         raise
     finally:
         dist.destroy_process_group()

@@ -185,6 +185,11 @@ def ladder_table(masks: list[Mask]) -> pd.DataFrame:
     ).set_index("level")
 
 
+def _job_ladder(fields: dict) -> tuple[ImpConfig, Roots]:
+    roots = Roots(*(Path(fields["roots"][name]) for name in ("data_root", "run_root", "weights_dir")))
+    return ImpConfig(**fields["config"]), roots
+
+
 @dataclass
 class LevelTrainer:
     """Trains the levels of one ladder on this process (`imp.next_level`), its inputs built once."""
@@ -200,9 +205,56 @@ class LevelTrainer:
     decoder: str = "auto"  # `batches.DECODERS`
 
     @cached_property
-    def _inputs(self) -> tuple[dict, Batches, tuple, tuple]:
+    def source_state(self) -> dict:
+        """θ_p, read once for every level (and for level 1, which `imp.run_imp` prunes from it)."""
+        return sources.load(
+            PROFILES[self.config.profile], self.config.pretraining, self.config.source_eps_255, self.roots
+        )
+
+    def job(self) -> str:
+        """This trainer as the JSON a torchrun worker rebuilds it from (`from_job`), its ranks left out."""
+        return json.dumps(
+            {
+                "config": to_plain(self.config),
+                "roots": to_plain(self.roots),
+                "device": self.precision.device.type,
+                "bf16": self.precision.bf16,
+                "seed": self.seed,
+                "imagenet_root": str(self.imagenet_root or ""),
+                "workers": self.workers,
+                "progress": "phases" if self.progress == "bar" else self.progress,  # a worker shows no bar
+                "decoder": self.decoder,
+            }
+        )
+
+    @classmethod
+    def from_job(cls, job: str, ranks: Ranks) -> LevelTrainer:
+        """The trainer of `job` on one rank of a torchrun worker: its own GPU, and progress shown by rank 0."""
+        fields = json.loads(job)
+        config, roots = _job_ladder(fields)
+        device = f"cuda:{ranks.local}" if fields["device"] == "cuda" else "cpu"
+        return cls(
+            config,
+            roots,
+            Precision.for_device(device, bf16=fields["bf16"]),
+            fields["seed"],
+            Path(fields["imagenet_root"]) if fields["imagenet_root"] else None,
+            fields["workers"],
+            fields["progress"] if ranks.main else "off",
+            ranks,
+            fields["decoder"],
+        )
+
+    @staticmethod
+    def job_training_dir(job: str, level: int) -> Path:
+        """Where a job's level trains into the next one, known even when its trainer cannot be built."""
+        fields = json.loads(job)
+        config, roots = _job_ladder(fields)
+        return paths.level_training_dir(roots.imp_ladder(config, fields["seed"]), level)
+
+    @cached_property
+    def _inputs(self) -> tuple[Batches, tuple, tuple]:
         profile = PROFILES[self.config.profile]
-        state = sources.load(profile, self.config.pretraining, self.config.source_eps_255, self.roots)
         if profile.source_transforms is not None:
             splits = load_splits(profile.source_dataset, self.roots.data_root)
             train = splits.train.take(torch.arange(profile.imp_images))
@@ -210,7 +262,7 @@ class LevelTrainer:
                 positions = subset_positions(train.labels, self.config.source_fraction, "stratified", self.seed)
                 train = train.take(positions)
             batches = ArrayBatches(train, profile.source_transforms, self.precision.device)
-            return state, batches, splits.info.mean, splits.info.std
+            return batches, splits.info.mean, splits.info.std
         if not self.imagenet_root:
             raise MissingInputError(
                 "IMP on ImageNet needs its training images: pass -p imagenet_root "
@@ -233,13 +285,13 @@ class LevelTrainer:
             batches = JpegBatches(samples, PAPER_224, device, self.workers)  # the protocol's ImageNet crops
         else:
             batches = FolderBatches(train_set, None, device, self.workers)
-        return state, batches, IMAGENET_MEAN, IMAGENET_STD
+        return batches, IMAGENET_MEAN, IMAGENET_STD
 
     def __call__(self, level: int) -> Mask:
-        state, batches, mean, std = self._inputs
+        batches, mean, std = self._inputs
         return next_level(
             PROFILES[self.config.profile].arch,
-            state,
+            self.source_state,
             mean,
             std,
             batches,
@@ -268,8 +320,9 @@ def run_imp_ladder(
     check_number("levels", levels, 1, 40, integer=True)
     check_choice("decoder", decoder, DECODERS)
     profile, roots, precision, seed = PROFILES[config.profile], session.roots, session.precision, session.seed
-    state = sources.load(profile, config.pretraining, config.source_eps_255, roots)
     ladder = roots.imp_ladder(config, seed)
+    trainer = LevelTrainer(config, roots, precision, seed, imagenet_root, workers, session.progress, decoder=decoder)
+    state = trainer.source_state  # read before anything of the ladder is written
     # The device is kept for plans that price IMP levels from the ladder's recorded epochs (`costs`).
     write_config(
         paths.config_file(ladder),
@@ -280,26 +333,13 @@ def run_imp_ladder(
         device_batch=config.device_batch,
         decoder=decoder,
     )
-    trainer = LevelTrainer(config, roots, precision, seed, imagenet_root, workers, session.progress, decoder=decoder)
     if config.processes > 1:
         launch = launch or Launch(nproc_per_node=config.processes)
         if launch.world != config.processes:
             raise InputError(
                 f"This ladder trains on {config.processes} processes, but the launch starts {launch.world}."
             )
-        job = json.dumps(
-            {
-                "config": to_plain(config),
-                "roots": to_plain(roots),
-                "device": precision.device.type,
-                "bf16": precision.bf16,
-                "seed": seed,
-                "imagenet_root": str(imagenet_root or ""),
-                "workers": workers,
-                "progress": "phases" if session.progress == "bar" else session.progress,
-                "decoder": decoder,
-            }
-        )
+        job = trainer.job()
 
         def train_level(level: int) -> None:
             distributed.launch(
