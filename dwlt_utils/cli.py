@@ -30,9 +30,9 @@ from pathlib import Path
 import nbformat
 import pandas as pd
 
-from . import costs, notebook, plans, search, sweeps
+from . import costs, plans, search, sweeps
 from .errors import DwltError, InputError, check_number
-from .paths import executed_dir, resolve_folder
+from .paths import executed_dir
 from .profiles import get_profile
 from .sweeps import NOTEBOOKS, REPO, grid_cells, parse_grid, parse_value, run_local, sweep_dir
 from .vocabulary import PRETRAININGS
@@ -148,8 +148,20 @@ def _grid_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _fixed(args: argparse.Namespace) -> dict:
+    """The `-p NAME VALUE` parameters."""
+    return {name: parse_value(value) for name, value in args.p}
+
+
+def _search_group(args: argparse.Namespace) -> tuple[dict, int]:
+    """The parameters of a search's cells and the highest level it searches (`search` and `plan search`)."""
+    fixed = _fixed(args)
+    fixed.update(pretraining=args.pretraining, dataset=args.dataset, data_fraction=args.data_fraction)
+    return fixed, args.levels or get_profile(fixed.get("quick", False)).levels
+
+
 def _cells(args: argparse.Namespace) -> list[sweeps.Cell]:
-    fixed = {name: parse_value(value) for name, value in args.p}
+    fixed = _fixed(args)
     grid = parse_grid(args.grid)
     if args.seeds is not None:  # each seed its own run beside the others: a grid over `seed`
         if "seed" in grid or "seed" in fixed:
@@ -183,10 +195,8 @@ def _slurm_options(args: argparse.Namespace) -> sweeps.SlurmOptions:
 
 
 def _search(args: argparse.Namespace) -> int:
-    fixed = {name: parse_value(value) for name, value in args.p}
-    fixed.update(pretraining=args.pretraining, dataset=args.dataset, data_fraction=args.data_fraction)
+    fixed, top = _search_group(args)
     seeds = _seeds(args)
-    top = args.levels or get_profile(fixed.get("quick", False)).levels
     runner = search.Runner(args.executor, args.jobs, _slurm_options(args))
     found = search.search(
         fixed, top_level=top, seeds=seeds, out=args.out or sweep_dir(fixed), runner=runner, confirm=args.confirm
@@ -207,17 +217,14 @@ def _status(args: argparse.Namespace) -> int:
 
 def _plan(args: argparse.Namespace) -> int:
     check_number("--gpus", args.gpus, 1, 1_000_000, integer=True)
-    fixed = {name: parse_value(value) for name, value in args.p}
-    run_root = resolve_folder("run_root", fixed.get("run_root", sweeps.NOTEBOOK_RUN_ROOT), notebook.working_root())
-    pricer = costs.Pricer(run_root, args.bench, args.prices)
+    pricer = costs.Pricer(sweeps.run_root_of(_fixed(args)), args.bench, args.prices)
     if args.what == "sweep":
         found = [plans.sweep_plan(_cells(args), pricer)]
     elif args.what == "search":
-        fixed.update(pretraining=args.pretraining, dataset=args.dataset, data_fraction=args.data_fraction)
-        top = args.levels or get_profile(fixed.get("quick", False)).levels
+        fixed, top = _search_group(args)
         found = [plans.search_plan(fixed, top_level=top, seeds=_seeds(args), pricer=pricer, confirm=args.confirm)]
     else:
-        found = list(plans.paper_plans(fixed, seeds=_seeds(args), pricer=pricer))
+        found = list(plans.paper_plans(_fixed(args), seeds=_seeds(args), pricer=pricer))
     for plan in found:
         print(plan.describe(args.gpus), end="\n\n")
     if len(found) == 2:

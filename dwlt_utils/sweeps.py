@@ -55,10 +55,15 @@ def notebook_defaults(path: Path) -> dict[str, Any]:
     return defaults
 
 
+def run_root_of(fixed: dict) -> Path:
+    """The run root the notebooks of these parameters use, resolved as they resolve it (the notebooks'
+    default run root when the parameters do not set one)."""
+    return resolve_folder("run_root", fixed.get("run_root", NOTEBOOK_RUN_ROOT), notebook.working_root())
+
+
 def sweep_dir(fixed: dict) -> Path:
-    """Where a sweep keeps its executed notebooks: in the run root its notebooks use, resolved as they
-    resolve it (the notebooks' default run root when the sweep does not set one)."""
-    return executed_dir(resolve_folder("run_root", fixed.get("run_root", NOTEBOOK_RUN_ROOT), notebook.working_root()))
+    """Where a sweep keeps its executed notebooks: in the run root its notebooks use."""
+    return executed_dir(run_root_of(fixed))
 
 
 def grid_cells(notebook_path: Path, fixed: dict, grid: dict[str, list], out: Path) -> list[Cell]:
