@@ -130,6 +130,11 @@ def _defaults_05(fixed: dict[str, Any]) -> dict[str, Any]:
     return {**notebook_defaults(search.NOTEBOOK), **fixed}
 
 
+def _cell_05(fixed: dict[str, Any], seed: int) -> dict[str, Any]:
+    """The parameters of a notebook 05 cell of one group and seed, both regimes (as a search runs it)."""
+    return {**_defaults_05(fixed), "seed": seed, "regimes": list(REGIMES)}
+
+
 class _Runs:
     """Transfer runs priced once each: a dense baseline that several cells share is one job."""
 
@@ -228,7 +233,7 @@ def _search_stages(
     dense, step = Stage("dense models"), []
     for fixed in groups:
         for seed in seeds:
-            base = {**_defaults_05(fixed), "seed": seed, "regimes": list(REGIMES)}
+            base = _cell_05(fixed, seed)
             dense_jobs = runs.price(search.NOTEBOOK.stem, {**base, "ticket": "dense", "sparsity": 0})
             if dense_jobs:
                 dense.jobs.append(_merged(dense_jobs, "dense, std + adv transfer"))
@@ -286,7 +291,7 @@ def paper_plans(fixed: dict[str, Any], *, seeds: list[int], pricer: Pricer) -> t
     runs, every = _Runs(pricer), Stage("transfer, every level")
     for fixed_group in groups:
         for seed in seeds:
-            base = {**_defaults_05(fixed_group), "seed": seed, "regimes": list(REGIMES)}
+            base = _cell_05(fixed_group, seed)
             every.jobs += runs.price(search.NOTEBOOK.stem, {**base, "ticket": "dense", "sparsity": 0})
             for level in range(1, top + 1):
                 every.jobs += runs.price(
