@@ -9,7 +9,8 @@ below its own (tests/unit/test_layout.py holds the package to this order):
    `train`, `imp`, `checkpoints`, `results`;
 3. the profiles (`profiles`: paper and quick) and what they draw (`plotting`);
 4. the session every notebook starts (`notebook`);
-5. one module per notebook step: `sources` (01), `tickets` (02), `transfer` (03-05), `report` (06);
+5. one module per notebook step: `sources` (01), `tickets` (02), `transfer` (03-05) and `autoattack` (their
+   AutoAttack check beside PGD-20), `report` (06);
 6. running many cells and entry points: `jobs` (the light job of one cell), `sweeps` (cells as submitit jobs
    and their state), `search` (the threshold search), `bench` (the speed benchmark), `costs` (what a run
    costs before it runs), `plans` (GPU-hours and wall time of a sweep, a search or the paper), `cli`.

@@ -13,8 +13,9 @@
 
 A run directory (a training or a transfer cell) holds `config.json` (its full configuration), `metrics.csv`
 (one row per epoch), `resume.pt` (the state to resume from), `best_sa.pt` / `best_ra.pt` (the checkpoints
-kept on validation), `train_indices.json` (the training images used), `records.csv` (the results) and
-`.lock` (held while it trains). `<hash>` is the configuration's identity (`config.config_hash`); replicates
+kept on validation), `train_indices.json` (the training images used), `records.csv` (the results),
+`autoattack-<N>.csv` (AutoAttack beside PGD-20 on its first N test images, when asked for) and `.lock` (held
+while it trains). `<hash>` is the configuration's identity (`config.config_hash`); replicates
 of one configuration differ in `seed_<s>` only.
 """
 
@@ -29,6 +30,7 @@ from .errors import InputError
 from .vocabulary import source_key
 
 RECORDS = "records.csv"  # the name `results.load` collects under a root
+AUTOATTACK_RECORDS = "autoattack-*.csv"  # a cell's AutoAttack checks, apart from its records
 
 
 # Files of a run directory
@@ -38,6 +40,11 @@ def config_file(run: Path) -> Path:
 
 def records_file(run: Path) -> Path:
     return Path(run) / RECORDS
+
+
+def autoattack_file(run: Path, images: int) -> Path:
+    """The records of a cell's AutoAttack check on its first `images` test images."""
+    return Path(run) / AUTOATTACK_RECORDS.replace("*", str(images))
 
 
 def metrics_file(run: Path) -> Path:

@@ -61,6 +61,7 @@ class Profile:
     pretrain: Mapping[str, TrainConfig] = field(default_factory=dict, repr=False)
     source_eps_255: int | None = None  # the one ε of the robust sources it pre-trains (None: published ones)
     eval_batch_size: int = 256
+    autoattack_images: int = 1000  # the first N test images AutoAttack runs on (`eval_attack="autoattack"`)
 
     @property
     def source_dataset(self) -> str:
@@ -176,6 +177,7 @@ QUICK = Profile(
     },
     source_eps_255=_QUICK_SOURCE_EPS_255,
     eval_batch_size=300,
+    autoattack_images=20,
 )
 PROFILES = {profile.name: profile for profile in (PAPER, QUICK)}
 

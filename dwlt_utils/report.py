@@ -7,22 +7,25 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import io, results
+from . import io, paths, results
+from .autoattack import GAP_FLAG
 from .errors import InputError, MissingInputError, check_choice, check_number
 from .plotting import missing_cells
 from .profiles import Profile
-from .vocabulary import CHECKPOINTS
+from .vocabulary import CHECKPOINTS, STD_DATA
 
 
-def check_options(*, tol: float, adv_checkpoint: str, rule: str = "tol") -> None:
+def check_options(*, tol: float, adv_checkpoint: str, rule: str = "tol", std_data: str = "budget") -> None:
     check_number("tol (percentage points)", tol, 0, 100)
     check_choice("adv_checkpoint", adv_checkpoint, CHECKPOINTS)
     check_choice("rule", rule, results.RULES)
+    check_choice("std_data", std_data, STD_DATA)
 
 
-def profile_records(run_root: Path, profile: str, *, seed: int = 0) -> pd.DataFrame:
-    """Every record of one profile under `run_root` (of one seed when seed > 0)."""
-    records = results.load(run_root)
+def profile_records(run_root: Path, profile: str, *, seed: int = 0, checks: bool = False) -> pd.DataFrame:
+    """Every record of one profile under `run_root` (of one seed when seed > 0); with `checks`, the records
+    of the AutoAttack checks instead of the cells'."""
+    records = results.load(run_root, paths.AUTOATTACK_RECORDS if checks else paths.RECORDS)
     records = records[records.profile == profile]
     return records[records.seed == seed] if seed else records
 
@@ -37,18 +40,20 @@ def require_records(records: pd.DataFrame, run_root: Path, profile: str, *, seed
         )
 
 
-def thresholds(records: pd.DataFrame, *, tol: float, adv_checkpoint: str, rule: str = "tol") -> pd.DataFrame:
-    return results.highest_double_win(records, tol=tol, adv_checkpoint=adv_checkpoint, rule=rule)
+def thresholds(records: pd.DataFrame, **decision) -> pd.DataFrame:
+    """`results.highest_double_win` with 06's decision options (tol, adv_checkpoint, rule, std_data)."""
+    return results.highest_double_win(records, **decision)
 
 
-def decisions(records: pd.DataFrame, *, tol: float, adv_checkpoint: str, rule: str = "tol") -> pd.DataFrame:
-    return results.double_win_table(records, tol=tol, adv_checkpoint=adv_checkpoint, rule=rule)
+def decisions(records: pd.DataFrame, **decision) -> pd.DataFrame:
+    """`results.double_win_table` with 06's decision options."""
+    return results.double_win_table(records, **decision)
 
 
 SENSITIVITY_TOLS = (0.0, 0.5, 1.0)
 
 
-def sensitivity(records: pd.DataFrame, *, adv_checkpoint: str) -> pd.DataFrame:
+def sensitivity(records: pd.DataFrame, *, adv_checkpoint: str, std_data: str = "budget") -> pd.DataFrame:
     """The highest double-win level of every group as the decision changes: a column per rule (`tol` at 0,
     0.5 and 1 point, and `sd`), a row per group on the mean of all its seeds and on its first seed alone.
     "none": no level is double-win; "undecided": the rule could decide no level (`sd` with one seed)."""
@@ -62,7 +67,9 @@ def sensitivity(records: pd.DataFrame, *, adv_checkpoint: str) -> pd.DataFrame:
     rows = []
     for seeds, subset in subsets:
         for label, rule, tol in decisions:
-            highest = results.highest_double_win(subset, tol=tol, adv_checkpoint=adv_checkpoint, rule=rule)
+            highest = results.highest_double_win(
+                subset, tol=tol, adv_checkpoint=adv_checkpoint, rule=rule, std_data=std_data
+            )
             said = [
                 "undecided"
                 if row.n_missing == row.n_levels
@@ -77,6 +84,23 @@ def sensitivity(records: pd.DataFrame, *, adv_checkpoint: str) -> pd.DataFrame:
         index=[*keys, "seeds"], columns="decision", values="highest_level", aggfunc="first", dropna=False
     )
     return wide[[label for label, _, _ in decisions]].reset_index().rename_axis(columns=None)
+
+
+def autoattack_note(robustness: pd.DataFrame) -> str:
+    """A sentence on the AutoAttack checks: none, or how many tickets PGD-20 over-states and which."""
+    if robustness.empty:
+        return "No AutoAttack checks recorded: run notebook 04 or 05 with -p eval_attack autoattack."
+    flagged = robustness[robustness.flag]
+    said = "; ".join(
+        f"{row.pretraining} {row.ticket}"
+        + ("" if row.ticket == "dense" else f" at {row.sparsity:.2%}")
+        + f" (data fraction {row.data_fraction:g}): {row.gap:.1f} points"
+        for row in flagged.itertuples()
+    )
+    return (
+        f"{len(robustness)} checked, {len(flagged)} with PGD-20 RA more than {GAP_FLAG:g} points above AutoAttack's"
+        + (f": {said}." if said else ".")
+    )
 
 
 def paper_comparison(highest: pd.DataFrame) -> pd.DataFrame:
@@ -141,11 +165,13 @@ def write_tables(
     decisions: pd.DataFrame,
     comparison: pd.DataFrame,
     sensitivity: pd.DataFrame | None = None,
+    autoattack: pd.DataFrame | None = None,
     overwrite: bool = False,
 ) -> list[Path]:
     """Write the tidy tables of one profile to `<results_dir>/<profile>/` (each file replaced atomically): the
     records, the thresholds, the decisions, the thresholds beside the paper's with a note on each row, and
-    how the thresholds move with the decision rule (`sensitivity`, when given).
+    how the thresholds move with the decision rule (`sensitivity`) and PGD-20 beside AutoAttack (`autoattack`),
+    when given.
     A table that holds more rows than its replacement is kept, and nothing is written, unless `overwrite`."""
     folder = Path(results_dir) / profile
     # Not "records.csv": that name marks a run directory's own records, which results.load collects.
@@ -157,8 +183,9 @@ def write_tables(
             ("double_win", decisions),
             ("paper_comparison", comparison),
             ("sensitivity", sensitivity),
+            ("autoattack", autoattack),
         )
-        if frame is not None
+        if frame is not None and not (name == "autoattack" and frame.empty)
     }
     if not overwrite:
         for path, frame in tables.items():

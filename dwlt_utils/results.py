@@ -23,7 +23,7 @@ from scipy import stats
 from . import __version__, paths
 from .errors import InputError, MissingInputError
 from .io import write_text
-from .vocabulary import CHECKPOINTS, METRICS, PRETRAININGS, PROFILES, REGIMES, SUBSETS, TICKETS
+from .vocabulary import CHECKPOINTS, METRICS, PRETRAININGS, PROFILES, REGIMES, STD_DATA, SUBSETS, TICKETS
 
 # The record schema, in column order: what is reproduced, then how, then what it cost.
 SCHEMA: dict[str, type] = {
@@ -208,8 +208,9 @@ def recorded(run_dir: Path) -> bool:
     return paths.records_file(run_dir).is_file()
 
 
-def write_records(run_dir: Path, records: list[dict]) -> Path:
-    """Atomically replace the run's records file with these records: a rerun never duplicates rows."""
+def write_records(run_dir: Path, records: list[dict], path: Path | None = None) -> Path:
+    """Atomically replace the run's records file (or `path`) with these records: a rerun never duplicates
+    rows."""
     frame = to_frame(records)
     repeated = frame[frame.duplicated(list(IDENTITY), keep=False)]
     if not repeated.empty:
@@ -219,13 +220,14 @@ def write_records(run_dir: Path, records: list[dict]) -> Path:
             f"(e.g. {row.ticket} level {row.level} {row.regime} {row.metric} {row.checkpoint} "
             f"seed {row.seed})."
         )
-    return write_text(paths.records_file(run_dir), frame.to_csv(index=False, lineterminator="\n"))
+    return write_text(path or paths.records_file(run_dir), frame.to_csv(index=False, lineterminator="\n"))
 
 
-def load(root: Path) -> pd.DataFrame:
-    """Every records file under `root` (path order, then file order); a missing or empty root gives no rows."""
+def load(root: Path, pattern: str = paths.RECORDS) -> pd.DataFrame:
+    """Every records file under `root` (path order, then file order); a missing or empty root gives no rows.
+    `pattern` names other files of records, e.g. the AutoAttack checks (`paths.AUTOATTACK_RECORDS`)."""
     root = Path(root)
-    files = root.rglob(paths.RECORDS) if root.is_dir() else []
+    files = root.rglob(pattern) if root.is_dir() else []
     frames = [_read_records(p) for p in sorted(files, key=lambda p: p.relative_to(root).as_posix())]
     if not frames:
         return to_frame([])
@@ -325,7 +327,13 @@ def summarize(records: pd.DataFrame) -> pd.DataFrame:
 
 
 def double_win_table(
-    df: pd.DataFrame, *, tol: float = 0.0, adv_checkpoint: str = "best_ra", ticket: str = "imp", rule: str = "tol"
+    df: pd.DataFrame,
+    *,
+    tol: float = 0.0,
+    adv_checkpoint: str = "best_ra",
+    ticket: str = "imp",
+    rule: str = "tol",
+    std_data: str = "budget",
 ) -> pd.DataFrame:
     """One row per group, setting and ticket level: the three ticket values, the three dense values (means
     over seeds, with their counts `*_n`), each condition `*_ok` (NA when a value is missing) and the status
@@ -333,9 +341,14 @@ def double_win_table(
 
     A ticket is compared with the dense model trained by the same recipe in each regime. Standard and
     adversarial transfer have their own recipes, so a run that shortens them deviates differently in each;
-    the row's `deviations` names both (`std transfer: ...; adv transfer: ...`) and the ticket's ladder's."""
+    the row's `deviations` names both (`std transfer: ...; adv transfer: ...`) and the ticket's ladder's.
+    With `std_data="all"` a data-limited group reads standard transfer from the full-data cells, as the official
+    code trains it (`vocabulary.STD_DATA`); the row's `std_data` says which was read."""
     _require(rule in RULES, f"rule must be one of {list(RULES)}, got {rule!r}.")
+    _require(std_data in STD_DATA, f"std_data must be one of {list(STD_DATA)}, got {std_data!r}.")
     rows = _decision_rows(df, tol=tol, adv_checkpoint=adv_checkpoint, ticket=ticket)
+    if std_data == "all":
+        rows = _full_data_std(rows)
     base = [k for k in GROUP_KEYS if k != "deviations"]
     parts = rows.deviations.str.split("; ")
     rows["ladder_dev"] = parts.map(lambda ps: "; ".join(p for p in ps if p.startswith(LADDER_DEVIATION)))
@@ -386,7 +399,7 @@ def double_win_table(
     table["status"] = np.where(
         oks.isna().any(axis=1), "missing", np.where(oks.fillna(False).all(axis=1), "double-win", "not")
     )
-    table["adv_checkpoint"], table["tol"], table["rule"] = adv_checkpoint, float(tol), rule
+    table["adv_checkpoint"], table["tol"], table["rule"], table["std_data"] = adv_checkpoint, float(tol), rule, std_data
 
     keys = list(GROUP_KEYS)
     per_value = [
@@ -404,6 +417,7 @@ def double_win_table(
         "adv_checkpoint",
         "tol",
         "rule",
+        "std_data",
         *per_value,
         "status",
     ]
@@ -446,6 +460,17 @@ def _decision_rows(df: pd.DataFrame, *, tol: float, adv_checkpoint: str, ticket:
     return rows
 
 
+def _full_data_std(rows: pd.DataFrame) -> pd.DataFrame:
+    """The decision's rows with standard transfer of every data-limited group read from the full-data cells of
+    its profile, pre-training, data set and precision (the budget's own standard-transfer records are left out)."""
+    std = rows.quantity == "sa_std"
+    full = rows[std & (rows.data_fraction == 1)]
+    same = ["profile", "pretraining", "dataset", "stands_for", "precision"]
+    budgets = rows[~std & (rows.data_fraction < 1)][[*same, "data_fraction", "subset"]].drop_duplicates()
+    borrowed = full.drop(columns=["data_fraction", "subset"]).merge(budgets, on=same)
+    return pd.concat([rows[~std | (rows.data_fraction == 1)], borrowed[rows.columns]], ignore_index=True)
+
+
 def _refuse_repeats(rows: pd.DataFrame, cell: list[str], before: str) -> None:
     """Two runs measuring the same cell with the same seed would be averaged as if they were two seeds."""
     repeated = rows[rows.duplicated([*cell, "seed"], keep=False)]
@@ -467,13 +492,19 @@ def _one_per(rows: pd.DataFrame, keys: list[str], column: str) -> pd.DataFrame:
 
 
 def highest_double_win(
-    df: pd.DataFrame, *, tol: float = 0.0, adv_checkpoint: str = "best_ra", ticket: str = "imp", rule: str = "tol"
+    df: pd.DataFrame,
+    *,
+    tol: float = 0.0,
+    adv_checkpoint: str = "best_ra",
+    ticket: str = "imp",
+    rule: str = "tol",
+    std_data: str = "budget",
 ) -> pd.DataFrame:
     """One row per group: the largest double-win sparsity and its level (NaN/NA when none), the smallest
     sparsity that is "not" (`first_failure_*`), how many levels were missing, `missing_above`: True
     when a level above the reported threshold (or, with no double-win, any level) is missing, so the true
     threshold may be higher, and `failure_below`: True when a "not" level sits below the threshold."""
-    table = double_win_table(df, tol=tol, adv_checkpoint=adv_checkpoint, ticket=ticket, rule=rule)
+    table = double_win_table(df, tol=tol, adv_checkpoint=adv_checkpoint, ticket=ticket, rule=rule, std_data=std_data)
     keys = list(GROUP_KEYS)
     rows = []
     for key, levels in table.groupby(keys, sort=True):
@@ -489,6 +520,7 @@ def highest_double_win(
                 "adv_checkpoint": adv_checkpoint,
                 "tol": float(tol),
                 "rule": rule,
+                "std_data": std_data,
                 "highest_sparsity": best.sparsity if best is not None else np.nan,
                 "highest_level": best.level if best is not None else pd.NA,
                 "first_failure_sparsity": first_failure.sparsity if first_failure is not None else np.nan,
@@ -511,6 +543,7 @@ def highest_double_win(
         "adv_checkpoint",
         "tol",
         "rule",
+        "std_data",
         "highest_sparsity",
         "highest_level",
         "first_failure_sparsity",

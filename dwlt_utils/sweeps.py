@@ -30,7 +30,7 @@ import nbformat
 import pandas as pd
 import submitit
 
-from . import io, notebook, paths, tickets, transfer
+from . import autoattack, io, notebook, paths, tickets, transfer
 from .errors import DwltError, InputError, check_number
 from .jobs import Cell, RunCell, read_state, submitting, write_state
 from .paths import executed_dir, resolve_folder
@@ -115,7 +115,8 @@ def _made(cell: Cell) -> tuple[bool | None, bool, float]:
     session = session_for(parameters)
     if name in (*transfer.NOTEBOOK_REGIMES, "05_data_limited"):
         runs = transfer.notebook_runs(name, parameters, session)
-        finished = [d for c, d in runs if transfer.run_finished(c, d)]
+        check = autoattack.notebook_check(parameters, session, [c for c, _ in runs])
+        finished = [d for c, d in runs if transfer.run_finished(c, d) and (check is None or check.done(c, d))]
         held = any(io.lock_held(paths.lock_file(d)) for _, d in runs)
         wall = sum(_records_wall(d) for d in finished)
         return len(finished) == len(runs), held, wall

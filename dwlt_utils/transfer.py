@@ -18,11 +18,12 @@ from typing import Any
 import matplotlib.pyplot as plt
 import pandas as pd
 import torch
+import torch.nn as nn
 
 from . import io, paths, plotting, results, sources, vocabulary
 from .batches import ArrayBatches
 from .config import config_hash, write_config
-from .data import ImageArrays, check_trainable, dataset_info, limit_train, load_splits, missing_phrase
+from .data import DatasetInfo, ImageArrays, check_trainable, dataset_info, limit_train, load_splits, missing_phrase
 from .errors import DwltError, InputError, MissingInputError, check_choice, check_number
 from .evaluate import evaluate
 from .models import backbone_holding, replace_fc, with_normalization
@@ -32,7 +33,7 @@ from .profiles import PROFILES, Profile
 from .pruning import Mask, level_for_sparsity, printed_sparsity
 from .tickets import ImpConfig, imp_ticket, imp_ticket_missing, one_shot_ticket
 from .train import TrainConfig, fit, load_selected, read_metrics
-from .vocabulary import PRETRAININGS, REGIMES, SUBSETS, TICKETS, source_key
+from .vocabulary import PRETRAININGS, REGIMES, STD_BUDGET_DEVIATION, STD_DATA, SUBSETS, TICKETS, source_key
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,7 @@ class TransferConfig:
         ticket_seed: int = 1,
         data_fraction: float = 1.0,
         subset: str = "first",
+        std_data: str = "budget",
         epochs: int = 0,
         eps_255: float = 8,
         train_steps: int = 10,
@@ -88,6 +90,9 @@ class TransferConfig:
         used = dataset_info(profile.dataset(dataset))
         check_trainable("data_fraction", data_fraction, used.train_size, f"{used.name} training images")
         check_choice("subset", subset, SUBSETS)
+        check_choice("std_data", std_data, STD_DATA)
+        if regime == "std" and std_data == "all":  # the official code: the full-data cell, whatever the budget
+            data_fraction, subset = 1.0, "first"
         check_number("epochs", epochs, 0, 10_000, integer=True)
         check_number("ticket_seed", ticket_seed, 0, 2**31 - 1, integer=True)
         for name, value in (("eps_255", eps_255), ("source_eps_255", source_eps_255)):
@@ -161,6 +166,8 @@ class TransferConfig:
         ):
             if ours != theirs:
                 out.append(f"{name} {ours.describe()} instead of {theirs.describe()}")
+        if self.regime == "std" and self.data_fraction < 1:
+            out.append(STD_BUDGET_DEVIATION)
         if self.val_images:
             out.append(f"validated on the first {self.val_images:,} validation images only")
         if self.test_images:
@@ -286,12 +293,10 @@ def _train_and_test(
         splits = limit_train(splits, config.data_fraction, config.subset, seed)
     splits = replace(
         splits,
-        val=_first(splits.val, config.val_images),
-        test=_first(splits.test, config.test_images),
+        val=first_images(splits.val, config.val_images),
+        test=first_images(splits.test, config.test_images),
     )
-    backbone = backbone_holding(profile.arch, sources.load(profile, config.pretraining, config.source_eps_255, roots))
-    replace_fc(backbone, splits.info.num_classes, seed)
-    model = with_normalization(backbone, splits.info.mean, splits.info.std)
+    model, backbone = cell_model(config, roots, splits.info, seed)
     mask = ticket_mask(config, roots)
 
     if force:
@@ -379,7 +384,16 @@ def _train_and_test(
     return results.to_frame(records)
 
 
-def _first(images: ImageArrays, n: int) -> ImageArrays:
+def cell_model(config: TransferConfig, roots: Roots, info: DatasetInfo, seed: int) -> tuple[nn.Module, nn.Module]:
+    """The cell's model before training (θ_p, a fresh classifier of the seed, the data set's normalisation
+    inside) and its backbone."""
+    profile = PROFILES[config.profile]
+    backbone = backbone_holding(profile.arch, sources.load(profile, config.pretraining, config.source_eps_255, roots))
+    replace_fc(backbone, info.num_classes, seed)
+    return with_normalization(backbone, info.mean, info.std), backbone
+
+
+def first_images(images: ImageArrays, n: int) -> ImageArrays:
     """The first n images (0: all of them)."""
     return images.take(torch.arange(min(n, len(images)))) if n else images
 

@@ -54,6 +54,13 @@ SUBSETS = {
     "stratified": "N images of the training split with every class in its proportion, drawn from the seed",
 }
 
+# What standard transfer trains on in a data-limited cell (notebook 05's `std_data`).
+STD_DATA = {
+    "budget": "the same data budget as adversarial transfer (this project's choice)",
+    "all": "all the training data whatever the budget, as the official code does (the full-data cell)",
+}
+STD_BUDGET_DEVIATION = "standard transfer on the data budget (the official code trains it on all the training data)"
+
 CHECKPOINTS = {
     "best_sa": "the epoch of best validation SA",
     "best_ra": "the epoch of best validation RA (adversarial transfer only)",

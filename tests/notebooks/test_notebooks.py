@@ -15,10 +15,11 @@ import nbformat
 import papermill as pm
 import pytest
 
-from dwlt_utils import results
+from dwlt_utils import autoattack, paths, results
 from dwlt_utils.cli import render, unclean
 from dwlt_utils.data import DEBIAN_FASHION_MNIST
 from dwlt_utils.io import unreachable
+from dwlt_utils.profiles import QUICK
 
 from executed import NOTEBOOKS, execute, failed_cell, outputs, validation_cell
 
@@ -85,6 +86,29 @@ def test_adversarial_transfer_records(chain):
     assert (rows[rows.metric == "RA"].attack.str.startswith("linf PGD-20 eps=8/255")).all()
     assert (rows.deviations == "3 epochs instead of 6").all()  # a shortened run says so in every record
     assert (rows.profile == "quick").all()
+
+
+@pytest.mark.slow  # AutoAttack's published settings take half a minute per checkpoint on a CPU
+def test_autoattack_runs_beside_pgd20_and_never_finds_more_robustness(chain):
+    out = chain["base"] / "autoattack"
+    out.mkdir()
+    shown = execute("04_adv_transfer", out, **chain["common"], sparsity=SPARSITY, epochs=3, eval_attack="autoattack")
+    table = autoattack.side_by_side(results.load(chain["base"] / "runs", paths.AUTOATTACK_RECORDS))
+    print(table[["ticket", "checkpoint", "images", "RA_pgd", "RA_autoattack", "gap"]].to_string())
+    assert sorted(zip(table.ticket, table.checkpoint)) == [
+        ("dense", "best_ra"),
+        ("dense", "best_sa"),
+        ("imp", "best_ra"),
+        ("imp", "best_sa"),
+    ]
+    assert (table.images == QUICK.autoattack_images).all()
+    assert (table.RA_autoattack <= table.RA_pgd).all()
+    # The check stays apart from the cell's records, which the decision reads, and reruns read it back
+    assert results.load(chain["base"] / "runs").equals(chain["records"])
+    assert any("RA_autoattack" in o["data"]["text/html"] for o in outputs(shown, "text/html"))
+    figures = execute("06_figures", out, **chain["common"], results_dir=str(out / "results"))
+    assert any("2 checked, " in "".join(o.get("text", "")) for c in figures.cells for o in c.get("outputs", []))
+    assert (out / "results" / "quick" / "autoattack.csv").is_file()
 
 
 def test_data_limited_records_and_the_images_they_used(chain):

@@ -32,7 +32,7 @@ FLOORS = [
     ),
     ("profiles", "plotting"),
     ("notebook",),
-    ("sources", "tickets", "imp_worker", "transfer", "report"),
+    ("sources", "tickets", "imp_worker", "transfer", "autoattack", "report"),
     ("jobs", "sweeps", "search", "bench", "costs", "plans", "cli"),
 ]
 ORDER = [name for floor in FLOORS for name in floor]

@@ -472,3 +472,24 @@ def test_the_sensitivity_table_shows_the_threshold_move_with_rule_tol_and_seeds(
     # All three seeds: dense SA_adv 85 ± 1. Seed 1 alone: dense 84, and sd is undefined.
     assert table.loc["all seeds (3)", ["tol 0", "tol 0.5", "tol 1", "sd"]].tolist() == ["none", "none", "10", "10"]
     assert table.loc["seed 1 only", ["tol 0", "tol 0.5", "tol 1", "sd"]].tolist() == ["10", "11", "11", "undecided"]
+
+
+def test_std_data_all_reads_a_data_limited_group_s_standard_transfer_from_the_full_data_cells():
+    budget = dict(data_fraction=0.1)
+    df = frame(
+        cell(0, 95, None, None),  # the full data: standard transfer only (notebook 03)
+        cell(10, 96, None, None),
+        cell(0, 80, 70, 40, **budget),  # the budget: std on it (this project) and adv
+        cell(10, 79, 70, 40, **budget),
+    )
+
+    def limited(table):
+        return table[table.data_fraction == 0.1].iloc[0]
+
+    on_budget = limited(results.double_win_table(df))
+    assert (on_budget.sa_std, on_budget.sa_std_dense, on_budget.status) == (79, 80, "not")
+    official = limited(results.double_win_table(df, std_data="all"))
+    assert (official.sa_std, official.sa_std_dense, official.status, official.std_data) == (96, 95, "double-win", "all")
+    assert results.highest_double_win(df, std_data="all").set_index("data_fraction").highest_level[0.1] == 10
+    with pytest.raises(InputError, match="std_data must be one of"):
+        results.double_win_table(df, std_data="full")

@@ -7,6 +7,7 @@ from dwlt_utils import paths, results, transfer
 from dwlt_utils.config import config_hash
 from dwlt_utils.errors import InputError, MissingInputError
 from dwlt_utils.profiles import QUICK
+from dwlt_utils.vocabulary import STD_BUDGET_DEVIATION
 
 
 def quick_cell(**overrides):
@@ -37,6 +38,15 @@ def test_deviations_say_how_a_cell_departs_from_the_protocol():
     ]
 
 
+def test_data_limited_standard_transfer_trains_on_the_budget_or_as_the_official_code_on_all_the_data():
+    budget = quick_cell(data_fraction=0.5)
+    assert budget.data_fraction == 0.5 and budget.deviations() == [STD_BUDGET_DEVIATION]
+    official = quick_cell(data_fraction=0.5, subset="random", std_data="all")
+    assert official == quick_cell() and official.deviations() == []  # the full-data cell itself
+    adv = quick_cell(regime="adv", data_fraction=0.5, std_data="all")
+    assert adv.data_fraction == 0.5 and adv.deviations() == []  # adversarial transfer keeps its budget
+
+
 @pytest.mark.parametrize(
     "overrides, message",
     [
@@ -48,6 +58,7 @@ def test_deviations_say_how_a_cell_departs_from_the_protocol():
         (dict(ticket="dense", sparsity=0.36), "dense cell has sparsity 0"),
         (dict(ticket="imp", sparsity=0.0), "dense model"),
         (dict(subset="balanced"), "Unknown subset"),
+        (dict(std_data="half"), "Unknown std_data"),
         (dict(epochs=-1), "epochs must be an integer"),
         (dict(regime="both"), "Unknown regime"),
         (

@@ -1,0 +1,204 @@
+"""AutoAttack beside PGD-20: the robustness check of adversarial-transfer cells (`eval_attack="autoattack"`).
+
+PGD over-estimates the robust accuracy of pruned networks; the field reports AutoAttack (Croce & Hein 2020,
+the RobustBench standard). The check evaluates each kept checkpoint of a finished cell on the first N test
+images under both the cell's PGD evaluation attack and the standard AutoAttack, in fp32 and in the same pass,
+and writes the two RA values as records of their own (`paths.autoattack_file`), apart from the cell's: the
+double-win decision reads the protocol's PGD-20 on the whole test split only.
+
+The standard version at its published settings, composed from torchattacks' attacks, since its
+`AutoAttack` class runs 10 iterations per attack instead of 100: APGD-CE (100 iterations), APGD-T and FAB-T
+(100 iterations, the 9 most likely other classes as targets), then Square (5,000 queries), one restart each,
+every attack on the images the earlier ones did not break.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import torch
+import torch.nn as nn
+
+from . import io, paths, results
+from .attacks import attack_context
+from .batches import ArrayBatches
+from .data import dataset_info, load_splits
+from .engine import Precision
+from .errors import InputError, MissingInputError, check_choice, check_number
+from .evaluate import evaluate
+from .notebook import Session
+from .profiles import PROFILES, Profile
+from .train import FitResult, load_selected
+from .transfer import TransferConfig, cell_model, first_images, run_finished
+
+EVAL_ATTACKS = ("pgd20", "autoattack")  # pgd20: the protocol's evaluation only
+GAP_FLAG = 2.0  # percentage points of PGD-20 RA above AutoAttack RA that 06 flags
+
+
+@dataclass(frozen=True)
+class AutoAttack:
+    """The standard AutoAttack, ℓ∞ at ε = eps_255/255, as an attack of `evaluate` (the model takes [0, 1])."""
+
+    eps_255: float
+    iterations: int = 100
+    target_classes: int = 9
+    square_queries: int = 5000
+
+    def describe(self) -> str:
+        return (
+            f"AutoAttack standard (APGD-CE, APGD-T, FAB-T, Square) linf eps={self.eps_255:g}/255, "
+            f"{self.iterations} iterations, {self.target_classes} target classes, {self.square_queries:,} queries"
+        )
+
+    def __call__(
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        torchattacks = _torchattacks()
+        # torchattacks seeds torch's global generators: the seed comes from the evaluation's stream, and
+        # the caller's global random state is kept.
+        seed = int(torch.randint(2**31 - 1, (1,), generator=generator, device=x.device).item())
+        devices = [x.device] if x.device.type == "cuda" else []
+        with attack_context(model, "eval"), torch.random.fork_rng(devices=devices):
+            with torch.no_grad():
+                classes = model(x[:1]).shape[1]
+            targets = min(self.target_classes, classes - 1)
+            eps, steps = self.eps_255 / 255, self.iterations
+            apgd_t = torchattacks.APGDT(model, eps=eps, steps=steps, n_restarts=1, n_classes=classes, seed=seed)
+            fab_t = torchattacks.FAB(
+                model, eps=eps, steps=steps, n_restarts=1, multi_targeted=True, n_classes=classes, seed=seed
+            )
+            apgd_t.n_target_classes = fab_t.n_target_classes = targets
+            attacks = [
+                torchattacks.APGD(model, eps=eps, steps=steps, n_restarts=1, loss="ce", seed=seed),
+                apgd_t,
+                fab_t,
+                torchattacks.Square(model, eps=eps, n_queries=self.square_queries, n_restarts=1, seed=seed),
+            ]
+            return torchattacks.MultiAttack(attacks)(x, y).detach()
+
+
+def _torchattacks():
+    try:
+        import torchattacks
+    except ImportError:
+        raise MissingInputError(
+            'eval_attack "autoattack" needs torchattacks: pip install --no-deps torchattacks==3.5.1 '
+            "(its pinned requests is not needed)."
+        ) from None
+    return torchattacks
+
+
+@dataclass(frozen=True)
+class Check:
+    """What `eval_attack = "autoattack"` adds to a notebook's adversarial cells: PGD and AutoAttack RA of
+    every kept checkpoint on the first `images` test images."""
+
+    images: int
+
+    @classmethod
+    def create(cls, profile: Profile, cells: list[TransferConfig], eval_attack: str, images: int) -> Check | None:
+        """Validate a notebook's `eval_attack` and `autoattack_images` (0: the profile's count, at most the
+        test split) for its cells; None for "pgd20". Raises one sentence."""
+        check_choice("eval_attack", eval_attack, EVAL_ATTACKS)
+        test_size = dataset_info(profile.dataset(cells[0].dataset)).test_size
+        check_number("autoattack_images", images, 0, test_size, integer=True)
+        if eval_attack == "pgd20":
+            return None
+        if not any(cell.regime == "adv" for cell in cells):
+            raise InputError('eval_attack "autoattack" checks adversarial transfer; add "adv" to regimes.')
+        _torchattacks()
+        return cls(images or min(profile.autoattack_images, test_size))
+
+    def file(self, directory: Path) -> Path:
+        return paths.autoattack_file(directory, self.images)
+
+    def done(self, config: TransferConfig, directory: Path) -> bool:
+        """Whether a run has this check (a standard-transfer run needs none)."""
+        return config.regime != "adv" or self.file(directory).is_file()
+
+    def runs(self, cells: list[TransferConfig], *, dense_baseline: bool = True) -> list[TransferConfig]:
+        """The adversarial runs of a notebook's plan it checks: each cell and, when asked, its dense model."""
+        adv = [cell for cell in cells if cell.regime == "adv"]
+        pairs = [[cell.dense(), cell] if dense_baseline and cell.ticket != "dense" else [cell] for cell in adv]
+        return list(dict.fromkeys(run for pair in pairs for run in pair))
+
+    def run(self, cells: list[TransferConfig], session: Session, *, dense_baseline: bool = True) -> pd.DataFrame:
+        """The check's records of every run it covers, measured once and then read from disk."""
+        frames = [self._run_one(config, session) for config in self.runs(cells, dense_baseline=dense_baseline)]
+        return pd.concat(frames, ignore_index=True)
+
+    def _run_one(self, config: TransferConfig, session: Session) -> pd.DataFrame:
+        directory = session.roots.transfer_cell(config, session.seed)
+        if not run_finished(config, directory):
+            raise MissingInputError(f"The AutoAttack check needs the finished run in {directory}; run its cell first.")
+        with io.exclusive(paths.lock_file(directory)):
+            if not self.file(directory).is_file():
+                self._measure(config, session, directory)
+        return results.load(directory, self.file(directory).name)
+
+    def _measure(self, config: TransferConfig, session: Session, directory: Path) -> None:
+        profile = PROFILES[config.profile]
+        splits = load_splits(profile.dataset(config.dataset), session.roots.data_root)
+        test = first_images(splits.test, self.images)
+        # fp32, as AutoAttack's reference runs: a low-precision attack can be a weaker one.
+        precision = Precision.for_device(session.precision.device, bf16=False, channels_last=False)
+        batches = ArrayBatches(test, profile.transforms, precision.device)
+        model, _ = cell_model(config, session.roots, splits.info, session.seed)
+        precision.prepare(model)
+        pgd = config.recipe.val_attack
+        attacks = {pgd.describe(): pgd, (autoattack := AutoAttack(pgd.eps_255)).describe(): autoattack}
+        cell_records = results.load(directory)
+        rows = []
+        for checkpoint in config.recipe.keep:
+            load_selected(model, FitResult(directory), checkpoint)
+            mine = cell_records[(cell_records.metric == "RA") & (cell_records.checkpoint == checkpoint)]
+            measured = ["attack", "value", "wall_s", "timestamp", "torch_version", "dwlt_version", "git_rev"]
+            fields = mine.iloc[0].drop(measured).to_dict()
+            for name, attack in attacks.items():
+                started = time.perf_counter()
+                scores = evaluate(
+                    model.eval(), batches, attack=attack, precision=precision, batch_size=profile.eval_batch_size
+                )
+                rows.append(
+                    results.make_record(
+                        **fields,
+                        attack=f"{name}, fp32, on the first {len(test):,} test images",
+                        value=scores["RA"],
+                        wall_s=time.perf_counter() - started,
+                        git_rev=results.git_revision(),
+                    )
+                )
+        results.write_records(directory, rows, self.file(directory))
+
+
+def side_by_side(checks: pd.DataFrame, *, checkpoint: str | None = None) -> pd.DataFrame:
+    """PGD and AutoAttack RA on the same test images, as means over seeds: one row per group, ticket,
+    checkpoint (only `checkpoint` when given) and image count, with the gap (PGD − AutoAttack) and `flag` when
+    it exceeds `GAP_FLAG` points (PGD then over-states the ticket's robustness)."""
+    rows = checks if checkpoint is None else checks[checks.checkpoint == checkpoint]
+    if rows.empty:
+        return pd.DataFrame()
+    # The attack column reads "<attack>, fp32, on the first <N> test images" (`Check._measure`).
+    name, images = (part for _, part in rows.attack.str.rsplit(", on the first ", n=1, expand=True).items())
+    rows = rows.assign(
+        attack_kind=name.str.startswith("AutoAttack").map({True: "RA_autoattack", False: "RA_pgd"}),
+        images=images.str.split(" ").str[0].str.replace(",", "").astype(int),
+    )
+    keys = [*results.GROUP_KEYS, "regime", "ticket", "level", "sparsity", "checkpoint", "images"]
+    table = rows.pivot_table(index=keys, columns="attack_kind", values="value", aggfunc="mean").reset_index()
+    seeds = rows.groupby(keys).seed.nunique().rename("seeds").reset_index()
+    table = table.merge(seeds, on=keys)
+    table["gap"] = table.RA_pgd - table.RA_autoattack
+    table["flag"] = table.gap > GAP_FLAG
+    table.columns.name = None
+    return table.sort_values(keys, ignore_index=True)
+
+
+def notebook_check(parameters: dict, session: Session, cells: list[TransferConfig]) -> Check | None:
+    """The check a transfer notebook's parameters ask for (None: none), for a sweep deciding what is done."""
+    return Check.create(
+        session.profile, cells, parameters.get("eval_attack", "pgd20"), parameters.get("autoattack_images", 0)
+    )

@@ -1,0 +1,196 @@
+"""AutoAttack beside PGD-20: its published settings, its contract as an attack, the validation of the notebook
+parameters, and the side-by-side table on hand-made records."""
+
+import pytest
+import torch
+import torch.nn as nn
+
+from dwlt_utils import autoattack, results
+from dwlt_utils.attacks import PGD20_EVAL
+from dwlt_utils.autoattack import AutoAttack, Check, side_by_side
+from dwlt_utils.errors import InputError
+from dwlt_utils.evaluate import EVAL_SEED, evaluate
+from dwlt_utils.profiles import QUICK
+from dwlt_utils.transfer import TransferConfig
+
+torchattacks = pytest.importorskip("torchattacks")
+
+
+@pytest.fixture()
+def model():
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 8 * 8, 10)
+    ).eval()
+
+
+@pytest.fixture()
+def batch():
+    g = torch.Generator().manual_seed(1)
+    return torch.rand(12, 3, 8, 8, generator=g), torch.randint(0, 10, (12,), generator=g)
+
+
+def test_the_attacks_are_composed_at_the_published_settings(model, batch, monkeypatch):
+    composed = []
+
+    class Recorded(torchattacks.MultiAttack):
+        def __init__(self, attacks):
+            composed.extend(attacks)
+            super().__init__(attacks)
+
+    monkeypatch.setattr(torchattacks, "MultiAttack", Recorded)
+    AutoAttack(eps_255=8)(model, *batch, torch.Generator().manual_seed(0))
+    apgd, apgd_t, fab_t, square = composed
+    assert [type(a).__name__ for a in composed] == ["APGD", "APGDT", "FAB", "Square"]
+    assert all(a.eps == pytest.approx(8 / 255) and a.norm == "Linf" and a.n_restarts == 1 for a in composed)
+    assert apgd.steps == apgd_t.steps == fab_t.steps == 100 and apgd.loss == "ce"
+    assert apgd_t.n_target_classes == fab_t.n_target_classes == 9 and fab_t.multi_targeted
+    assert square.n_queries == 5000 and square.p_init == 0.8
+
+
+def test_an_autoattack_is_an_attack_of_the_ball_that_keeps_the_model_and_the_global_random_state(model, batch):
+    x, y = batch
+    model.train()
+    flags = [p.requires_grad for p in model.parameters()]
+    state = torch.random.get_rng_state()
+    x_adv = AutoAttack(eps_255=8, iterations=10, square_queries=50)(model, x, y, torch.Generator().manual_seed(0))
+    assert (x_adv - x).abs().max().item() <= 8 / 255 + 1e-6
+    assert 0 <= x_adv.min().item() and x_adv.max().item() <= 1
+    assert model.training and [p.requires_grad for p in model.parameters()] == flags
+    assert all(p.grad is None for p in model.parameters())
+    assert torch.equal(torch.random.get_rng_state(), state)
+
+
+class OneBatch:
+    """The evaluation batches of `evaluate`: these images, once."""
+
+    def __init__(self, x, y):
+        self.x, self.y = x, y
+
+    def eval(self, batch_size):
+        yield self.x, self.y
+
+
+def test_autoattack_breaks_at_least_what_pgd20_breaks_on_the_same_images(model, batch):
+    x, _ = batch
+    # Labels the model predicts: every image starts correctly classified, so RA measures the attacks alone.
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    pgd = evaluate(model, OneBatch(x, y), attack=PGD20_EVAL)
+    auto = evaluate(model, OneBatch(x, y), attack=AutoAttack(eps_255=8, iterations=20, square_queries=100))
+    assert pgd["SA"] == auto["SA"] == 100
+    assert auto["RA"] <= pgd["RA"] < 100
+
+
+def quick_cells(regimes=("adv",)):
+    return [
+        TransferConfig.create(
+            profile=QUICK, pretraining="adv", dataset="cifar10", regime=r, ticket="imp", sparsity=0.36
+        )
+        for r in regimes
+    ]
+
+
+@pytest.mark.parametrize(
+    ("eval_attack", "images", "regimes", "message"),
+    [
+        ("pgd50", 0, ("adv",), "eval_attack"),
+        ("autoattack", -1, ("adv",), "autoattack_images"),
+        ("autoattack", 10**6, ("adv",), "autoattack_images"),
+        ("autoattack", 2.5, ("adv",), "autoattack_images"),
+        ("autoattack", 0, ("std",), 'add "adv" to regimes'),
+    ],
+)
+def test_bad_eval_attack_or_image_count_is_one_sentence(eval_attack, images, regimes, message):
+    with pytest.raises(InputError, match=message) as err:
+        Check.create(QUICK, quick_cells(regimes), eval_attack, images)
+    assert str(err.value).count(". ") == 0 and "\n" not in str(err.value)
+
+
+def test_the_check_resolves_its_image_count_and_the_runs_it_covers():
+    cells = quick_cells(("std", "adv"))
+    assert Check.create(QUICK, cells, "pgd20", 0) is None
+    check = Check.create(QUICK, cells, "autoattack", 0)
+    assert check.images == QUICK.autoattack_images
+    assert Check.create(QUICK, cells, "autoattack", 7).images == 7
+    runs = check.runs(cells)
+    assert [(r.regime, r.ticket) for r in runs] == [("adv", "dense"), ("adv", "imp")]
+    assert [(r.ticket) for r in check.runs(cells, dense_baseline=False)] == ["imp"]
+
+
+def check_record(ticket, seed, kind, value, images=1000, checkpoint="best_ra"):
+    name = PGD20_EVAL.describe() if kind == "pgd" else AutoAttack(8).describe()
+    level, sparsity = (0, 0.0) if ticket == "dense" else (10, 0.8926)
+    return results.make_record(
+        notebook="04_adv_transfer",
+        profile="paper",
+        pretraining="adv",
+        dataset="cifar10",
+        stands_for="cifar10",
+        regime="adv",
+        data_fraction=1.0,
+        subset="first",
+        ticket=ticket,
+        level=level,
+        sparsity=sparsity,
+        metric="RA",
+        checkpoint=checkpoint,
+        seed=seed,
+        value=value,
+        attack=f"{name}, fp32, on the first {images:,} test images",
+        sparsity_denominator="all weights",
+        device="cuda",
+        precision="bf16",
+        git_rev="abc1234",
+        run_id=f"transfer/{ticket}/seed_{seed}",
+        config_hash="abc",
+        wall_s=1.0,
+    )
+
+
+def test_side_by_side_averages_seeds_and_flags_a_gap_of_more_than_two_points():
+    rows = [
+        # dense: PGD 50, 52 → 51; AutoAttack 49, 50 → 49.5; gap 1.5, not flagged
+        check_record("dense", 1, "pgd", 50.0),
+        check_record("dense", 2, "pgd", 52.0),
+        check_record("dense", 1, "auto", 49.0),
+        check_record("dense", 2, "auto", 50.0),
+        # ticket: PGD 48; AutoAttack 45.5; gap 2.5, flagged; its best_sa checkpoint is left out
+        check_record("imp", 1, "pgd", 48.0),
+        check_record("imp", 1, "auto", 45.5),
+        check_record("imp", 1, "pgd", 40.0, checkpoint="best_sa"),
+        check_record("imp", 1, "auto", 30.0, checkpoint="best_sa"),
+    ]
+    table = side_by_side(results.to_frame(rows), checkpoint="best_ra").set_index("ticket")
+    assert table.loc["dense", "RA_pgd"] == 51 and table.loc["dense", "RA_autoattack"] == 49.5
+    assert table.loc["dense", "gap"] == 1.5 and not table.loc["dense", "flag"]
+    assert table.loc["imp", "gap"] == 2.5 and table.loc["imp", "flag"]
+    assert list(table.seeds) == [2, 1] and set(table.images) == {1000}
+    assert len(side_by_side(results.to_frame(rows))) == 3  # every checkpoint when none is named
+    assert side_by_side(results.to_frame([])).empty
+    # a gap of exactly two points is not more than two
+    exact = [check_record("imp", 1, "pgd", 48.0), check_record("imp", 1, "auto", 46.0)]
+    assert not side_by_side(results.to_frame(exact)).flag.iloc[0]
+
+
+def test_the_evaluation_seed_drives_the_attacks(model, batch):
+    x, y = batch
+    attack = AutoAttack(eps_255=8, iterations=5, square_queries=20)
+    first = attack(model, x, y, torch.Generator().manual_seed(EVAL_SEED))
+    again = attack(model, x, y, torch.Generator().manual_seed(EVAL_SEED))
+    assert torch.equal(first, again)
+
+
+def test_a_missing_torchattacks_is_one_sentence(monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def refuse(name, *args, **kwargs):
+        if name == "torchattacks":
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", refuse)
+    with pytest.raises(autoattack.MissingInputError, match="pip install --no-deps torchattacks"):
+        Check.create(QUICK, quick_cells(), "autoattack", 0)
