@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 RUNS ?= runs
 RENDERED ?= rendered
 
-.PHONY: test test-slow test-all rehearsal demo install
+.PHONY: test test-slow test-all rehearsal demo results install
 
 install: $(VENV)/.installed
 
@@ -38,3 +38,8 @@ test-all: install
 # The whole chain 01 → 06 in the quick profile; executed notebooks and their HTML land in $(RENDERED)/.
 demo: install
 	$(BIN)/python -m dwlt_utils.cli demo --run-root $(RUNS) --out $(RENDERED)
+
+# The committed results/quick/: the quick chain with three seeds (about 35 minutes on 2 cores), its tables,
+# figures and a README that says how they were made.
+results: install
+	$(BIN)/python -m dwlt_utils.cli results

@@ -10,6 +10,7 @@ the quick demo, check committed notebooks.
     python -m dwlt_utils.cli plan paper --gpus 64 --bench bench.json
     python -m dwlt_utils.cli render runs/executed/04_adv_transfer/*.ipynb --out rendered
     python -m dwlt_utils.cli demo
+    python -m dwlt_utils.cli results
     python -m dwlt_utils.cli check notebooks/*.ipynb
 
 A sweep runs each cell of its grid as a submitit job (`dwlt_utils.sweeps`): on this machine, `--jobs` at a
@@ -21,19 +22,25 @@ parameters, so every cell can be opened and read.
 from __future__ import annotations
 
 import argparse
+import os
+import platform
 import shutil
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 import nbformat
 import pandas as pd
 
-from . import costs, plans, search, sweeps
+from . import __version__, costs, paths, plans, search, sweeps
 from .errors import DwltError, InputError, check_number
+from .io import write_text
 from .paths import executed_dir
 from .profiles import get_profile
+from .results import git_revision
 from .sweeps import NOTEBOOKS, REPO, grid_cells, parse_grid, parse_value, run_local, sweep_dir
 from .vocabulary import PRETRAININGS
 
@@ -84,34 +91,65 @@ def unclean(notebook: Path) -> list[str]:
     return problems
 
 
-# The demo: the whole chain in the quick profile. Every transfer cell for three pre-trainings at three
-# ladder sparsities (and the dense models), plus data-limited cells at 25% of the data at two of them.
-DEMO_SPARSITIES = [0.36, 0.7903, 0.9141]
-DEMO_LIMITED_SPARSITIES = [0.7903, 0.9141]
-DEMO_PRETRAININGS = list(PRETRAININGS)
+@dataclass(frozen=True)
+class Chain:
+    """The cells of a quick-profile run of the whole chain: every pre-training's dense model and IMP tickets at
+    `sparsities` in both regimes, and at `limited_sparsities` on `data_fraction` of the data (notebook 05),
+    each (pre-training, sparsity) once per seed of its pre-training."""
+
+    sparsities: tuple[float, ...]
+    limited_sparsities: tuple[float, ...]
+    data_fraction: float
+    seeds: dict[str, tuple[int, ...]]
 
 
-def demo(run_root: Path, out: Path, data_root: Path, parallel: int) -> int:
-    common = {"quick": True, "run_root": str(run_root), "data_root": str(data_root)}
-    executed = executed_dir(run_root)
-    cell = {"pretraining": "adv", "sparsity": 0.9141}  # the card's cell: each transfer notebook's showcase
+# The demo: ten minutes on 2 cores. The adversarial pre-training runs two seeds, so that 06 draws its spread;
+# the others one (06 marks their points as single-seed).
+DEMO = Chain((0.7903, 0.9141), (0.9141,), 0.25, {"standard": (1,), "fast_adv": (1,), "adv": (1, 2)})
+# The committed results (`results/quick/`): every pre-training with three seeds.
+RESULTS = Chain((0.36, 0.7903, 0.9141), (0.7903, 0.9141), 0.25, {p: (1, 2, 3) for p in PRETRAININGS})
+RESULTS_COMMAND = "make results"
+SHOWCASE = {"pretraining": "adv", "sparsity": 0.9141, "seed": 1}  # the executed notebooks the demo renders
+
+
+def chain_stages(chain: Chain, common: dict, executed: Path) -> list[tuple[str, list[sweeps.Cell]]]:
+    """The chain's cells, stage by stage. Dense models go first and the cells of one group are spread apart,
+    so that two parallel jobs never wait on one dense model."""
 
     def notebook(name: str) -> Path:
         return NOTEBOOKS / f"{name}.ipynb"
 
+    def cells(name: str, fixed: dict, sparsities: tuple[float, ...]) -> list[sweeps.Cell]:
+        grids = [
+            {"sparsity": [s], "pretraining": [p], "seed": list(seeds)}
+            for s in sparsities
+            for p, seeds in chain.seeds.items()
+        ]
+        return [c for grid in grids for c in grid_cells(notebook(name), {**common, **fixed}, grid, executed)]
+
+    pretrainings = {"pretraining": list(chain.seeds)}
     stages = [
         ("01", grid_cells(notebook("01_load_pretrained"), common, {}, executed)),
-        ("02", grid_cells(notebook("02_imp"), {**common, "levels": 11}, {"pretraining": DEMO_PRETRAININGS}, executed)),
+        ("02", grid_cells(notebook("02_imp"), {**common, "levels": 11}, pretrainings, executed)),
     ]
     for name in ("03_std_transfer", "04_adv_transfer"):
-        dense = grid_cells(
-            notebook(name), {**common, "ticket": "dense", "sparsity": 0.0}, {"pretraining": DEMO_PRETRAININGS}, executed
-        )
-        grid = {"pretraining": DEMO_PRETRAININGS, "sparsity": DEMO_SPARSITIES}
-        stages.append((name[:2], dense + grid_cells(notebook(name), common, grid, executed)))
-    limited = {"pretraining": DEMO_PRETRAININGS, "sparsity": DEMO_LIMITED_SPARSITIES}
-    stages.append(("05", grid_cells(notebook("05_data_limited"), {**common, "data_fraction": 0.25}, limited, executed)))
-    stages.append(("06", grid_cells(notebook("06_figures"), common, {}, executed)))
+        dense = cells(name, {"ticket": "dense"}, (0.0,))
+        stages.append((name[:2], dense + cells(name, {}, chain.sparsities)))
+    limited = {"data_fraction": chain.data_fraction}
+    stages.append(("05", cells("05_data_limited", limited, chain.limited_sparsities)))
+    return stages
+
+
+def run_chain(chain: Chain, run_root: Path, out: Path, data_root: Path, parallel: int, results: Path | None) -> int:
+    """Run a chain, then 06 on its records; render the showcase cell of each notebook to HTML in `out`. With
+    `results`, 06 writes its tables and figures to `<results>/quick/`, with how they were made."""
+    common = {"quick": True, "run_root": str(run_root), "data_root": str(data_root)}
+    executed = executed_dir(run_root)
+    figures = {"results_dir": str(results.resolve()), "overwrite_tables": True} if results else {}
+    stages = [
+        *chain_stages(chain, common, executed),
+        ("06", grid_cells(NOTEBOOKS / "06_figures.ipynb", {**common, **figures}, {}, executed)),
+    ]
     started = time.perf_counter()
     shown = []
     for stage, cells in stages:
@@ -120,8 +158,9 @@ def demo(run_root: Path, out: Path, data_root: Path, parallel: int) -> int:
         if failed:
             print(f"demo: {len(failed)} cell(s) of notebook {stage} failed; see {failed[0].output}", file=sys.stderr)
             return 1
-        showcase = next((c for c in cells if all(c.parameters.get(k, v) == v for k, v in cell.items())), cells[-1])
+        showcase = next((c for c in cells if all(c.parameters.get(k, v) == v for k, v in SHOWCASE.items())), cells[-1])
         shown.append(showcase.output)
+    seconds = time.perf_counter() - started
     out.mkdir(parents=True, exist_ok=True)
     copies = []
     for path in shown:
@@ -129,10 +168,45 @@ def demo(run_root: Path, out: Path, data_root: Path, parallel: int) -> int:
         shutil.copyfile(path, target)
         copies.append(target)
     html = render(copies, out)
-    print(f"demo: finished in {time.perf_counter() - started:.0f} s; executed notebooks and HTML in {out}:")
+    if results:
+        write_text(paths.results_readme(results / "quick"), provenance(chain, seconds))
+    print(f"demo: finished in {seconds:.0f} s; executed notebooks and HTML in {out}:")
     for path in html:
         print(f"  {path}")
     return 0
+
+
+def provenance(chain: Chain, seconds: float) -> str:
+    """How the committed results were made: the command, the revision, the versions and the run's grid."""
+    import torch
+    import torchvision
+
+    revision = git_revision() or "(not a git checkout)"
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no", "--", "dwlt_utils", "notebooks"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    seeds = ", ".join(f"{p} {list(s)}" for p, s in chain.seeds.items())
+    lines = [
+        "# Results of the quick profile (stand-in data, small model: not paper results)",
+        "",
+        f"Written by `{RESULTS_COMMAND}`; never edited by hand. The run took {seconds / 60:.0f} minutes on this",
+        f"machine ({os.cpu_count()} CPU cores).",
+        "",
+        f"- revision: {revision}{' (with uncommitted changes)' if dirty else ''}",
+        f"- versions: dwlt {__version__}, Python {platform.python_version()}, torch {torch.__version__}, "
+        f"torchvision {torchvision.__version__}",
+        f"- made: {datetime.now(timezone.utc).isoformat(timespec='seconds')}",
+        f"- cells: the dense models and IMP tickets at sparsities {list(chain.sparsities)}, standard and "
+        f"adversarial transfer; data-limited transfer on {chain.data_fraction:g} of the data at "
+        f"{list(chain.limited_sparsities)}; seeds: {seeds}",
+        "",
+        "The tables are notebook 06's (`all_records.csv`, `double_win.csv`, `highest_double_win.csv`,",
+        "`paper_comparison.csv`, `sensitivity.csv`); the figures (PNG) are its transfer and data-limited figures.",
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def _grid_arguments(parser: argparse.ArgumentParser) -> None:
@@ -329,6 +403,12 @@ def main(argv: list[str] | None = None) -> int:
     dem.add_argument("--data-root", type=Path, default=Path("data"))
     dem.add_argument("--out", type=Path, default=Path("rendered"))
     dem.add_argument("--jobs", type=int, default=2)
+    res = sub.add_parser("results", help="the committed results: the quick chain with three seeds, into results/quick/")
+    res.add_argument("--run-root", type=Path, default=Path("runs/results-quick"))
+    res.add_argument("--data-root", type=Path, default=Path("data"))
+    res.add_argument("--out", type=Path, default=Path("rendered/results-quick"))
+    res.add_argument("--results", type=Path, default=Path("results"))
+    res.add_argument("--jobs", type=int, default=2)
     chk = sub.add_parser("check", help="fail when a notebook has outputs or no kernelspec")
     chk.add_argument("notebooks", nargs="+", type=Path)
     args = parser.parse_args(argv)
@@ -350,7 +430,9 @@ def main(argv: list[str] | None = None) -> int:
             print(path)
         return 0
     if args.command == "demo":
-        return demo(args.run_root, args.out, args.data_root, args.jobs)
+        return run_chain(DEMO, args.run_root, args.out, args.data_root, args.jobs, None)
+    if args.command == "results":
+        return run_chain(RESULTS, args.run_root, args.out, args.data_root, args.jobs, args.results)
     problems = [p for nb in args.notebooks for p in unclean(nb)]
     print("\n".join(problems) or f"{len(args.notebooks)} notebooks are clean")
     return int(bool(problems))

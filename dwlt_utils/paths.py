@@ -93,6 +93,11 @@ def official_ticket_file(directory: Path) -> Path:
     return Path(directory) / "ticket.pth.tar"
 
 
+def results_readme(folder: Path) -> Path:
+    """What made the committed tables and figures of a results folder (`cli results`)."""
+    return Path(folder) / "README.md"
+
+
 def checksums_file(weights_dir: Path) -> Path:
     """The user's register of checkpoint hashes, in `sha256sum`'s output format (`checkpoints.read_checksums`)."""
     return Path(weights_dir) / "SHA256SUMS"

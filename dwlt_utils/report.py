@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
+from matplotlib.figure import Figure
 
 from . import io, paths, results
 from .autoattack import GAP_FLAG
@@ -166,12 +167,13 @@ def write_tables(
     comparison: pd.DataFrame,
     sensitivity: pd.DataFrame | None = None,
     autoattack: pd.DataFrame | None = None,
+    figures: dict[str, Figure | None] | None = None,
     overwrite: bool = False,
 ) -> list[Path]:
     """Write the tidy tables of one profile to `<results_dir>/<profile>/` (each file replaced atomically): the
     records, the thresholds, the decisions, the thresholds beside the paper's with a note on each row, and
     how the thresholds move with the decision rule (`sensitivity`) and PGD-20 beside AutoAttack (`autoattack`),
-    when given.
+    when given, and each of `figures` as `<name>.png`.
     A table that holds more rows than its replacement is kept, and nothing is written, unless `overwrite`."""
     folder = Path(results_dir) / profile
     # Not "records.csv": that name marks a run directory's own records, which results.load collects.
@@ -195,7 +197,12 @@ def write_tables(
                     f"{path} holds {held} rows and would be replaced by {len(frame)}: pass -p overwrite_tables "
                     "True to replace the tables, or choose another results_dir."
                 )
-    return [io.write_text(path, frame.to_csv(index=False, lineterminator="\n")) for path, frame in tables.items()]
+    written = [io.write_text(path, frame.to_csv(index=False, lineterminator="\n")) for path, frame in tables.items()]
+    for name, figure in (figures or {}).items():
+        if figure is not None:
+            png = folder / f"{name}.png"
+            written.append(io.atomic_write(png, lambda f, fig=figure: fig.savefig(f, format="png", dpi=100), "wb"))
+    return written
 
 
 def _rows_in(path: Path) -> int:
