@@ -221,7 +221,7 @@ def run_local(cells: list[Cell], *, parallel: int = 1, quiet: bool = False) -> d
     check_number("--jobs", parallel, 1, 1024, integer=True)
     gpus = _gpu_count()
     slots = list(range(min(parallel, gpus))) if gpus else [None] * parallel
-    threads = max(1, (os.cpu_count() or 1) // len(slots))
+    threads = max(1, (os.cpu_count() or 1) // min(len(slots), max(len(cells), 1)))  # a lone job takes every core
     free, pending, running, finished = list(range(len(slots))), list(cells), {}, {}
     while pending or running:
         while pending and free:
