@@ -491,21 +491,15 @@ def _one_per(rows: pd.DataFrame, keys: list[str], column: str) -> pd.DataFrame:
     return grouped.first().reset_index()
 
 
-def highest_double_win(
-    df: pd.DataFrame,
-    *,
-    tol: float = 0.0,
-    adv_checkpoint: str = "best_ra",
-    ticket: str = "imp",
-    rule: str = "tol",
-    std_data: str = "budget",
-) -> pd.DataFrame:
+def highest_double_win(df: pd.DataFrame, **options) -> pd.DataFrame:
     """One row per group: the largest double-win sparsity and its level (NaN/NA when none), the smallest
     sparsity that is "not" (`first_failure_*`), how many levels were missing, `missing_above`: True
     when a level above the reported threshold (or, with no double-win, any level) is missing, so the true
-    threshold may be higher, and `failure_below`: True when a "not" level sits below the threshold."""
-    table = double_win_table(df, tol=tol, adv_checkpoint=adv_checkpoint, ticket=ticket, rule=rule, std_data=std_data)
+    threshold may be higher, and `failure_below`: True when a "not" level sits below the threshold. The
+    options are `double_win_table`'s, and each row names them."""
+    table = double_win_table(df, **options)
     keys = list(GROUP_KEYS)
+    settings = ["ticket", "sparsity_denominator", "adv_checkpoint", "tol", "rule", "std_data"]
     rows = []
     for key, levels in table.groupby(keys, sort=True):
         wins, fails = levels[levels.status == "double-win"], levels[levels.status == "not"]
@@ -515,12 +509,7 @@ def highest_double_win(
         rows.append(
             {
                 **dict(zip(keys, key)),
-                "ticket": ticket,
-                "sparsity_denominator": levels.sparsity_denominator.iloc[0],
-                "adv_checkpoint": adv_checkpoint,
-                "tol": float(tol),
-                "rule": rule,
-                "std_data": std_data,
+                **levels[settings].iloc[0].to_dict(),
                 "highest_sparsity": best.sparsity if best is not None else np.nan,
                 "highest_level": best.level if best is not None else pd.NA,
                 "first_failure_sparsity": first_failure.sparsity if first_failure is not None else np.nan,
@@ -538,12 +527,7 @@ def highest_double_win(
         )
     columns = [
         *keys,
-        "ticket",
-        "sparsity_denominator",
-        "adv_checkpoint",
-        "tol",
-        "rule",
-        "std_data",
+        *settings,
         "highest_sparsity",
         "highest_level",
         "first_failure_sparsity",

@@ -4,6 +4,7 @@ parameters, and the side-by-side table on hand-made records."""
 import pytest
 import torch
 import torch.nn as nn
+from test_results import record
 
 from dwlt_utils import autoattack, results
 from dwlt_utils.attacks import PGD20_EVAL
@@ -77,7 +78,7 @@ def test_autoattack_breaks_at_least_what_pgd20_breaks_on_the_same_images(model, 
     with torch.no_grad():
         y = model(x).argmax(1)
     pgd = evaluate(model, OneBatch(x, y), attack=PGD20_EVAL)
-    auto = evaluate(model, OneBatch(x, y), attack=AutoAttack(eps_255=8, iterations=20, square_queries=100))
+    auto = evaluate(model, OneBatch(x, y), attack=AutoAttack(eps_255=8, iterations=10, square_queries=50))
     assert pgd["SA"] == auto["SA"] == 100
     assert auto["RA"] <= pgd["RA"] < 100
 
@@ -121,15 +122,8 @@ def test_the_check_resolves_its_image_count_and_the_runs_it_covers():
 def check_record(ticket, seed, kind, value, images=1000, checkpoint="best_ra"):
     name = PGD20_EVAL.describe() if kind == "pgd" else AutoAttack(8).describe()
     level, sparsity = (0, 0.0) if ticket == "dense" else (10, 0.8926)
-    return results.make_record(
-        notebook="04_adv_transfer",
-        profile="paper",
-        pretraining="adv",
-        dataset="cifar10",
-        stands_for="cifar10",
-        regime="adv",
-        data_fraction=1.0,
-        subset="first",
+    attack = f"{name}, fp32, on the first {images:,} test images"
+    return record(
         ticket=ticket,
         level=level,
         sparsity=sparsity,
@@ -137,14 +131,8 @@ def check_record(ticket, seed, kind, value, images=1000, checkpoint="best_ra"):
         checkpoint=checkpoint,
         seed=seed,
         value=value,
-        attack=f"{name}, fp32, on the first {images:,} test images",
-        sparsity_denominator="all weights",
-        device="cuda",
-        precision="bf16",
-        git_rev="abc1234",
+        attack=attack,
         run_id=f"transfer/{ticket}/seed_{seed}",
-        config_hash="abc",
-        wall_s=1.0,
     )
 
 
