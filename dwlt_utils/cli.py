@@ -41,6 +41,7 @@ from .io import write_text
 from .paths import executed_dir
 from .profiles import get_profile
 from .results import git_revision
+from .results import load as load_records
 from .sweeps import NOTEBOOKS, REPO, grid_cells, parse_grid, parse_value, run_local, sweep_dir
 from .vocabulary import PRETRAININGS
 
@@ -175,14 +176,15 @@ def run_chain(chain: Chain, run_root: Path, out: Path, data_root: Path, parallel
         copies.append(target)
     html = render(copies, out)
     if results:
-        write_text(paths.results_readme(results / "quick"), provenance(chain, seconds))
+        measured_at = sorted(set(load_records(run_root).git_rev))
+        write_text(paths.results_readme(results / "quick"), provenance(chain, seconds, measured_at))
     print(f"demo: finished in {seconds:.0f} s; executed notebooks and HTML in {out}:")
     for path in html:
         print(f"  {path}")
     return 0
 
 
-def provenance(chain: Chain, seconds: float) -> str:
+def provenance(chain: Chain, seconds: float, measured_at: list[str]) -> str:
     """How the committed results were made: the command, the revision, the versions and the run's grid."""
     import torch
     import torchvision
@@ -198,10 +200,11 @@ def provenance(chain: Chain, seconds: float) -> str:
     lines = [
         "# Results of the quick profile (stand-in data, small model: not paper results)",
         "",
-        f"Written by `{RESULTS_COMMAND}`; never edited by hand. The run took {seconds / 60:.0f} minutes on this",
-        f"machine ({os.cpu_count()} CPU cores).",
+        f"Written by `{RESULTS_COMMAND}`; never edited by hand. It took {seconds / 60:.0f} minutes on this machine",
+        f"({os.cpu_count()} CPU cores); cells already recorded under its run root are read back, not retrained.",
         "",
         f"- revision: {revision}{' (with uncommitted changes)' if dirty else ''}",
+        f"- records measured at revision(s): {', '.join(measured_at)}",
         f"- versions: dwlt {__version__}, Python {platform.python_version()}, torch {torch.__version__}, "
         f"torchvision {torchvision.__version__}",
         f"- made: {datetime.now(timezone.utc).isoformat(timespec='seconds')}",

@@ -81,9 +81,8 @@ def sensitivity(records: pd.DataFrame, *, adv_checkpoint: str, std_data: str = "
             ]
             rows.append(highest[keys].assign(seeds=seeds, decision=label, highest_level=said))
     table = pd.concat(rows, ignore_index=True)
-    wide = table.pivot_table(
-        index=[*keys, "seeds"], columns="decision", values="highest_level", aggfunc="first", dropna=False
-    )
+    # Only the groups that exist: a pivot over every combination of the keys would invent some.
+    wide = table.set_index([*keys, "seeds", "decision"]).highest_level.unstack("decision")
     return wide[[label for label, _, _ in decisions]].reset_index().rename_axis(columns=None)
 
 

@@ -474,6 +474,20 @@ def test_the_sensitivity_table_shows_the_threshold_move_with_rule_tol_and_seeds(
     assert table.loc["seed 1 only", ["tol 0", "tol 0.5", "tol 1", "sd"]].tolist() == ["10", "11", "11", "undecided"]
 
 
+def test_the_sensitivity_table_has_a_row_per_recorded_group_and_seed_subset_only():
+    from dwlt_utils import report
+
+    limited = dict(data_fraction=0.1, deviations="standard transfer on the data budget")
+    df = frame(dense(), cell(10, 96, 86, 51), dense(**limited), cell(10, 96, 86, 51, **limited))
+    table = report.sensitivity(df, adv_checkpoint="best_ra")
+    # two groups × (all seeds, first seed); a pivot over every combination of keys would add two invented rows
+    assert len(table) == 4 and sorted(table.data_fraction) == [0.1, 0.1, 1.0, 1.0]
+    assert set(table[table.data_fraction == 0.1].deviations) == {
+        "std transfer: {0}; adv transfer: {0}".format(limited["deviations"])
+    }
+    assert (table["tol 0"] == "10").all()
+
+
 def test_std_data_all_reads_a_data_limited_group_s_standard_transfer_from_the_full_data_cells():
     budget = dict(data_fraction=0.1)
     df = frame(
