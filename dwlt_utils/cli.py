@@ -176,15 +176,17 @@ def run_chain(chain: Chain, run_root: Path, out: Path, data_root: Path, parallel
         copies.append(target)
     html = render(copies, out)
     if results:
+        readme = paths.results_readme(results / "quick")
         measured_at = sorted(set(load_records(run_root).git_rev))
-        write_text(paths.results_readme(results / "quick"), provenance(chain, seconds, measured_at))
+        written = sorted(p.name for p in readme.parent.iterdir() if p != readme)
+        write_text(readme, provenance(chain, seconds, measured_at, written))
     print(f"demo: finished in {seconds:.0f} s; executed notebooks and HTML in {out}:")
     for path in html:
         print(f"  {path}")
     return 0
 
 
-def provenance(chain: Chain, seconds: float, measured_at: list[str]) -> str:
+def provenance(chain: Chain, seconds: float, measured_at: list[str], written: list[str]) -> str:
     """How the committed results were made: the command, the revision, the versions and the run's grid."""
     import torch
     import torchvision
@@ -212,8 +214,7 @@ def provenance(chain: Chain, seconds: float, measured_at: list[str]) -> str:
         f"adversarial transfer; data-limited transfer on {chain.data_fraction:g} of the data at "
         f"{list(chain.limited_sparsities)}; seeds: {seeds}",
         "",
-        "The tables are notebook 06's (`all_records.csv`, `double_win.csv`, `highest_double_win.csv`,",
-        "`paper_comparison.csv`, `sensitivity.csv`); the figures (PNG) are its transfer and data-limited figures.",
+        "Notebook 06 wrote its tables and figures here: " + ", ".join(f"`{name}`" for name in written) + ".",
     ]
     return "\n".join(lines) + "\n"
 
