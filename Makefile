@@ -9,8 +9,8 @@ RENDERED ?= rendered
 
 install: $(VENV)/.installed
 
-# torchattacks (an independent PGD the attack tests compare against) pins an old `requests`, so it is
-# installed without its dependencies.
+# torchattacks (an independent PGD the attack tests compare against, and the attacks AutoAttack is composed
+# of: `eval_attack="autoattack"`) pins an old `requests`, so it is installed without its dependencies.
 $(VENV)/.installed: pyproject.toml .ci/constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -c .ci/constraints.txt -e ".[dev]"
