@@ -32,10 +32,13 @@ from .evaluate import evaluate
 from .notebook import Session
 from .profiles import PROFILES, Profile
 from .train import FitResult, load_selected
-from .transfer import TransferConfig, cell_model, first_images, run_finished
+from .transfer import TransferConfig, cell_model, finished_records, first_images, with_dense
 
 EVAL_ATTACKS = ("pgd20", "autoattack")  # pgd20: the protocol's evaluation only
 GAP_FLAG = 2.0  # percentage points of PGD-20 RA above AutoAttack RA that 06 flags
+ON_THE_FIRST = (
+    ", on the first "  # how a check's `attack` names its images: "<attack>, fp32, on the first N test images"
+)
 
 
 @dataclass(frozen=True)
@@ -121,9 +124,7 @@ class Check:
 
     def runs(self, cells: list[TransferConfig], *, dense_baseline: bool = True) -> list[TransferConfig]:
         """The adversarial runs of a notebook's plan it checks: each cell and, when asked, its dense model."""
-        adv = [cell for cell in cells if cell.regime == "adv"]
-        pairs = [[cell.dense(), cell] if dense_baseline and cell.ticket != "dense" else [cell] for cell in adv]
-        return list(dict.fromkeys(run for pair in pairs for run in pair))
+        return [run for cell in cells if cell.regime == "adv" for run in with_dense(cell, dense_baseline)]
 
     def run(self, cells: list[TransferConfig], session: Session, *, dense_baseline: bool = True) -> pd.DataFrame:
         """The check's records of every run it covers, measured once and then read from disk."""
@@ -132,14 +133,15 @@ class Check:
 
     def _run_one(self, config: TransferConfig, session: Session) -> pd.DataFrame:
         directory = session.roots.transfer_cell(config, session.seed)
-        if not run_finished(config, directory):
+        cell_records = finished_records(config, directory)
+        if cell_records is None:
             raise MissingInputError(f"The AutoAttack check needs the finished run in {directory}; run its cell first.")
         with io.exclusive(paths.lock_file(directory)):
             if not self.file(directory).is_file():
-                self._measure(config, session, directory)
+                self._measure(config, session, directory, cell_records)
         return results.load(directory, self.file(directory).name)
 
-    def _measure(self, config: TransferConfig, session: Session, directory: Path) -> None:
+    def _measure(self, config: TransferConfig, session: Session, directory: Path, cell_records: pd.DataFrame) -> None:
         profile = PROFILES[config.profile]
         splits = load_splits(profile.dataset(config.dataset), session.roots.data_root)
         test = first_images(splits.test, self.images)
@@ -149,15 +151,13 @@ class Check:
         model, _ = cell_model(config, session.roots, splits.info, session.seed)
         precision.prepare(model)
         pgd = config.recipe.val_attack
-        attacks = {pgd.describe(): pgd, (autoattack := AutoAttack(pgd.eps_255)).describe(): autoattack}
-        cell_records = results.load(directory)
         rows = []
         for checkpoint in config.recipe.keep:
             load_selected(model, FitResult(directory), checkpoint)
             mine = cell_records[(cell_records.metric == "RA") & (cell_records.checkpoint == checkpoint)]
             measured = ["attack", "value", "wall_s", "timestamp", "torch_version", "dwlt_version", "git_rev"]
             fields = mine.iloc[0].drop(measured).to_dict()
-            for name, attack in attacks.items():
+            for attack in (pgd, AutoAttack(pgd.eps_255)):
                 started = time.perf_counter()
                 scores = evaluate(
                     model.eval(), batches, attack=attack, precision=precision, batch_size=profile.eval_batch_size
@@ -165,7 +165,7 @@ class Check:
                 rows.append(
                     results.make_record(
                         **fields,
-                        attack=f"{name}, fp32, on the first {len(test):,} test images",
+                        attack=f"{attack.describe()}, fp32{ON_THE_FIRST}{len(test):,} test images",
                         value=scores["RA"],
                         wall_s=time.perf_counter() - started,
                         git_rev=results.git_revision(),
@@ -181,8 +181,7 @@ def side_by_side(checks: pd.DataFrame, *, checkpoint: str | None = None) -> pd.D
     rows = checks if checkpoint is None else checks[checks.checkpoint == checkpoint]
     if rows.empty:
         return pd.DataFrame()
-    # The attack column reads "<attack>, fp32, on the first <N> test images" (`Check._measure`).
-    name, images = (part for _, part in rows.attack.str.rsplit(", on the first ", n=1, expand=True).items())
+    name, images = (part for _, part in rows.attack.str.rsplit(ON_THE_FIRST, n=1, expand=True).items())
     rows = rows.assign(
         attack_kind=name.str.startswith("AutoAttack").map({True: "RA_autoattack", False: "RA_pgd"}),
         images=images.str.split(" ").str[0].str.replace(",", "").astype(int),

@@ -255,16 +255,16 @@ def run_transfer(
 ) -> pd.DataFrame:
     """Train and test one cell; returns its records (those on disk when the cell is already done)."""
     directory = session.roots.transfer_cell(config, session.seed)
-    if not force and (finished := _finished_records(config, directory)) is not None:
+    if not force and (finished := finished_records(config, directory)) is not None:
         return finished
     require_inputs(config, session.roots, download=download)
     with io.exclusive(paths.lock_file(directory)):  # parallel sweep jobs asking for one cell train it once
-        if not force and (finished := _finished_records(config, directory, quiet=False)) is not None:
+        if not force and (finished := finished_records(config, directory, quiet=False)) is not None:
             return finished
         return _train_and_test(config, session, directory, notebook=notebook, download=download, force=force)
 
 
-def _finished_records(config: TransferConfig, directory: Path, *, quiet: bool = True) -> pd.DataFrame | None:
+def finished_records(config: TransferConfig, directory: Path, *, quiet: bool = True) -> pd.DataFrame | None:
     """The records of a finished cell: one per metric and kept checkpoint. A records file that lacks some or
     cannot be read does not finish a cell; unless `quiet`, that is said, and the cell is measured again (from
     its kept checkpoints when its training had finished)."""
@@ -413,11 +413,16 @@ def run_cell_with_dense(
     force: bool = False,
 ) -> pd.DataFrame:
     """A cell and, when asked, its dense baseline (run once, then read from disk: `force` is the cell's)."""
-    frames = []
-    if dense_baseline and config.ticket != "dense":
-        frames.append(run_transfer(config.dense(), session, notebook=notebook, download=download))
-    frames.append(run_transfer(config, session, notebook=notebook, download=download, force=force))
+    frames = [
+        run_transfer(run, session, notebook=notebook, download=download, force=force and run == config)
+        for run in with_dense(config, dense_baseline)
+    ]
     return pd.concat(frames, ignore_index=True)
+
+
+def with_dense(config: TransferConfig, dense_baseline: bool = True) -> list[TransferConfig]:
+    """The runs of a cell: its dense baseline first when asked for (a dense cell is its own), then the cell."""
+    return [config.dense(), config] if dense_baseline and config.ticket != "dense" else [config]
 
 
 def run_plan(cells: list[TransferConfig], session: Session, *, notebook: str, **kwargs: Any) -> pd.DataFrame:
@@ -437,18 +442,20 @@ def notebook_runs(notebook: str, parameters: dict[str, Any], session: Session) -
     regimes = parameters["regimes"] if notebook == "05_data_limited" else NOTEBOOK_REGIMES[notebook]
     wanted = inspect.signature(TransferConfig.create).parameters
     arguments = {k: v for k, v in parameters.items() if k in wanted and k not in ("profile", "regime")}
-    runs = []
-    for regime in check_regimes(regimes):
-        config = TransferConfig.create(profile=session.profile, regime=regime, **arguments)
-        if parameters.get("dense_baseline", True) and config.ticket != "dense":
-            runs.append(config.dense())
-        runs.append(config)
+    runs = [
+        run
+        for regime in check_regimes(regimes)
+        for run in with_dense(
+            TransferConfig.create(profile=session.profile, regime=regime, **arguments),
+            parameters.get("dense_baseline", True),
+        )
+    ]
     return [(config, session.roots.transfer_cell(config, session.seed)) for config in runs]
 
 
 def run_finished(config: TransferConfig, directory: Path) -> bool:
     """Whether a run's records are complete (what makes a notebook read it back instead of training it)."""
-    return _finished_records(config, directory) is not None
+    return finished_records(config, directory) is not None
 
 
 def results_table(records: pd.DataFrame) -> pd.DataFrame:
