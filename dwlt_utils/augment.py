@@ -32,6 +32,14 @@ def _uniform(shape: tuple[int, ...], low: float, high: float, generator, device)
     return torch.rand(shape, generator=generator, device=device) * (high - low) + low
 
 
+def _per_image(size: int | torch.Tensor, n: int, device: torch.device | str) -> torch.Tensor:
+    """A size as n float32 values on `device`. A Python number is filled in there: copying it over (as
+    `torch.as_tensor(size, device=...)` does) would make the host wait for a CUDA device at every batch."""
+    if isinstance(size, torch.Tensor):
+        return size.to(dtype=torch.float32).expand(n)
+    return torch.full((n,), float(size), device=device)
+
+
 def sample_boxes(
     n: int,
     height: int | torch.Tensor,
@@ -44,9 +52,8 @@ def sample_boxes(
 ) -> torch.Tensor:
     """Integer crop boxes (top, left, height, width), n×4, drawn as torchvision's RandomResizedCrop does:
     up to ten (area, log-ratio) tries per image, the first that fits wins, else the centre crop. `height`
-    and `width` are one size for all, or each image's (tensors of n)."""
-    height = torch.as_tensor(height, dtype=torch.float32, device=device).expand(n)
-    width = torch.as_tensor(width, dtype=torch.float32, device=device).expand(n)
+    and `width` are one size for all, or each image's (tensors of n, on `device` already)."""
+    height, width = _per_image(height, n, device), _per_image(width, n, device)
     area = _uniform((n, _TRIES), scale[0], scale[1], generator, device) * (height * width)[:, None]
     log_r = _uniform((n, _TRIES), math.log(ratio[0]), math.log(ratio[1]), generator, device)
     aspect = torch.exp(log_r)
@@ -98,6 +105,24 @@ def crop_resize(images: torch.Tensor, boxes: torch.Tensor, size: int, flip: torc
     gy = _sample_coords(top, h, size, height)
     grid = torch.stack([gx[:, None, :].expand(n, size, size), gy[:, :, None].expand(n, size, size)], dim=-1)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def antialiased_weights(start: torch.Tensor, length: torch.Tensor, size: int, extent: int) -> torch.Tensor:
+    """N×size×extent weights that resample each box [start, start + length) of an axis of `extent` pixels to
+    `size` pixels as PIL's antialiased bilinear resize of the cropped box does (torchvision crops, then
+    resizes): a triangle as wide as the scale factor when shrinking, plain bilinear when enlarging, each
+    output pixel's taps clipped to the box as PIL clips them and normalised. Box coordinates stay on the
+    device, so no size is ever read back to the host."""
+    start, length = start.float(), length.float()
+    scale = length / size
+    support = scale.clamp(min=1.0)[:, None]  # the triangle's half-width, in input pixels
+    centre = (torch.arange(size, device=start.device) + 0.5)[None, :] * scale[:, None]  # N×size, box coordinates
+    first = torch.trunc(centre - support + 0.5).clamp(min=0)
+    stop = torch.minimum(torch.trunc(centre + support + 0.5), length[:, None])
+    pixel = torch.arange(extent, device=start.device)[None, None, :] - start[:, None, None]  # N×1×extent
+    weights = (1 - ((pixel + 0.5 - centre[..., None]) / support[..., None]).abs()).clamp(min=0)
+    weights = weights * ((pixel >= first[..., None]) & (pixel < stop[..., None]))
+    return weights / weights.sum(-1, keepdim=True)
 
 
 def random_resized_crop_flip(

@@ -3,8 +3,8 @@
 `ArrayBatches` holds a small data set whole on the device as uint8 and augments each batch there (the fast
 path: no worker processes, no host copies). `FolderBatches` wraps a torchvision folder data set (ImageNet)
 in a DataLoader with PIL transforms, for data too large to hold: the reference, as the official code reads
-ImageNet. `JpegBatches` reads the same folders faster: loader workers only read each file's bytes, a batch
-of JPEGs is decoded at once on the device (nvJPEG on CUDA), and the protocol's crop and flip run there
+ImageNet. `JpegBatches` reads the same folders with the decoding split between the loader workers
+(libjpeg-turbo, as PIL) and the device (nvJPEG, batched), and the protocol's crop and flip run on the device
 batched, as for `ArrayBatches`.
 """
 
@@ -12,23 +12,46 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from io import BytesIO
 from pathlib import Path
 from typing import Protocol
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image, JpegImagePlugin
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler
+from torchvision.datasets.folder import default_loader
 from torchvision.io import ImageReadMode, decode_image, decode_jpeg
 
-from .augment import Transforms, sample_boxes
-from .data import ImageArrays
+from .augment import Transforms, antialiased_weights, sample_boxes
+from .data import ImageArrays, pil_transforms
 from .distributed import SINGLE, Ranks
+from .errors import check_choice
 
 Batch = tuple[torch.Tensor, torch.Tensor]  # float images in [0, 1] on the device, int64 labels
-# How ImageNet's JPEGs become batches: "pil" (`FolderBatches`, the reference), "device" (`JpegBatches`), or
-# "auto": on the device where it is a GPU, else PIL.
-DECODERS = ("auto", "pil", "device")
+# How ImageNet's JPEGs become batches:
+# - "pil": PIL decodes and transforms each image in DataLoader workers (`FolderBatches`): the official code's
+#   way and the reference;
+# - "turbo": the workers decode with libjpeg-turbo (PIL's decoder, the same pixels), the device crops;
+# - "nvjpeg": every file is decoded on the device by nvJPEG, which is not PIL's decoder on chroma-subsampled
+#   files (a deviation that the ladder's records name);
+# - "mixed": nvJPEG for the files it decodes as libjpeg-turbo does, the workers for the rest;
+# - "auto": "pil" for now. The faster decoders are opt-in until a GPU check has shown them equal to PIL
+#   (nvjpeg: its deviation) and faster (`python -m dwlt_utils.gpu_check`).
+DECODERS = ("auto", "pil", "turbo", "nvjpeg", "mixed")
+DEVICE_DECODERS = ("turbo", "nvjpeg", "mixed")
+NVJPEG_DEVIATION = (
+    "ImageNet JPEGs decoded by nvJPEG, which upsamples chroma without interpolation (up to 92 grey levels from PIL "
+    "on 4:2:0 and 4:2:2 files)"
+)
+
+
+def resolve_decoder(decoder: str) -> str:
+    """The decoder that "auto" stands for, or the one named (checked)."""
+    check_choice("decoder", decoder, DECODERS)
+    return "pil" if decoder == "auto" else decoder
 
 
 class Batches(Protocol):
@@ -39,13 +62,15 @@ class Batches(Protocol):
     def eval(self, batch_size: int) -> Iterator[Batch]: ...
 
 
-def _draw_seed(generator: torch.Generator) -> int:
-    return int(torch.randint(2**62, (1,), generator=generator, device=generator.device).item())
+def _host_seed(generator: torch.Generator, salt: int = 0) -> int:
+    """A seed derived from the generator's own seed (every rank's is the same), for the loaders' host-side
+    shuffles and the ranks' streams. Drawing it from a CUDA generator would make the host wait for the device."""
+    return (generator.initial_seed() * 1_000_003 + salt + 1) % (2**61 - 1)
 
 
 def _rank_stream(generator: torch.Generator, ranks: Ranks) -> torch.Generator:
-    """A generator of this rank's own, seeded from the shared one (every rank draws the same seed)."""
-    return torch.Generator(generator.device).manual_seed(_draw_seed(generator) + 1 + ranks.rank)
+    """A generator of this rank's own, seeded from the shared one."""
+    return torch.Generator(generator.device).manual_seed(_host_seed(generator, 1 + ranks.rank))
 
 
 class ArrayBatches:
@@ -106,7 +131,7 @@ class FolderBatches:
         self, batch_size: int, generator: torch.Generator, drop_last: bool = False, ranks: Ranks = SINGLE
     ) -> Iterator[Batch]:
         # DataLoader shuffles with a CPU generator; derive it from the device one so that runs stay seeded.
-        seed = _draw_seed(generator)
+        seed = _host_seed(generator)
         if ranks.world == 1:
             cpu_gen = torch.Generator().manual_seed(seed)
             return self._loader(self.train_set, batch_size, shuffle=True, drop_last=drop_last, generator=cpu_gen)
@@ -122,22 +147,71 @@ class FolderBatches:
         return self._loader(self.eval_set, batch_size, shuffle=False)
 
 
-class JpegFiles(Dataset):
-    """(file bytes as a uint8 tensor, label) of an image folder's samples: all a loader worker does."""
+class PilSamples(Dataset):
+    """(transformed image, label) of an image folder's samples read by PIL, as torchvision's ImageFolder serves
+    them: the reference decoder for any list of samples."""
 
-    def __init__(self, samples: Sequence[tuple[str, int]]):
-        self.samples = list(samples)
+    def __init__(self, samples: Sequence[tuple[str, int]], transform: Callable):
+        self.samples, self.transform = list(samples), transform
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         path, label = self.samples[i]
-        return torch.frombuffer(bytearray(Path(path).read_bytes()), dtype=torch.uint8), label
+        return self.transform(default_loader(path)), label
 
 
-def _bytes_and_labels(items: list[tuple[torch.Tensor, int]]) -> tuple[list[torch.Tensor], torch.Tensor]:
-    return [data for data, _ in items], torch.tensor([label for _, label in items])
+# Where each file of a batch is decoded, decided in the loader worker that reads it.
+ON_DEVICE, IN_WORKER = True, False
+
+
+def _nvjpeg_equals_libjpeg(data: bytes) -> bool:
+    """Whether nvJPEG decodes this file as libjpeg-turbo (and so PIL) does: a baseline colour JPEG whose chroma
+    is not subsampled. On 4:2:0 and 4:2:2 files nvJPEG, as torchvision calls it, upsamples chroma without
+    interpolation and lands up to 92 grey levels away (PROTOCOL.md section 10). Reading the header costs
+    microseconds; nothing is decoded."""
+    try:
+        with Image.open(BytesIO(data)) as image:
+            plain = image.format == "JPEG" and image.mode == "RGB" and not image.info.get("progressive")
+            return plain and JpegImagePlugin.get_sampling(image) == 0
+    except (OSError, ValueError, SyntaxError):  # not an image PIL reads: decoded in the worker, where it fails
+        return False
+
+
+def _decode_in_worker(data: bytes) -> torch.Tensor:
+    """A file as uint8 RGB C×H×W on the CPU: JPEGs by libjpeg-turbo (what PIL decodes them with, to the grey
+    level), anything else (ImageNet's PNG and CMYK JPEGs) by PIL itself, as the reference loader reads it."""
+    with Image.open(BytesIO(data)) as image:
+        plain_jpeg = image.format == "JPEG" and image.mode in ("RGB", "L")
+        if not plain_jpeg:
+            return torch.from_numpy(np.asarray(image.convert("RGB")).copy()).permute(2, 0, 1).contiguous()
+    return _decode_one(torch.frombuffer(bytearray(data), dtype=torch.uint8), torch.device("cpu"))
+
+
+class JpegFiles(Dataset):
+    """(bytes or pixels, decoded on the device?, label) of an image folder's samples, as a loader worker
+    prepares them for the decoder: "nvjpeg" leaves every file encoded for the device, "turbo" decodes every
+    file in the worker, "mixed" leaves encoded only the files that nvJPEG decodes as libjpeg-turbo does."""
+
+    def __init__(self, samples: Sequence[tuple[str, int]], decoder: str = "nvjpeg"):
+        check_choice("decoder", decoder, DEVICE_DECODERS)
+        self.samples, self.decoder = list(samples), decoder
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, bool, int]:
+        path, label = self.samples[i]
+        data = Path(path).read_bytes()
+        on_device = self.decoder == "nvjpeg" or self.decoder == "mixed" and _nvjpeg_equals_libjpeg(data)
+        if on_device:
+            return torch.frombuffer(bytearray(data), dtype=torch.uint8), ON_DEVICE, label
+        return _decode_in_worker(data), IN_WORKER, label
+
+
+def _collate(items: list[tuple[torch.Tensor, bool, int]]) -> tuple[list[torch.Tensor], list[bool], torch.Tensor]:
+    return [data for data, _, _ in items], [where for _, where, _ in items], torch.tensor([y for _, _, y in items])
 
 
 def decode(data: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
@@ -154,14 +228,24 @@ def decode(data: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]
 
 
 def _decode_one(data: torch.Tensor, device: torch.device) -> torch.Tensor:
-    try:
-        return decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
-    except RuntimeError:
-        return decode_image(data, mode=ImageReadMode.RGB).to(device)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            return decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
+        except RuntimeError:
+            return decode_image(data, mode=ImageReadMode.RGB).to(device)
+
+
+def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A host tensor copied to `device` without making the host wait: from pinned memory on CUDA."""
+    if device.type == "cuda" and not tensor.is_pinned():
+        tensor = tensor.pin_memory()
+    return tensor.to(device, non_blocking=True)
 
 
 class JpegBatches:
-    """Training batches of an image folder's samples (path, label), decoded and augmented on the device."""
+    """Batches of an image folder's samples (path, label) decoded by `decoder` (one of DEVICE_DECODERS) and
+    cropped on the device."""
 
     def __init__(
         self,
@@ -169,52 +253,66 @@ class JpegBatches:
         transforms: Transforms,
         device: torch.device,
         workers: int | None = None,
+        decoder: str = "nvjpeg",
     ):
-        self.files, self.transforms, self.device = JpegFiles(samples), transforms, device
+        self.files, self.transforms, self.device = JpegFiles(samples, decoder), transforms, device
         self.workers = min(8, os.cpu_count() or 1) if workers is None else workers
 
     def __len__(self) -> int:
         return len(self.files)
 
-    def _loader(self, batch_size: int, sampler, drop_last: bool) -> DataLoader:
-        return DataLoader(
+    def _loader(self, batch_size: int, sampler, drop_last: bool) -> Iterator[tuple[list[torch.Tensor], torch.Tensor]]:
+        loader = DataLoader(
             self.files,
             batch_size=batch_size,
             sampler=sampler,
             num_workers=self.workers,
-            collate_fn=_bytes_and_labels,
+            collate_fn=_collate,
             drop_last=drop_last,
+            pin_memory=self.device.type == "cuda",
         )
+        for data, where, labels in loader:
+            yield self._images(data, where), to_device(labels, self.device)
+
+    def _images(self, data: list[torch.Tensor], where: list[bool]) -> list[torch.Tensor]:
+        """The batch's images on the device, in order: the encoded ones decoded there in one call, the ones the
+        workers decoded copied over."""
+        encoded = [k for k, on_device in enumerate(where) if on_device]
+        images = [to_device(d, self.device) if not on_device else None for d, on_device in zip(data, where)]
+        for k, image in zip(encoded, decode([data[k] for k in encoded], self.device) if encoded else []):
+            images[k] = image
+        return images
 
     def train(
         self, batch_size: int, generator: torch.Generator, drop_last: bool = False, ranks: Ranks = SINGLE
     ) -> Iterator[Batch]:
         """RandomResizedCrop + flip of shuffled batches (this rank's shards of them on several ranks)."""
-        seed = _draw_seed(generator)
+        seed = _host_seed(generator)
         if ranks.world == 1:
             sampler = RandomSampler(self.files, generator=torch.Generator().manual_seed(seed))
         else:
             sampler = DistributedSampler(self.files, ranks.world, ranks.rank, shuffle=True, seed=seed, drop_last=True)
             generator = _rank_stream(generator, ranks)
-        for data, labels in self._loader(ranks.batch_size(batch_size), sampler, drop_last):
-            yield self.crop_flip(decode(data, self.device), generator), labels.to(self.device, non_blocking=True)
+        for images, labels in self._loader(ranks.batch_size(batch_size), sampler, drop_last):
+            yield self.crop_flip(images, generator), labels
 
     def crop_flip(self, images: list[torch.Tensor], generator: torch.Generator) -> torch.Tensor:
         """The protocol's RandomResizedCrop + flip of images of assorted sizes: boxes and flips drawn for the
         whole batch as `augment.random_resized_crop_flip` draws them, then each box resized with antialiasing
-        as PIL resizes it (ImageNet boxes are mostly shrunk, where sampling without it would alias)."""
+        as PIL resizes it (ImageNet boxes are mostly shrunk, where sampling without it would alias). The sizes
+        go to the device once; nothing comes back."""
         n, size = len(images), self.transforms.size
-        heights = torch.tensor([i.shape[1] for i in images], device=self.device)
-        widths = torch.tensor([i.shape[2] for i in images], device=self.device)
-        boxes = sample_boxes(n, heights, widths, scale=self.transforms.scale, generator=generator, device=self.device)
+        sizes = to_device(torch.tensor([image.shape[1:] for image in images], dtype=torch.float32), self.device)
+        boxes = sample_boxes(
+            n, sizes[:, 0], sizes[:, 1], scale=self.transforms.scale, generator=generator, device=self.device
+        )
         flips = torch.rand(n, generator=generator, device=self.device) < 0.5
         return resized_crops(images, boxes, flips, size)
 
     def eval(self, batch_size: int) -> Iterator[Batch]:
         """Resize (the shorter side) + CenterCrop, image by image."""
-        for data, labels in self._loader(batch_size, None, False):
-            images = [self._resize_center_crop(image) for image in decode(data, self.device)]
-            yield torch.stack(images), labels.to(self.device, non_blocking=True)
+        for images, labels in self._loader(batch_size, None, False):
+            yield torch.stack([self._resize_center_crop(image) for image in images]), labels
 
     def _resize_center_crop(self, image: torch.Tensor) -> torch.Tensor:
         height, width = image.shape[1:]
@@ -228,16 +326,31 @@ class JpegBatches:
 
 def resized_crops(images: list[torch.Tensor], boxes: torch.Tensor, flips: torch.Tensor, size: int) -> torch.Tensor:
     """Each uint8 image's box (top, left, height, width) resized to size×size, mirrored where `flips` says:
-    float32 N×C×size×size in [0, 1] on the images' device."""
+    float32 N×C×size×size in [0, 1] on the images' device. The resize is two matrix products per image with
+    `augment.antialiased_weights` (the flip folded into the column weights), so boxes and flips never leave
+    the device."""
+    top, left, height, width = boxes.unbind(1)
+    rows = antialiased_weights(top, height, size, max(image.shape[1] for image in images))
+    columns = antialiased_weights(left, width, size, max(image.shape[2] for image in images))
+    columns = torch.where(flips[:, None, None], columns.flip(1), columns)
     out = torch.empty((len(images), images[0].shape[0], size, size), device=images[0].device)
-    for k, ((top, left, height, width), flip) in enumerate(zip(boxes.tolist(), flips.tolist())):
-        out[k] = _resized(images[k][:, top : top + height, left : left + width], (size, size))[0]
-        if flip:
-            out[k] = out[k].flip(-1)
-    return out
+    for k, image in enumerate(images):
+        h, w = image.shape[1:]
+        out[k] = rows[k, :, :h] @ image.float() @ columns[k, :, :w].T
+    return out.div_(255).clamp_(0.0, 1.0)
 
 
 def _resized(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """A uint8 C×H×W image resized (bilinear, antialiased as PIL) to 1×C×size, float32 in [0, 1]."""
     x = F.interpolate(image[None].float().div_(255), size=size, mode="bilinear", align_corners=False, antialias=True)
     return x.clamp_(0.0, 1.0)
+
+
+def jpeg_folder_batches(
+    samples: Sequence[tuple[str, int]], transforms: Transforms, device: torch.device, workers: int, decoder: str
+) -> Batches:
+    """Training batches of an image folder's samples through `decoder` (a resolved one of DECODERS)."""
+    check_choice("decoder", decoder, DECODERS[1:])
+    if decoder == "pil":
+        return FolderBatches(PilSamples(samples, pil_transforms(transforms.size, train=True)), None, device, workers)
+    return JpegBatches(samples, transforms, device, workers, decoder)

@@ -2,23 +2,18 @@
 
 import copy
 import json
-from dataclasses import replace
 
 import pytest
 import torch
 import torchvision.transforms.functional as TF
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from dwlt_utils import bench
-from dwlt_utils.attacks import PGD10_TRAIN, PGD20_EVAL
-from dwlt_utils.augment import QUICK_16, crop_resize, sample_boxes
-from dwlt_utils.batches import ArrayBatches
-from dwlt_utils.data import DATASETS, ImageArrays
+from dwlt_utils.attacks import PGD10_TRAIN
+from dwlt_utils.augment import crop_resize, sample_boxes
+from dwlt_utils.data import DATASETS
 from dwlt_utils.engine import Precision, generator_for
-from dwlt_utils.evaluate import evaluate
 from dwlt_utils.models import build_model
-from dwlt_utils.pruning import one_shot_mask
-from dwlt_utils.train import ADV_TRANSFER_CIFAR, make_optimizer, train_epoch, train_step
+from dwlt_utils.train import ADV_TRANSFER_CIFAR, make_optimizer, train_step
 
 CIFAR = DATASETS["cifar10"]
 
@@ -111,77 +106,6 @@ def test_cuda_only_settings_are_refused_on_a_cpu():
         Precision.for_device("cpu", channels_last=True)
     cpu = Precision.for_device("cpu")
     assert (cpu.bf16, cpu.channels_last, cpu.compile) == (False, False, False)
-
-
-# Aten ops that make the host wait for the device: reading a value back (`.item()`, `bool(t)`, `t.tolist()`
-# all end in `_local_scalar_dense`) or sizing an output by the data (boolean-mask indexing, nonzero, ...).
-HOST_READS = {
-    "aten._local_scalar_dense",
-    "aten.nonzero",
-    "aten.masked_select",
-    "aten.equal",
-    "aten.is_nonzero",
-    "aten._unique2",
-    "aten.unique_consecutive",
-    "aten.unique_dim",
-    "aten.repeat_interleave",
-}
-
-
-class HostReads(TorchDispatchMode):
-    """Every host-reading aten op dispatched inside the block, in order. On a CPU nothing actually waits, but
-    the ops are the ones that would stall a CUDA stream, so their absence here is their absence there."""
-
-    def __init__(self):
-        super().__init__()
-        self.ops: list[str] = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        name = str(func.overloadpacket)
-        bool_index = name == "aten.index" and any(
-            t is not None and t.dtype in (torch.bool, torch.uint8) for t in args[1]
-        )
-        if name in HOST_READS or bool_index:
-            self.ops.append(name if not bool_index else "boolean-mask indexing")
-        return func(*args, **(kwargs or {}))
-
-
-def test_an_epoch_reads_nothing_back_from_the_device_until_its_end():
-    g = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (40, 3, 20, 20), generator=g, dtype=torch.uint8)
-    arrays = ImageArrays(images, torch.randint(0, 4, (40,), generator=g), torch.arange(40))
-    cpu = Precision.for_device("cpu")
-    batches = ArrayBatches(arrays, QUICK_16, cpu.device)
-    torch.manual_seed(0)
-    model = build_model("small_resnet", 4, [0.5] * 3, [0.25] * 3)
-    masked = one_shot_mask(model.model, 0.5).bind(model.model)
-    config = replace(ADV_TRANSFER_CIFAR, batch_size=16)  # three steps: 16, 16 and 8 images
-    optimizer = make_optimizer(model, config)
-    with HostReads() as epoch:
-        metrics = train_epoch(
-            model, batches, optimizer, config, masked=masked, generator=generator_for(cpu.device, 1), precision=cpu
-        )
-    # the loss and the accuracy, read once each when the epoch is over
-    assert epoch.ops == ["aten._local_scalar_dense"] * 2, epoch.ops
-    assert set(metrics) == {"train_loss", "train_acc"}
-    with HostReads() as evaluation:
-        evaluate(model.eval(), batches, attack=PGD20_EVAL, batch_size=16, precision=cpu)
-    assert evaluation.ops == ["aten._local_scalar_dense"] * 2, evaluation.ops  # SA and RA
-
-
-def test_the_host_read_detector_sees_the_reads_it_is_there_to_catch():
-    x = torch.arange(6.0)
-    with HostReads() as reads:
-        x.sum().item()
-        x[x > 2].sum()
-        bool((x > 1).any())
-        (x > 4).nonzero()
-    assert reads.ops == [
-        "aten._local_scalar_dense",
-        "boolean-mask indexing",
-        "aten._local_scalar_dense",
-        "aten.nonzero",
-    ]
 
 
 def test_the_bf16_autocast_step_computes_in_bf16_and_keeps_fp32_weights_and_inputs():

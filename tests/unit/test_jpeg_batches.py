@@ -11,9 +11,18 @@ import torchvision.transforms.functional as TF
 from PIL import Image
 
 from dwlt_utils.augment import PAPER_224, sample_boxes
-from dwlt_utils.batches import JpegBatches, JpegFiles, decode
+from dwlt_utils.batches import (
+    DEVICE_DECODERS,
+    JpegBatches,
+    JpegFiles,
+    decode,
+    jpeg_folder_batches,
+    resized_crops,
+    resolve_decoder,
+)
 from dwlt_utils.distributed import Ranks
 from dwlt_utils.engine import generator_for
+from dwlt_utils.errors import InputError
 
 from genuine_files import write_imagenet
 
@@ -80,3 +89,47 @@ def test_batches_on_two_ranks_are_disjoint_shares_of_one_epoch(jpegs):
     assert len(labels) == len(set(labels)) == len(jpegs) // 2 * 2  # each file once, the odd one left out
     eval_x, eval_y = next(batches.eval(3))
     assert eval_x.shape == (3, 3, 224, 224) and eval_y.tolist() == [0, 1, 2]
+
+
+def test_every_decoder_gives_pils_pixels_and_mixed_leaves_to_nvjpeg_only_what_it_decodes_exactly(tmp_path, jpegs):
+    rng = np.random.default_rng(7)
+    pixels = rng.integers(0, 256, (120, 90, 3), dtype=np.uint8)
+    for name, subsampling in (("444", 0), ("422", 1), ("420", 2)):
+        Image.fromarray(pixels).save(tmp_path / f"{name}.JPEG", format="JPEG", quality=90, subsampling=subsampling)
+    Image.fromarray(pixels).save(tmp_path / "progressive.JPEG", format="JPEG", subsampling=0, progressive=True)
+    files = sorted(tmp_path.glob("*.JPEG")) + jpegs
+    for decoder in DEVICE_DECODERS:
+        batches = JpegBatches([(str(p), 0) for p in files], PAPER_224, CPU, workers=0, decoder=decoder)
+        items = [batches.files[i] for i in range(len(files))]
+        where = {path.name: on_device for path, (_, on_device, _) in zip(files, items)}
+        expected_on_device = {
+            "turbo": set(),
+            "nvjpeg": {p.name for p in files},
+            "mixed": {"444.JPEG"},  # baseline, colour, chroma not subsampled
+        }[decoder]
+        assert {name for name, on_device in where.items() if on_device} == expected_on_device, decoder
+        images = batches._images([data for data, _, _ in items], [on_device for _, on_device, _ in items])
+        for path, ours in zip(files, images):
+            reference = pil_pixels(Image.open(path))
+            assert ours.shape == reference.shape, (decoder, path.name)
+            assert int((ours.int() - reference.int()).abs().max()) <= 1, (decoder, path.name)
+
+
+def test_the_resize_matrices_compute_what_an_antialiased_interpolation_of_each_box_computes():
+    g = torch.Generator().manual_seed(0)
+    images = [torch.randint(0, 256, (3, h, w), generator=g, dtype=torch.uint8) for h, w in ((300, 200), (40, 50))]
+    boxes = torch.tensor([[10, 20, 250, 150], [3, 5, 30, 20]])  # shrunk to 64, and enlarged
+    flips = torch.tensor([False, True])
+    ours = resized_crops(images, boxes, flips, 64)
+    for k, (top, left, height, width) in enumerate(boxes.tolist()):
+        box = images[k][:, top : top + height, left : left + width][None].float() / 255
+        reference = torch.nn.functional.interpolate(box, size=(64, 64), mode="bilinear", antialias=True)[0]
+        reference = reference.flip(-1) if flips[k] else reference
+        assert float((ours[k] - reference.clamp(0, 1)).abs().max()) < 1e-5
+
+
+def test_a_decoder_that_does_not_exist_is_one_sentence():
+    with pytest.raises(InputError, match="Unknown decoder 'gpu'; accepted: auto, pil, turbo, nvjpeg, mixed"):
+        resolve_decoder("gpu")
+    with pytest.raises(InputError, match="Unknown decoder 'device'"):
+        jpeg_folder_batches([], PAPER_224, CPU, 0, "device")
