@@ -121,7 +121,7 @@ def _made(cell: Cell) -> tuple[bool | None, bool, float]:
         wall = sum(_records_wall(d) for d in finished)
         return len(finished) == len(runs), held, wall
     if name == "02_imp":
-        ladder = tickets.ImpConfig.from_notebook(session.profile, parameters)
+        ladder = tickets.ImpConfig.from_notebook(session.profile, parameters, session.precision.name)
         levels = parameters["levels"] or session.profile.levels
         done = tickets.imp_ticket_missing(ladder, session.roots, session.seed, levels) is None
         return done, False, 0.0

@@ -12,11 +12,10 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from torch.utils.data import Subset
 
 from . import distributed, paths, sources, vocabulary
 from .augment import PAPER_224
-from .batches import DECODERS, ArrayBatches, Batches, FolderBatches, JpegBatches
+from .batches import NVJPEG_DEVIATION, ArrayBatches, Batches, jpeg_folder_batches, resolve_decoder
 from .checkpoints import DEFAULT_EPS_255, IMAGENET_MEAN, IMAGENET_STD
 from .config import to_plain, write_config
 from .data import check_trainable, imagenet_folder, load_splits, missing_phrase, subset_positions
@@ -31,7 +30,7 @@ from .profiles import DEFAULT_IMP, PROFILES, Profile
 from .pruning import Mask, export_ticket, one_shot_mask, sparsity_at_level
 from .results import LADDER_DEVIATION
 from .train import TrainConfig
-from .vocabulary import IMP_VARIANTS, ONE_SHOT_METHODS, PRETRAININGS, source_key
+from .vocabulary import IMP_VARIANTS, ONE_SHOT_METHODS, PRECISIONS, PRETRAININGS, source_key
 
 
 @dataclass(frozen=True)
@@ -47,6 +46,10 @@ class ImpConfig:
     # DDP processes of each level's training: BatchNorm sees batch / processes images, so a ladder computed on
     # N processes is another ladder than one computed on M (PROTOCOL.md section 3).
     processes: int = 1
+    # What the levels computed in (records never mix bf16 with fp32) and how ImageNet's JPEGs were decoded
+    # (`batches.DECODERS`; a ladder of array data, the quick profile's, reads no JPEG and keeps "pil").
+    precision: str = "fp32"
+    decoder: str = "pil"
 
     @classmethod
     def create(
@@ -59,6 +62,8 @@ class ImpConfig:
         epochs_per_level: int = 0,
         source_fraction: float = 1.0,
         processes: int = 1,
+        precision: str = "fp32",
+        decoder: str = "auto",
     ) -> ImpConfig:
         """Validated, with "auto" and 0 resolved to the profile's protocol values."""
         check_choice("pre-training", pretraining, PRETRAININGS)
@@ -75,11 +80,14 @@ class ImpConfig:
         eps = vocabulary.source_eps_255(pretraining, source_eps_255)
         check_number("processes", processes, 1, 4096, integer=True)
         Ranks(world=processes).batch_size(profile.imp_recipe(variant).batch_size)  # the batch must split evenly
-        return cls(profile.name, pretraining, eps, variant, epochs, source_fraction, processes)
+        check_choice("precision of the ladder", precision, [p for p in PRECISIONS if p != "auto"])
+        decoder = resolve_decoder(decoder) if profile.source_transforms is None else "pil"
+        return cls(profile.name, pretraining, eps, variant, epochs, source_fraction, processes, precision, decoder)
 
     @classmethod
-    def from_notebook(cls, profile: Profile, parameters: dict) -> ImpConfig:
-        """The ladder notebook 02 computes with these parameters (its parameter names, defaults filled in)."""
+    def from_notebook(cls, profile: Profile, parameters: dict, precision: str = "fp32") -> ImpConfig:
+        """The ladder notebook 02 computes with these parameters (its parameter names, defaults filled in) in
+        `precision` (its session's, resolved)."""
         return cls.create(
             profile=profile,
             pretraining=parameters["pretraining"],
@@ -88,6 +96,8 @@ class ImpConfig:
             epochs_per_level=parameters["epochs_per_level"],
             source_fraction=parameters["source_fraction"],
             processes=parameters["nproc_per_node"] * parameters["nnodes"],
+            precision=precision,
+            decoder=parameters["decoder"],
         )
 
     def recipe(self) -> TrainConfig:
@@ -105,6 +115,8 @@ class ImpConfig:
         )
         if self.source_fraction != 1.0:
             out.append(f"{LADDER_DEVIATION}on {self.source_fraction:g} of the source data")
+        if self.decoder == "nvjpeg":
+            out.append(f"{LADDER_DEVIATION}{NVJPEG_DEVIATION}")
         return out
 
     def notebook_flags(self, seed: int) -> str:
@@ -121,6 +133,9 @@ class ImpConfig:
             flags.append(f"-p source_fraction {self.source_fraction:g}")
         if self.processes != 1:
             flags.append(f"-p nproc_per_node {self.processes}")
+        if self.decoder != resolve_decoder("auto"):
+            flags.append(f"-p decoder {self.decoder}")
+        flags.append(f"-p precision {self.precision}")  # "auto" means another one on another machine
         if seed != 1:
             flags.append(f"-p seed {seed}")
         return " ".join(flags + ([profile.flag] if profile.flag else []))
@@ -132,9 +147,10 @@ class ImpConfig:
 
     def describe(self) -> str:
         where = f", on {self.processes} processes (BatchNorm over {self.device_batch})" if self.processes > 1 else ""
+        decoded = f", JPEGs decoded by {self.decoder}" if self.decoder != "pil" else ""
         return (
             f"{self.variant.upper()} of {source_key(self.pretraining, self.source_eps_255)} ({self.profile} profile"
-            f"{where})"
+            f", {self.precision}{where}{decoded})"
         )
 
 
@@ -145,12 +161,10 @@ def check_imp_inputs(
     levels: int,
     imagenet_root: Path | None,
     one_shot_sparsities: list,
-    decoder: str = "auto",
 ) -> int:
     """Validate notebook 02's remaining parameters and find its inputs; returns the number of levels."""
     profile = PROFILES[config.profile]
     check_number("levels", levels, 0, 40, integer=True)
-    check_choice("decoder", decoder, DECODERS)
     if not isinstance(one_shot_sparsities, (list, tuple)):
         raise InputError(f"one_shot_sparsities is a list of numbers in [0, 1); got {one_shot_sparsities!r}.")
     for value in one_shot_sparsities:
@@ -202,7 +216,6 @@ class LevelTrainer:
     workers: int = 8
     progress: str = "off"
     ranks: Ranks = SINGLE
-    decoder: str = "auto"  # `batches.DECODERS`
 
     @cached_property
     def source_state(self) -> dict:
@@ -223,7 +236,6 @@ class LevelTrainer:
                 "imagenet_root": str(self.imagenet_root or ""),
                 "workers": self.workers,
                 "progress": "phases" if self.progress == "bar" else self.progress,  # a worker shows no bar
-                "decoder": self.decoder,
             }
         )
 
@@ -242,7 +254,6 @@ class LevelTrainer:
             fields["workers"],
             fields["progress"] if ranks.main else "off",
             ranks,
-            fields["decoder"],
         )
 
     @staticmethod
@@ -271,20 +282,13 @@ class LevelTrainer:
         train_set = imagenet_folder(self.imagenet_root, "train")
         what = "ImageNet training images"
         check_trainable("source_fraction", self.config.source_fraction, len(train_set), what)
+        samples = train_set.samples
         if self.config.source_fraction < 1:  # class-sorted folders: a stratified subset, never the first N
             targets = torch.tensor(train_set.targets)
             positions = subset_positions(targets, self.config.source_fraction, "stratified", self.seed)
-            train_set = Subset(train_set, positions.tolist())
-        device = self.precision.device
-        if self.decoder == "device" or self.decoder == "auto" and device.type == "cuda":
-            samples = (
-                [train_set.dataset.samples[i] for i in train_set.indices]
-                if isinstance(train_set, Subset)
-                else train_set.samples
-            )
-            batches = JpegBatches(samples, PAPER_224, device, self.workers)  # the protocol's ImageNet crops
-        else:
-            batches = FolderBatches(train_set, None, device, self.workers)
+            samples = [samples[i] for i in positions.tolist()]
+        # the protocol's ImageNet crops, from the ladder's decoder
+        batches = jpeg_folder_batches(samples, PAPER_224, self.precision.device, self.workers, self.config.decoder)
         return batches, IMAGENET_MEAN, IMAGENET_STD
 
     def __call__(self, level: int) -> Mask:
@@ -313,15 +317,18 @@ def run_imp_ladder(
     imagenet_root: Path | None = None,
     workers: int = 8,
     launch: Launch | None = None,
-    decoder: str = "auto",
 ) -> list[Mask]:
     """The IMP ladder of `config` up to `levels`, resuming whatever is on disk; a ladder of several processes
     trains each level as a torchrun job of `launch` (`imp_worker`)."""
     check_number("levels", levels, 1, 40, integer=True)
-    check_choice("decoder", decoder, DECODERS)
     profile, roots, precision, seed = PROFILES[config.profile], session.roots, session.precision, session.seed
+    if precision.name != config.precision:
+        raise InputError(
+            f"This ladder computes in {config.precision}, but the notebook runs in {precision.name}; give both the "
+            f"same precision (-p precision {config.precision})."
+        )
     ladder = roots.imp_ladder(config, seed)
-    trainer = LevelTrainer(config, roots, precision, seed, imagenet_root, workers, session.progress, decoder=decoder)
+    trainer = LevelTrainer(config, roots, precision, seed, imagenet_root, workers, session.progress)
     state = trainer.source_state  # read before anything of the ladder is written
     # The device is kept for plans that price IMP levels from the ladder's recorded epochs (`costs`).
     write_config(
@@ -331,7 +338,6 @@ def run_imp_ladder(
         deviations=config.deviations(),
         device=precision.describe(),
         device_batch=config.device_batch,
-        decoder=decoder,
     )
     if config.processes > 1:
         launch = launch or Launch(nproc_per_node=config.processes)

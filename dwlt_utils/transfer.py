@@ -70,6 +70,8 @@ class TransferConfig:
         imp_variant: str = "auto",
         imp_epochs: int = 0,
         imp_processes: int = 1,
+        imp_precision: str = "fp32",
+        imp_decoder: str = "auto",
         ticket_seed: int = 1,
         data_fraction: float = 1.0,
         subset: str = "first",
@@ -118,6 +120,8 @@ class TransferConfig:
                 variant=imp_variant,
                 epochs_per_level=imp_epochs,
                 processes=imp_processes,
+                precision=imp_precision,
+                decoder=imp_decoder,
             )
             if ticket == "imp"
             else None
@@ -215,9 +219,18 @@ def require_inputs(config: TransferConfig, roots: Roots, *, download: bool = Tru
         raise MissingInputError("Cannot run this cell: " + "; ".join(missing) + ".")
 
 
+def _ladder_precision(parameters: dict[str, Any], session: Session) -> dict[str, Any]:
+    """The parameters with an `imp_precision` of "auto" read as the session's own: a ticket comes by default
+    from the ladder that notebook 02 computes with the same `precision` on the same machine."""
+    if parameters.get("imp_precision", "auto") == "auto":
+        return {**parameters, "imp_precision": session.precision.name}
+    return parameters
+
+
 def plan(session: Session, *, regimes: list, download: bool = True, **parameters: Any) -> list[TransferConfig]:
     """The cells of one transfer notebook (one per regime), validated, with their inputs found; the
     parameters are `TransferConfig.create`'s."""
+    parameters = _ladder_precision(parameters, session)
     cells = [
         TransferConfig.create(profile=session.profile, regime=regime, **parameters) for regime in check_regimes(regimes)
     ]
@@ -442,6 +455,7 @@ def notebook_runs(notebook: str, parameters: dict[str, Any], session: Session) -
     regimes = parameters["regimes"] if notebook == "05_data_limited" else NOTEBOOK_REGIMES[notebook]
     wanted = inspect.signature(TransferConfig.create).parameters
     arguments = {k: v for k, v in parameters.items() if k in wanted and k not in ("profile", "regime")}
+    arguments = _ladder_precision(arguments, session)
     runs = [
         run
         for regime in check_regimes(regimes)

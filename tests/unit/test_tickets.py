@@ -36,7 +36,7 @@ def test_a_ladder_is_computed_once_and_exported_in_the_official_layout(session, 
     assert capsys.readouterr().out.startswith("IMP level 1 → 2: epoch 1 of 1 in ")
     assert tickets.imp_ticket_missing(ladder, roots, session.seed, 2) is None
     hint = tickets.imp_ticket_missing(ladder, roots, session.seed, 3)
-    assert "with -p pretraining adv -p source_fraction 0.05 -p quick True -p levels 3 first" in hint
+    assert "with -p pretraining adv -p source_fraction 0.05 -p precision fp32 -p quick True -p levels 3 first" in hint
     assert tickets.imp_ticket(ladder, roots, session.seed, 2) == masks[1]
     files = tickets.export_official(ladder, roots, session.seed, masks)
     assert [f.parent for f in files] == [roots.imp_level(ladder, session.seed, k) for k in (1, 2)]
@@ -59,3 +59,27 @@ def test_degenerate_ladders_and_damaged_levels_are_one_sentence(session, roots, 
     assert str(err.value).endswith(f"delete {level} and re-run notebooks/02_imp.ipynb, which makes it again.")
     # a transfer cell finds it in its validation, before its dense baseline trains
     assert tickets.imp_ticket_missing(ladder, roots, session.seed, 2) == str(err.value).removesuffix(".")
+
+
+def test_a_ladders_precision_and_decoder_are_part_of_its_identity(roots, session):
+    base = tickets.ImpConfig.create(profile=PAPER, pretraining="standard")
+    assert (base.precision, base.decoder) == ("fp32", "pil")  # "auto" decodes as the reference until a GPU says
+    others = [
+        tickets.ImpConfig.create(profile=PAPER, pretraining="standard", precision="bf16"),
+        tickets.ImpConfig.create(profile=PAPER, pretraining="standard", decoder="nvjpeg"),
+        tickets.ImpConfig.create(profile=PAPER, pretraining="standard", decoder="mixed"),
+    ]
+    directories = {roots.imp_ladder(c, 1) for c in [base, *others]}
+    assert len(directories) == 4
+    assert any("nvJPEG" in d for d in others[1].deviations()) and not others[2].deviations()
+    assert "-p decoder nvjpeg -p precision fp32" in others[1].notebook_flags(1)
+    # the quick profile reads arrays: its decoder is no part of what it computes
+    quick = tickets.ImpConfig.create(profile=QUICK, pretraining="adv", decoder="nvjpeg")
+    assert quick == tickets.ImpConfig.create(profile=QUICK, pretraining="adv")
+    with pytest.raises(InputError, match="Unknown decoder 'gpu'"):
+        tickets.ImpConfig.create(profile=PAPER, pretraining="standard", decoder="gpu")
+    with pytest.raises(InputError, match="precision of the ladder"):
+        tickets.ImpConfig.create(profile=PAPER, pretraining="standard", precision="auto")
+    bf16 = tickets.ImpConfig.create(profile=QUICK, pretraining="adv", precision="bf16")
+    with pytest.raises(InputError, match="computes in bf16, but the notebook runs in fp32"):
+        tickets.run_imp_ladder(bf16, session, levels=2)
