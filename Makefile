@@ -7,7 +7,11 @@ RENDERED ?= rendered
 
 .PHONY: test test-slow test-all rehearsal demo results install
 
+# Beyond pip, the quick profile's data and the rehearsal's browser (dwlt_utils/prerequisites.py): Debian's
+# dataset-fashion-mnist and chromium where apt-get can be used, else Fashion-MNIST downloaded with its checksums
+# into data/fashion-mnist; seconds when both are there.
 install: $(VENV)/.installed
+	$(BIN)/python -m dwlt_utils.prerequisites
 
 # torchattacks (an independent PGD the attack tests compare against, and the attacks AutoAttack is composed
 # of: `eval_attack="autoattack"`) pins an old `requests`, so it is installed without its dependencies.

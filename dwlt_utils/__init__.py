@@ -13,7 +13,8 @@ below its own (tests/unit/test_layout.py holds the package to this order):
    AutoAttack check beside PGD-20), `report` (06);
 6. running many cells and entry points: `jobs` (the light job of one cell), `sweeps` (cells as submitit jobs
    and their state), `search` (the threshold search), `bench` (the speed benchmark), `costs` (what a run
-   costs before it runs), `plans` (GPU-hours and wall time of a sweep, a search or the paper), `cli`.
+   costs before it runs), `plans` (GPU-hours and wall time of a sweep, a search or the paper), `cli`,
+   `prerequisites` (what `make install` brings beyond pip: the quick profile's data and the browser).
 """
 
 __version__ = "0.1.0"

@@ -38,9 +38,12 @@ from .errors import FileFormatError, InputError, MissingInputError, UntrustedFil
 from .io import atomic_write, unreachable
 from .vocabulary import SUBSETS
 
-# Debian's package dataset-fashion-mnist installs the four raw .gz files here (a module constant, so
-# tests can point it elsewhere).
+# Debian's package dataset-fashion-mnist installs the four raw .gz files here; where it cannot be installed,
+# `make install` downloads the official ones into the checkout's data/fashion-mnist (module constants, so
+# tests can point them elsewhere).
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+DOWNLOADED_FASHION_MNIST = Path(__file__).resolve().parent.parent / "data" / "fashion-mnist"
+FASHION_MNIST_NAMES = [Path(gz).stem for gz, _ in FashionMNIST.resources]
 
 REACHABILITY_TIMEOUT_S = 10.0
 
@@ -412,9 +415,20 @@ def _svhn_files(info: DatasetInfo, root: Path) -> _Files:
 
 
 def _fashion_mnist_files(info: DatasetInfo, root: Path) -> _Files:
-    names = [Path(gz).stem for gz, _ in FashionMNIST.resources]
-    source = f"Debian's package dataset-fashion-mnist or {FashionMNIST.mirrors[0]} (decompressed)"
-    return _Files(root / "FashionMNIST" / "raw", names, source, FashionMNIST.mirrors[0] + FashionMNIST.resources[0][0])
+    source = (
+        f"Debian's package dataset-fashion-mnist, or put the .gz files of {FashionMNIST.mirrors[0]} in "
+        f"{DOWNLOADED_FASHION_MNIST} (`make install` does either)"
+    )
+    url = FashionMNIST.mirrors[0] + FashionMNIST.resources[0][0]
+    return _Files(root / "FashionMNIST" / "raw", FASHION_MNIST_NAMES, source, url)
+
+
+def fashion_mnist_copy(name: str) -> Path | None:
+    """The local .gz copy of Fashion-MNIST's raw file `name`: Debian's package's, else the downloaded one."""
+    for folder in (DEBIAN_FASHION_MNIST, DOWNLOADED_FASHION_MNIST):
+        if (folder / f"{name}.gz").is_file():
+            return folder / f"{name}.gz"
+    return None
 
 
 def _missing_files(info: DatasetInfo, root: Path, download: bool) -> list[str]:
@@ -438,9 +452,7 @@ def ensure_available(name: str, root: str | Path, *, download: bool = False) -> 
     """Raise the one-sentence MissingInputError that `load_splits` would, without reading anything: the
     files are there, or download=True and their host answers."""
     info = dataset_info(name)
-    if name == "fashion_mnist" and all(
-        (DEBIAN_FASHION_MNIST / f"{n}.gz").is_file() for n in _fashion_mnist_files(info, Path(root)).names
-    ):
+    if name == "fashion_mnist" and all(fashion_mnist_copy(n) for n in FASHION_MNIST_NAMES):
         return
     if name in _FILES:
         _missing_files(info, Path(root), download)
@@ -465,10 +477,10 @@ def _read_svhn(info: DatasetInfo, root: Path, download: bool) -> tuple[ImageArra
 def _read_fashion_mnist(info: DatasetInfo, root: Path, download: bool) -> tuple[ImageArrays, ImageArrays]:
     files = _fashion_mnist_files(info, root)
     for name in files.names:
-        copy = DEBIAN_FASHION_MNIST / f"{name}.gz"
-        if not (files.folder / name).is_file() and copy.is_file():
+        copy = fashion_mnist_copy(name)
+        if not (files.folder / name).is_file() and copy:
             # A local copy, not a download. Debian recompressed the files, so their .gz MD5s are not the
-            # official ones and cannot be checked.
+            # official ones and cannot be checked (the downloaded ones were checked when downloaded).
             with gzip.open(copy, "rb") as src:
                 atomic_write(files.folder / name, lambda dst: shutil.copyfileobj(src, dst), "wb")
     missing = _missing_files(info, root, download)

@@ -17,7 +17,6 @@ import pytest
 
 from dwlt_utils import autoattack, paths, results
 from dwlt_utils.cli import render, unclean
-from dwlt_utils.data import DEBIAN_FASHION_MNIST
 from dwlt_utils.io import unreachable
 from dwlt_utils.profiles import QUICK
 
@@ -26,10 +25,7 @@ from executed import NOTEBOOKS, execute, failed_cell, outputs, validation_cell
 ALL = sorted(NOTEBOOKS.glob("*.ipynb"))
 SPARSITY = 0.36  # level 2: the smallest ladder the chain must build
 
-pytestmark = pytest.mark.skipif(
-    not (DEBIAN_FASHION_MNIST / "train-images-idx3-ubyte.gz").is_file(),
-    reason="the quick profile needs Fashion-MNIST from Debian's dataset-fashion-mnist (apt-get install it)",
-)
+pytestmark = pytest.mark.usefixtures("fashion_mnist")  # the quick profile's source data (tests/conftest.py)
 
 
 @pytest.fixture(scope="module")

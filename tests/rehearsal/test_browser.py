@@ -20,12 +20,6 @@ from executed import NOTEBOOKS, execute
 
 pytestmark = pytest.mark.rehearsal
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-playwright = pytest.importorskip("playwright.sync_api", reason="install the project's browser extra")
-pytest.importorskip("jupyterlab", reason="install the project's lab extra")
-if CHROMIUM is None:
-    pytest.skip("needs Debian's chromium (apt-get install chromium)", allow_module_level=True)
-
 NOTEBOOK = "04_adv_transfer"
 TOKEN = "dwlt-rehearsal"
 RUN_SECONDS = 600
@@ -38,7 +32,7 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def run_root(tmp_path_factory) -> Path:
+def run_root(tmp_path_factory, fashion_mnist) -> Path:
     """A quick-profile run root holding the standard source (the cheapest to pre-train): the cell in the
     browser transfers its one-shot magnitude ticket, which needs no IMP ladder."""
     base = tmp_path_factory.mktemp("lab-inputs")
@@ -48,7 +42,7 @@ def run_root(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory):
+def lab(tmp_path_factory, jupyterlab):
     """JupyterLab on localhost, serving a folder that holds a copy of the notebook."""
     root = tmp_path_factory.mktemp("lab")
     (root / "notebooks").mkdir()
@@ -94,7 +88,9 @@ def lab(tmp_path_factory):
     log.close()
 
 
-def test_notebook_04_runs_in_jupyterlab_and_shows_its_progress_table_and_figures(lab, run_root):
+def test_notebook_04_runs_in_jupyterlab_and_shows_its_progress_table_and_figures(
+    lab, run_root, sync_playwright, chromium
+):
     edits = (
         "\nquick = True"
         f'\nrun_root = "{run_root}"'
@@ -103,8 +99,8 @@ def test_notebook_04_runs_in_jupyterlab_and_shows_its_progress_table_and_figures
         "\nsparsity = 0.36"
         "\nepochs = 2"
     )
-    with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, headless=True)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.goto(f"{lab['url']}/lab/tree/notebooks/{NOTEBOOK}.ipynb?token={TOKEN}")
         parameters = page.locator(".jp-CodeCell").filter(has_text="quick: bool = False")

@@ -24,8 +24,7 @@ def batch():
     return x, torch.randint(0, 10, (24,), generator=g)
 
 
-def test_pgd_equals_torchattacks_without_random_start(model, batch):
-    torchattacks = pytest.importorskip("torchattacks")
+def test_pgd_equals_torchattacks_without_random_start(model, batch, torchattacks):
     x, y = batch
     for steps in (1, 5, 20):
         reference = torchattacks.PGD(model, eps=EPS, alpha=ALPHA, steps=steps, random_start=False)(x, y)

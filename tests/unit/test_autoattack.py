@@ -14,8 +14,6 @@ from dwlt_utils.evaluate import EVAL_SEED, evaluate
 from dwlt_utils.profiles import QUICK
 from dwlt_utils.transfer import TransferConfig
 
-torchattacks = pytest.importorskip("torchattacks")
-
 
 @pytest.fixture()
 def model():
@@ -31,7 +29,7 @@ def batch():
     return torch.rand(12, 3, 8, 8, generator=g), torch.randint(0, 10, (12,), generator=g)
 
 
-def test_the_attacks_are_composed_at_the_published_settings(model, batch, monkeypatch):
+def test_the_attacks_are_composed_at_the_published_settings(model, batch, monkeypatch, torchattacks):
     composed = []
 
     class Recorded(torchattacks.MultiAttack):

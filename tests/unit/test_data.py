@@ -77,8 +77,9 @@ def offline(monkeypatch):
     monkeypatch.setattr(tv_cifar, "download_and_extract_archive", refuse)
     monkeypatch.setattr(tv_svhn, "download_url", refuse)
     monkeypatch.setattr(tv_mnist, "download_and_extract_archive", refuse)
-    # the real Debian files only where a test asks for them
+    # the real local copies only where a test asks for them
     monkeypatch.setattr(data, "DEBIAN_FASHION_MNIST", Path("/nonexistent/fashion-mnist"))
+    monkeypatch.setattr(data, "DOWNLOADED_FASHION_MNIST", Path("/nonexistent/downloaded-fashion-mnist"))
     return attempts
 
 
@@ -337,15 +338,17 @@ def test_a_file_that_is_not_idx_is_a_format_error(tmp_path):
         load_small(tmp_path, "fashion_mnist")
 
 
-DEBIAN = Path("/usr/share/datasets/fashion-mnist")
+LOCAL_COPIES = {
+    "DEBIAN_FASHION_MNIST": data.DEBIAN_FASHION_MNIST,
+    "DOWNLOADED_FASHION_MNIST": data.DOWNLOADED_FASHION_MNIST,
+}
 
 
 @pytest.fixture(scope="module")
-def debian_fashion(tmp_path_factory):
-    if not all((DEBIAN / f"{name}.gz").is_file() for name in fashion_files(1, 1)):
-        pytest.skip(f"Debian's package dataset-fashion-mnist is not installed (no files in {DEBIAN})")
+def debian_fashion(tmp_path_factory, fashion_mnist):
     with pytest.MonkeyPatch.context() as patch:  # the autouse fixture points elsewhere
-        patch.setattr(data, "DEBIAN_FASHION_MNIST", DEBIAN)
+        for name, folder in LOCAL_COPIES.items():
+            patch.setattr(data, name, folder)
         return load_splits("fashion_mnist", tmp_path_factory.mktemp("fashion"))
 
 

@@ -27,6 +27,7 @@ def test_imp_inputs_are_checked(roots):
         tickets.check_imp_inputs(ladder, roots, levels=3, imagenet_root=None, one_shot_sparsities=[1.0])
 
 
+@pytest.mark.usefixtures("fashion_mnist")  # the ladder trains on the quick source data
 def test_a_ladder_is_computed_once_and_exported_in_the_official_layout(session, roots, plant_source, capsys):
     plant_source()
     ladder = tickets.ImpConfig.create(profile=QUICK, pretraining="adv", epochs_per_level=1, source_fraction=0.05)
@@ -43,6 +44,7 @@ def test_a_ladder_is_computed_once_and_exported_in_the_official_layout(session, 
     assert tickets.run_imp_ladder(ladder, session, levels=2) == masks and capsys.readouterr().out == ""
 
 
+@pytest.mark.usefixtures("fashion_mnist")  # the ladder trains on the quick source data
 def test_degenerate_ladders_and_damaged_levels_are_one_sentence(session, roots, plant_source):
     with pytest.raises(InputError, match="the smallest source_fraction that trains is 0.0007"):
         tickets.ImpConfig.create(profile=QUICK, pretraining="adv", source_fraction=0.0001)
