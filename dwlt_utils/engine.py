@@ -38,6 +38,9 @@ class Precision:
     bf16: bool
     channels_last: bool
     compile: bool = False
+    # Full training batches replayed as one CUDA graph (`train.GraphedStep`): opt-in until a GPU check has shown
+    # it correct and faster (`python -m dwlt_utils.gpu_check`).
+    cuda_graphs: bool = False
 
     @classmethod
     def for_device(
@@ -47,18 +50,26 @@ class Precision:
         bf16: bool | None = None,
         channels_last: bool | None = None,
         compile: bool = False,
+        cuda_graphs: bool = False,
     ) -> Precision:
         device = resolve_device(device)
         cuda = device.type == "cuda"
         channels_last = cuda if channels_last is None else channels_last
-        if not cuda and (channels_last or compile):
+        if not cuda and (channels_last or compile or cuda_graphs):
             # With torch 2.14's CPU kernels both corrupt the heap within a few training steps (channels_last
             # ResNets; compiled graphs once the batch size changes), and on a CPU neither would pay off.
-            raise InputError("channels_last and torch.compile are for CUDA devices; on a CPU leave them off.")
-        return cls(device, cuda if bf16 is None else bf16, channels_last, compile)
+            raise InputError(
+                "channels_last, torch.compile and CUDA graphs are for CUDA devices; on a CPU leave them off."
+            )
+        if compile and cuda_graphs:
+            raise InputError("Choose torch.compile or CUDA graphs, not both: each captures the step its own way.")
+        return cls(device, cuda if bf16 is None else bf16, channels_last, compile, cuda_graphs)
 
     def autocast(self) -> AbstractContextManager:
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
+        # A captured graph must not hold autocast's cache of cast weights: it would replay stale copies.
+        return torch.autocast(
+            self.device.type, dtype=torch.bfloat16, enabled=self.bf16, cache_enabled=not self.cuda_graphs
+        )
 
     def input(self, x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
@@ -84,6 +95,7 @@ class Precision:
     def describe(self) -> str:
         parts = [self.device.type, "bf16 autocast" if self.bf16 else "fp32"]
         parts += ["channels_last"] * self.channels_last + ["torch.compile"] * self.compile
+        parts += ["CUDA graphs"] * self.cuda_graphs
         return ", ".join(parts)
 
 

@@ -119,6 +119,7 @@ def start(
     weights_dir: str = "weights",
     precision: str = "auto",
     torch_compile: bool = False,
+    cuda_graphs: bool = False,
 ) -> Session:
     """Validate the parameters every notebook has and resolve them; raises one clear sentence on bad input,
     parameters the notebook does not have included."""
@@ -129,12 +130,18 @@ def start(
         raise InputError(f"device is a string ('auto', 'cpu', 'cuda', 'cuda:N'); got {device!r}.")
     base = working_root()
     roots = Roots.create(data_root, run_root, weights_dir, base=base)
-    if not isinstance(torch_compile, bool):
-        raise InputError(f"torch_compile is True or False; got {torch_compile!r}.")
+    for name, value in (("torch_compile", torch_compile), ("cuda_graphs", cuda_graphs)):
+        if not isinstance(value, bool):
+            raise InputError(f"{name} is True or False; got {value!r}.")
     check_choice("precision", precision, PRECISIONS)
     bf16 = None if precision == "auto" else precision == "bf16"
     session = Session(
-        profile, seed, Precision.for_device(device, bf16=bf16, compile=torch_compile), roots, _progress(), base
+        profile,
+        seed,
+        Precision.for_device(device, bf16=bf16, compile=torch_compile, cuda_graphs=cuda_graphs),
+        roots,
+        _progress(),
+        base,
     )
     # A papermill job given a share of the machine's cores uses that share, not every core.
     threads = os.environ.get("DWLT_THREADS")

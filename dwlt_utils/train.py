@@ -124,13 +124,26 @@ class FitResult:
         return paths.checkpoint_file(self.run_dir, selection)
 
 
-def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.SGD:
+def make_optimizer(model: nn.Module, config: TrainConfig, precision: Precision | None = None) -> torch.optim.SGD:
     # Weight decay on every parameter, BatchNorm and biases included, as the official code does. The fused
     # kernel makes one pass over each parameter (one launch for all of them on CUDA) and computes what torch's
-    # default per-parameter loop computes, to rounding (tests/unit/test_train.py).
+    # default per-parameter loop computes, to rounding (tests/unit/test_train.py). A captured CUDA graph reads
+    # the learning rate from a tensor on the device, which `set_lr` changes in place every epoch.
+    lr = config.lr
+    if precision is not None and precision.cuda_graphs:
+        lr = torch.tensor(config.lr, device=precision.device)
     return torch.optim.SGD(
-        model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay, fused=True
+        model.parameters(), lr=lr, momentum=config.momentum, weight_decay=config.weight_decay, fused=True
     )
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """The learning rate of every group: in place where it is a tensor, which a captured graph reads."""
+    for group in optimizer.param_groups:
+        if isinstance(group["lr"], torch.Tensor):
+            group["lr"].fill_(lr)
+        else:
+            group["lr"] = lr
 
 
 def train_step(
@@ -162,6 +175,67 @@ def train_step(
     return loss.detach() * len(y), (logits.argmax(1) == y).sum()
 
 
+class GraphedStep:
+    """`train_step` on full batches replayed as one CUDA graph: the attack's k forwards and backwards, the
+    training forward and backward, the optimiser step and the mask, each a kernel launch the host no longer
+    makes. The first `WARMUP` batches train eagerly on a side stream (cuDNN picks its kernels, the optimiser
+    makes its momentum buffers), the next one is captured, and every full batch after it copies its images
+    into the captured inputs and replays. The attack draws from a generator of the graph's own, seeded every
+    epoch (`seed`), so a resumed run replays the same draws. A batch of another size trains eagerly."""
+
+    WARMUP = 3
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        *,
+        attack: AttackSpec | None,
+        masked: MaskedWeights | None,
+        precision: Precision,
+    ):
+        self.model, self.optimizer, self.precision = model, optimizer, precision
+        self.attack, self.masked = attack, masked
+        self.generator = torch.Generator(precision.device)
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.warmed = 0
+
+    def seed(self, seed: int) -> None:
+        self.generator.manual_seed(seed)
+
+    def _step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return train_step(
+            self.model,
+            x,
+            y,
+            self.optimizer,
+            attack=self.attack,
+            masked=self.masked,
+            generator=self.generator,
+            precision=self.precision,
+        )
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.graph is None and self.warmed < self.WARMUP:
+            self.warmed += 1
+            side = torch.cuda.Stream(self.precision.device)
+            side.wait_stream(torch.cuda.current_stream(self.precision.device))
+            with torch.cuda.stream(side):
+                out = self._step(x, y)
+            torch.cuda.current_stream(self.precision.device).wait_stream(side)
+            return out
+        if self.graph is None:
+            self.x, self.y = x.clone(), y.clone()
+            self.graph = torch.cuda.CUDAGraph()
+            self.graph.register_generator_state(self.generator)
+            with torch.cuda.graph(self.graph):
+                self.out = self._step(self.x, self.y)
+        self.x.copy_(x)
+        self.y.copy_(y)
+        self.graph.replay()
+        return self.out
+
+
 def train_epoch(
     model: nn.Module,
     batches: Batches,
@@ -172,8 +246,10 @@ def train_epoch(
     generator: torch.Generator,
     precision: Precision,
     ranks: Ranks = SINGLE,
+    graphed: GraphedStep | None = None,
 ) -> dict[str, float]:
-    """One epoch; on several ranks, this rank's shards, its own attack stream, and its own loss and accuracy."""
+    """One epoch; on several ranks, this rank's shards, its own attack stream, and its own loss and accuracy.
+    With `graphed`, its full batches are replayed as a CUDA graph."""
     loss_sum = torch.zeros((), device=precision.device)
     correct = torch.zeros((), dtype=torch.long, device=precision.device)
     seen = 0
@@ -181,12 +257,25 @@ def train_epoch(
     attack_stream = (
         generator_for(precision.device, generator.initial_seed(), 1 + ranks.rank) if ranks.world > 1 else generator
     )
+    if graphed is not None:
+        graphed.seed(generator.initial_seed() + 1)
+    full = ranks.batch_size(config.batch_size)
     for x, y in batches_of_rank:
         if len(y) < 2:  # BatchNorm cannot train on a batch of one; only a last, partial batch can be that small
             continue
-        step_loss, step_correct = train_step(
-            model, x, y, optimizer, attack=config.attack, masked=masked, generator=attack_stream, precision=precision
-        )
+        if graphed is not None and len(y) == full:
+            step_loss, step_correct = graphed(x, y)
+        else:
+            step_loss, step_correct = train_step(
+                model,
+                x,
+                y,
+                optimizer,
+                attack=config.attack,
+                masked=masked,
+                generator=attack_stream,
+                precision=precision,
+            )
         loss_sum += step_loss
         correct += step_correct
         seen += len(y)
@@ -273,7 +362,9 @@ def fit(
     masked = mask.bind(backbone) if mask is not None else None
     if masked is not None:
         masked.apply_()
-    optimizer = make_optimizer(model, config)
+    optimizer = make_optimizer(model, config, precision)
+    if precision.cuda_graphs and ranks.world > 1:
+        raise InputError("CUDA graphs capture a step of one process; under DDP leave them off.")
 
     history: list[dict] = []
     best: dict[str, dict] = {}
@@ -284,8 +375,16 @@ def fit(
         )
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
+        if precision.cuda_graphs:  # a state saved by an eager run holds its learning rate as a number
+            for group in optimizer.param_groups:
+                group["lr"] = torch.as_tensor(group["lr"], dtype=torch.float32, device=precision.device)
         history, best = state["history"], state["best"]
     result = FitResult(run_dir, history, best, resumed_from=len(history))
+    graphed = (
+        GraphedStep(net, optimizer, attack=config.attack, masked=masked, precision=precision)
+        if precision.cuda_graphs
+        else None
+    )
 
     label = label or run_dir.name
     epochs = range(len(history), config.epochs)
@@ -293,8 +392,7 @@ def fit(
     bar = tqdm(epochs, desc=label, disable=shown != "bar", initial=len(history), total=config.epochs)
     for epoch in bar:
         started = time.perf_counter()
-        for group in optimizer.param_groups:
-            group["lr"] = config.lr_at(epoch)
+        set_lr(optimizer, config.lr_at(epoch))
         generator = generator_for(precision.device, seed, epoch)
         row = {"epoch": epoch, "lr": config.lr_at(epoch)}
         row.update(
@@ -307,6 +405,7 @@ def fit(
                 generator=generator,
                 precision=precision,
                 ranks=ranks,
+                graphed=graphed,
             )
         )
         if config.validates(epoch):

@@ -104,8 +104,10 @@ def test_cuda_only_settings_are_refused_on_a_cpu():
         Precision.for_device("cpu", compile=True)
     with pytest.raises(InputError, match="CUDA"):
         Precision.for_device("cpu", channels_last=True)
+    with pytest.raises(InputError, match="CUDA"):
+        Precision.for_device("cpu", cuda_graphs=True)
     cpu = Precision.for_device("cpu")
-    assert (cpu.bf16, cpu.channels_last, cpu.compile) == (False, False, False)
+    assert (cpu.bf16, cpu.channels_last, cpu.compile, cpu.cuda_graphs) == (False, False, False, False)
 
 
 def test_the_bf16_autocast_step_computes_in_bf16_and_keeps_fp32_weights_and_inputs():

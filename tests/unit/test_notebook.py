@@ -46,7 +46,7 @@ def test_a_session_resolves_device_and_precision_once(monkeypatch):
     assert session.device.type == "cpu" and session.precision.describe() == "cpu, fp32"
     assert session.progress == "phases"  # headless: a line per finished run
     assert "QUICK PROFILE" in session.banner() and "cpu, fp32" in session.banner()
-    with pytest.raises(InputError, match="torch.compile are for CUDA devices"):
+    with pytest.raises(InputError, match="torch.compile and CUDA graphs are for CUDA devices"):
         start(torch_compile=True)
 
 
