@@ -306,9 +306,14 @@ def _plan(args: argparse.Namespace) -> int:
         found = [plans.sweep_plan(_cells(args), pricer)]
     elif args.what == "search":
         fixed, top = _search_group(args)
-        found = [plans.search_plan(fixed, top_level=top, seeds=_seeds(args), pricer=pricer, confirm=args.confirm)]
+        found = [
+            plans.search_plan(
+                fixed, top_level=top, seeds=_seeds(args), pricer=pricer, confirm=args.confirm, gpus=args.gpus
+            )
+        ]
     else:
-        found = list(plans.paper_plans(_fixed(args), seeds=_seeds(args), pricer=pricer))
+        fixed = _with_autoattack(_fixed(args), args.autoattack)
+        found = list(plans.paper_plans(fixed, seeds=_seeds(args), pricer=pricer, gpus=args.gpus))
     for plan in found:
         print(plan.describe(args.gpus), end="\n\n")
     if len(found) == 2:
@@ -316,6 +321,17 @@ def _plan(args: argparse.Namespace) -> int:
         print(f"The search costs at most {searched:,.2f} of the {every:,.2f} GPU-hours that every level costs.")
     print("\n".join(pricer.caveats()))
     return 0
+
+
+def _with_autoattack(fixed: dict, asked: bool) -> dict:
+    """`plan paper --autoattack`: the cells' parameters with the AutoAttack check of every adversarial run."""
+    if not asked:
+        return fixed
+    if fixed.get("eval_attack", "autoattack") != "autoattack":
+        raise InputError(
+            f"--autoattack and -p eval_attack {fixed['eval_attack']} ask for different checks; give one of them."
+        )
+    return {**fixed, "eval_attack": "autoattack"}
 
 
 def _seeds(args: argparse.Namespace) -> list[int]:
@@ -352,7 +368,13 @@ def _fixed_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def _plan_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--gpus", type=int, default=1, help="GPUs the jobs share (one GPU per job)")
+    parser.add_argument(
+        "--gpus",
+        type=int,
+        default=1,
+        help="GPUs the jobs share (one GPU per job; the IMP ladders of a search or the paper, when GPUs outnumber "
+        "them, several under DDP)",
+    )
     parser.add_argument("--bench", type=Path, default=None, help="a `python -m dwlt_utils.bench --json` file")
     parser.add_argument(
         "--prices",
@@ -398,6 +420,11 @@ def main(argv: list[str] | None = None) -> int:
     plan_paper = what.add_parser("paper", help="the whole paper, every level and by search")
     _seeds_argument(plan_paper)
     _fixed_argument(plan_paper)
+    plan_paper.add_argument(
+        "--autoattack",
+        action="store_true",
+        help="count the AutoAttack check of every adversarial run (what -p eval_attack autoattack asks for)",
+    )
     for parser_ in (plan_sweep, plan_search, plan_paper):
         _plan_arguments(parser_)
     rend = sub.add_parser("render", help="executed notebooks to HTML")

@@ -18,11 +18,20 @@ The prices of the three units, in seconds per image, come from one of two places
   A-IMP levels) under the run root: their recorded seconds over their work counted in forwards (a training
   step and an attack step three each). They measured the real thing on the device they ran on, so they go
   first unless `prices="bench"`; the plan names which priced each row.
+
+An IMP ladder of the paper profile reads ImageNet's JPEGs: its decoder delivers at most so many images per
+second, whatever the GPU could train. Each image is priced at the slower of its training and its input, the
+input at the bench's `imagenet_input` figure of the ladder's decoder (`ours_img_s` is that decoder's rate,
+`reference_img_s` PIL's). With no such figure the ladder is priced by its training alone, and the plan says so.
+
+An AutoAttack check (`eval_attack="autoattack"`, `autoattack.Check`) is evaluation forwards: see
+`check_forwards`.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections import defaultdict
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -31,6 +40,7 @@ import pandas as pd
 
 from . import io, paths, transfer
 from .attacks import PGD10_TRAIN, PGD20_EVAL, AttackSpec
+from .autoattack import AutoAttack
 from .bench import FIGURES
 from .data import IMAGENET_TRAIN_IMAGES, dataset_info
 from .errors import DwltError, InputError, MissingInputError, check_choice
@@ -108,6 +118,22 @@ def imp_work(config: ImpConfig, trainings: int) -> Work:
     return training_work(config.recipe(), imp_images(config), 0) * trainings
 
 
+def check_forwards(pgd: AttackSpec, attack: AutoAttack) -> int:
+    """Forwards per image of one checkpoint's AutoAttack check, an upper bound: it counts every image as
+    surviving every attack, though each attack runs only on the images the ones before it left robust.
+    APGD-CE takes `iterations` attack steps, APGD-T and FAB-T as many per target class (a FAB step counted as
+    an attack step), Square `square_queries` forwards; the evaluation adds its clean and its final forward,
+    and the PGD evaluation beside it its SA and RA (2 + 3k)."""
+    attack_steps = attack.iterations * (1 + 2 * attack.target_classes)
+    return eval_forwards(pgd) + 2 + FORWARDS_PER_STEP * attack_steps + attack.square_queries
+
+
+def check_work(config: transfer.TransferConfig, images: int) -> Work:
+    """The work of the AutoAttack check of an adversarial run: each kept checkpoint on `images` test images."""
+    pgd = config.recipe.val_attack
+    return Work(forward=len(config.recipe.keep) * images * check_forwards(pgd, AutoAttack(pgd.eps_255)))
+
+
 # ---- prices
 
 
@@ -120,6 +146,7 @@ class Prices:
     forward: float
     source: str
     on_gpu: bool
+    includes_input: bool  # whether what measured them read the runs' data too (recorded runs) or not (bench)
 
     def seconds(self, work: Work) -> float:
         return self.train * work.train + self.attack * work.attack + self.forward * work.forward
@@ -127,40 +154,86 @@ class Prices:
     @classmethod
     def per_forward(cls, seconds: float, source: str, on_gpu: bool) -> Prices:
         step = FORWARDS_PER_STEP * seconds
-        return cls(step, step, seconds, source, on_gpu)
+        return cls(step, step, seconds, source, on_gpu, includes_input=True)
 
 
-def bench_prices(path: Path, profile: Profile) -> Prices | None:
-    """The unit prices of the profile's model and image size from a `bench --json` file (None: it has no
-    figures of them)."""
-    try:
-        figures = json.loads(Path(path).read_text())
+INPUT_FIGURE = "imagenet_input"  # bench's figure of ImageNet's input path, 224 px
+UNNAMED_INPUT_DECODER = "nvjpeg"  # what an input figure of a bench that did not name its decoder measured
+REFERENCE_DECODER = "pil"  # an input figure's reference: PIL per image in DataLoader workers
+RATES = ("ours_img_s", "reference_img_s")
+FIGURE_FIELDS = ("name", "px", "arch", "ours", "device", "device_name", *RATES)  # what a plan reads of a figure
+
+
+def _figure_name(figure: dict) -> str:
+    decoder = f", {figure['decoder']} decoder" if figure.get("decoder") else ""
+    return f"{figure['name']} figure ({figure['px']} px{decoder})"
+
+
+@dataclass(frozen=True)
+class BenchFile:
+    """The figures of a `bench --json` file, every rate a finite and positive number of images per second."""
+
+    path: Path
+    figures: tuple[dict, ...]
+
+    @classmethod
+    def read(cls, path: Path) -> BenchFile:
+        try:
+            figures = tuple(json.loads(Path(path).read_text()))
+            absent = [key for figure in figures for key in FIGURE_FIELDS if key not in figure]
+            if absent:
+                raise KeyError(absent[0])
+            rates = [(figure, key, float(figure[key])) for figure in figures for key in RATES]
+        except (OSError, UnicodeDecodeError, ValueError, TypeError, KeyError) as err:
+            raise InputError(
+                f"{path} is not a benchmark file ({type(err).__name__}: {err}); `python -m dwlt_utils.bench --json "
+                f"{path}` writes one."
+            ) from None
+        for figure, key, rate in rates:
+            if not (math.isfinite(rate) and rate > 0):
+                raise InputError(
+                    f"{path} gives its {_figure_name(figure)} {key} = {rate:g}, which is not a positive number of "
+                    "images per second; run bench again."
+                )
+        return cls(Path(path), figures)
+
+    def prices(self, profile: Profile) -> Prices | None:
+        """The unit prices of the profile's model and image size (None: the file has no figures of them)."""
         arch, px = profile.arch, profile.transforms.size
-        rates = {f["name"]: float(f["ours_img_s"]) for f in figures if f["arch"] == arch and f["px"] == px}
-        device = figures[0]["device_name"] if figures else ""
-        on_gpu = bool(figures) and figures[0]["device"] == "cuda"
-    except (OSError, UnicodeDecodeError, ValueError, TypeError, KeyError, IndexError) as err:
-        raise InputError(
-            f"{path} is not a benchmark file ({type(err).__name__}: {err}); `python -m dwlt_utils.bench --json "
-            f"{path}` writes one."
-        ) from None
-    if not rates:
-        return None
-    missing = [name for name in FIGURES if name not in rates]
-    if missing or min(rates.values()) <= 0:
-        raise InputError(
-            f"{path} lacks positive figures {', '.join(missing) or 'for every kind'} of {arch} at {px} px; the "
-            "plan needs all of adv_train, clean_train and pgd20_eval (run bench without --figures)."
-        )
-    train = 1 / rates["clean_train"]
-    attack = (1 / rates["adv_train"] - train) / PGD10_TRAIN.steps
-    if attack <= 0:
-        raise InputError(
-            f"{path} says PGD-10 training of {arch} at {px} px is as fast as clean training, which cannot be "
-            "right; run bench again without other work on the device."
-        )
-    forward = 1 / rates["pgd20_eval"] / eval_forwards(PGD20_EVAL)
-    return Prices(train, attack, forward, f"bench on {device}", on_gpu)
+        rates = {f["name"]: float(f["ours_img_s"]) for f in self.figures if f["arch"] == arch and f["px"] == px}
+        if not rates:
+            return None
+        missing = [name for name in FIGURES if name not in rates]
+        if missing:
+            raise InputError(
+                f"{self.path} lacks the figures {', '.join(missing)} of {arch} at {px} px; the plan needs all of "
+                "adv_train, clean_train and pgd20_eval (run bench without --figures)."
+            )
+        train = 1 / rates["clean_train"]
+        attack = (1 / rates["adv_train"] - train) / PGD10_TRAIN.steps
+        if attack <= 0:
+            raise InputError(
+                f"{self.path} says PGD-10 training of {arch} at {px} px is as fast as clean training, which cannot "
+                "be right; run bench again without other work on the device."
+            )
+        forward = 1 / rates["pgd20_eval"] / eval_forwards(PGD20_EVAL)
+        first = self.figures[0]
+        on_gpu = first["device"] == "cuda"
+        return Prices(train, attack, forward, f"bench on {first['device_name']}", on_gpu, includes_input=False)
+
+    def input_rates(self) -> dict[str, float]:
+        """Images per second that ImageNet's input delivers, by decoder: each input figure's own and PIL, its
+        reference (the slowest, where several figures measured one decoder)."""
+        measured = defaultdict(list)
+        for figure in self.figures:
+            if figure["name"] == INPUT_FIGURE:
+                measured[figure.get("decoder") or UNNAMED_INPUT_DECODER].append(float(figure["ours_img_s"]))
+                measured[REFERENCE_DECODER].append(float(figure["reference_img_s"]))
+        return {decoder: min(rates) for decoder, rates in measured.items()}
+
+    def trains_bf16(self) -> bool:
+        """Whether the engine's training figures were timed under bf16 autocast (bench's way on a GPU)."""
+        return any("bf16" in f["ours"] for f in self.figures if f["name"] == "clean_train")
 
 
 @dataclass
@@ -241,24 +314,33 @@ class Pricer:
 
     def __init__(self, run_root: Path, bench: Path | None = None, prices: str = "auto"):
         check_choice("prices", prices, PRICES)
-        self.bench, self.prices = bench, prices
+        self.prices = prices
         self.recorded, self.unreadable = recorded_prices(run_root) if prices != "bench" else ({}, [])
-        self._bench: dict[str, Prices | None] = {}
+        self.bench = BenchFile.read(bench) if bench and prices != "records" else None
         self.used: set[Prices] = set()
+        self.unmeasured_decoders: set[str] = set()
+        self.fp32_at_bf16 = False
 
     def price(self, profile: Profile, kind: str) -> Prices:
         recorded = self.recorded.get((profile.name, kind))
         if recorded:
             return recorded
-        if self.bench and self.prices != "records":
-            if profile.name not in self._bench:
-                self._bench[profile.name] = bench_prices(self.bench, profile)
-            if self._bench[profile.name]:
-                return self._bench[profile.name]
-        measured = f"bench figures of {profile.arch} at {profile.transforms.size} px (--bench FILE)"
+        benched = self.bench.prices(profile) if self.bench else None
+        if benched:
+            return benched
+        measured = f"{profile.arch} at {profile.transforms.size} px"
+        if profile.name != "paper":
+            give = "its recorded runs; bench does not measure its model"
+        elif self.bench:
+            raise MissingInputError(
+                f"{self.bench.path} has none of the figures of {measured} that price {kind} runs of the paper "
+                "profile; `python -m dwlt_utils.bench --json FILE` on the GPU you plan for writes them."
+            )
+        else:
+            give = f"bench figures of {measured} (--bench FILE)"
         raise MissingInputError(
             f"Nothing prices {kind} runs of the {profile.name} profile: finish one such run under the run root, "
-            f"or give {measured if profile.name == 'paper' else 'its recorded runs; bench does not measure its model'}."
+            f"or give {give}."
         )
 
     def seconds(self, profile: Profile, kind: str, work: Work) -> tuple[float, str]:
@@ -266,14 +348,50 @@ class Pricer:
         self.used.add(prices)
         return prices.seconds(work), prices.source
 
+    def ladder_seconds(self, config: ImpConfig, trainings: int) -> tuple[float, str]:
+        """Seconds of `trainings` levels of a ladder on one process and what priced them: a ladder that reads
+        ImageNet's JPEGs spends on each image the longer of its training and its input's time (1 / the input
+        rate of its decoder), when the bench measured that rate."""
+        profile = PROFILES[config.profile]
+        prices = self.price(profile, config.variant)
+        self.used.add(prices)
+        work = imp_work(config, trainings)
+        training = prices.seconds(work)
+        if profile.source_transforms is not None:  # an in-memory source: no JPEGs to decode
+            return training, prices.source
+        if not prices.includes_input and config.precision == "fp32" and self.bench.trains_bf16():
+            self.fp32_at_bf16 = True
+        rate = self.bench.input_rates().get(config.decoder) if self.bench else None
+        if rate is None:
+            if prices.includes_input:  # recorded levels read their images too
+                return training, prices.source
+            self.unmeasured_decoders.add(config.decoder)
+            return training, f"{prices.source}, training alone ({config.decoder} input not measured)"
+        input_seconds = work.train / rate  # one training step per image of every epoch
+        bound = "input" if input_seconds > training else "training"
+        return max(training, input_seconds), f"{prices.source}, {bound}-bound ({config.decoder} {rate:,.0f} img/s)"
+
     def caveats(self) -> list[str]:
-        """What a reader of the plan must know about its prices: any measured off a GPU, runs left out."""
+        """What a reader of the plan must know about its prices: any measured off a GPU, input rates not
+        measured, fp32 priced at bf16 speed, runs left out."""
         lines = []
         off_gpu = sorted({p.source for p in self.used if not p.on_gpu})
         if off_gpu:
             lines.append(
                 f"Priced off a GPU ({'; '.join(off_gpu)}): those hours are of that device, not of a GPU; a --bench "
                 "file from the GPU you plan for (and --prices bench) prices the paper profile for it."
+            )
+        if self.unmeasured_decoders:
+            decoders = " and ".join(sorted(self.unmeasured_decoders))
+            lines.append(
+                f"The input rate of the {decoders} decoder was not measured (the bench file has no {INPUT_FIGURE} "
+                "figure of it), so the IMP ladders that decode with it are priced by their training alone and their "
+                "price may be low; `python -m dwlt_utils.bench --json FILE --imagenet-input N` measures it."
+            )
+        if self.fp32_at_bf16:
+            lines.append(
+                "The bench timed training under bf16 autocast and the IMP ladders train in fp32, so their price may be "
+                "low."
             )
         if self.unreadable:
             lines.append(

@@ -5,21 +5,25 @@ One job holds one GPU: a sweep cell (its runs one after the other), an IMP ladde
 other; a ladder of N processes is N jobs), or in the exhaustive paper one transfer run. N GPUs take the
 longest jobs first (LPT), and stages that wait for the one before them (IMP before transfer, the steps of a
 search) add up. A search is priced at its most: the most bisection steps its ladder can take, each level a
-fresh one.
+fresh one. When GPUs outnumber the ladders of a search or of the paper, each ladder not yet started is
+planned on several processes under DDP (`spread_ladders`). Cells asked for the AutoAttack check
+(`-p eval_attack autoattack`) add it to their adversarial runs (`costs.check_work`).
 """
 
 from __future__ import annotations
 
 import heapq
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from . import paths, search, transfer
-from .costs import Pricer, imp_work, run_work
+from . import autoattack, paths, search, transfer
+from .costs import Pricer, Work, check_forwards, check_work, run_work
 from .errors import InputError, check_number
+from .notebook import Session
 from .profiles import Profile, get_profile
 from .pruning import Mask, printed_sparsity
 from .sweeps import Cell, notebook_defaults, session_for
@@ -27,6 +31,7 @@ from .tickets import ImpConfig
 from .vocabulary import PRETRAININGS, REGIMES
 
 PAPER_BUDGETS = (1.0, 0.1, 0.01)  # PROTOCOL.md section 6: all the data, 10% and 1%
+GPUS_PER_NODE = 8  # how the notebook 02 flags of a plan split a ladder's processes into nodes
 
 
 @dataclass(frozen=True)
@@ -136,34 +141,63 @@ def _cell_05(fixed: dict[str, Any], seed: int) -> dict[str, Any]:
 
 
 class _Runs:
-    """Transfer runs priced once each: a dense baseline that several cells share is one job."""
+    """Transfer runs priced once each: a dense baseline that several cells share is one job. An adversarial
+    run of a cell that asks for the AutoAttack check carries it too."""
 
     def __init__(self, pricer: Pricer):
         self.pricer, self.seen = pricer, set()
+        self.check_forwards: set[int] = set()  # of the checks counted, per test image and kept checkpoint
+        self.checks_done = 0
 
     def price(self, notebook: str, parameters: dict[str, Any], *, fresh: bool = False) -> list[Job]:
         """The notebook's runs for these parameters not priced before; `fresh`: its ticket runs only, priced
         whole whatever is on disk (a level a search has not chosen yet)."""
         session = session_for(parameters)
+        runs = transfer.notebook_runs(notebook, parameters, session)
+        check = autoattack.notebook_check(parameters, session, [config for config, _ in runs])
         jobs = []
-        for config, directory in transfer.notebook_runs(notebook, parameters, session):
+        for config, directory in runs:
             if fresh and config.ticket == "dense" or not fresh and directory in self.seen:
                 continue
             self.seen.add(directory)
-            done = not fresh and transfer.run_finished(config, directory)
-            seconds, source = self.pricer.seconds(session.profile, config.regime, run_work(config))
-            jobs.append(
-                Job(
-                    f"{config.regime} transfer",
-                    config.dataset,
-                    config.data_fraction,
-                    session.profile.transforms.size,
-                    0.0 if done else seconds,
-                    source,
-                    done,
-                )
-            )
+            jobs.append(self._job(session.profile, config, directory, check, fresh))
         return jobs
+
+    def _job(
+        self,
+        profile: Profile,
+        config: transfer.TransferConfig,
+        directory: Path,
+        check: autoattack.Check | None,
+        fresh: bool,
+    ) -> Job:
+        """One run's job: its training and tests, and its check when asked for, each unless on disk."""
+        work, what = Work(), f"{config.regime} transfer"
+        if fresh or not transfer.run_finished(config, directory):
+            work += run_work(config)
+        if check and config.regime == "adv":
+            what += " + AutoAttack"
+            pgd = config.recipe.val_attack
+            self.check_forwards.add(check_forwards(pgd, autoattack.AutoAttack(pgd.eps_255)))
+            if not fresh and check.done(config, directory):
+                self.checks_done += 1
+            else:
+                work += check_work(config, check.images)
+        seconds, source = self.pricer.seconds(profile, config.regime, work)
+        done = work == Work()
+        size = profile.transforms.size
+        return Job(what, config.dataset, config.data_fraction, size, seconds, source, done)
+
+    def notes(self) -> list[str]:
+        """What the plan says of the AutoAttack checks it counted."""
+        if not self.check_forwards:
+            return []
+        forwards = " or ".join(f"{f:,}" for f in sorted(self.check_forwards))
+        return [
+            f"Adversarial runs carry the AutoAttack check ({self.checks_done} done on disk), each kept checkpoint "
+            f"counted at {forwards} forwards per test image: an upper bound (every image surviving every attack), "
+            "priced at the forward price of adversarial runs (though the check runs in fp32)."
+        ]
 
 
 def _merged(jobs: list[Job], what: str) -> Job:
@@ -180,14 +214,19 @@ def _merged(jobs: list[Job], what: str) -> Job:
     )
 
 
+def trainings_left(directory: Path, levels: int) -> int:
+    """The levels of a ladder up to `levels` still to train (level 1 is one-shot pruning: no training)."""
+    return sum(not Mask.exists(paths.level_dir(directory, k)) for k in range(2, levels + 1))
+
+
 def ladder_jobs(
     ladder: ImpConfig, profile: Profile, roots: paths.Roots, seed: int, levels: int, pricer: Pricer
 ) -> list[Job]:
     """The IMP levels of a ladder still to train, up to `levels`, one after the other: one job, or on N
-    processes (DDP) N jobs of a share each, which run side by side (perfect scaling, an optimistic bound)."""
-    directory = roots.imp_ladder(ladder, seed)
-    trainings = sum(not Mask.exists(paths.level_dir(directory, k)) for k in range(2, levels + 1))
-    seconds, source = pricer.seconds(profile, ladder.variant, imp_work(ladder, trainings))
+    processes (DDP) N jobs of a share each, which run side by side: perfect scaling, an optimistic bound
+    (the processes wait for each other at every step)."""
+    trainings = trainings_left(roots.imp_ladder(ladder, seed), levels)
+    seconds, source = pricer.ladder_seconds(ladder, trainings)
     what = f"{ladder.variant.upper()} of {ladder.pretraining} to level {levels}"
     if ladder.processes > 1:
         what += f", process of {ladder.processes}"
@@ -195,6 +234,54 @@ def ladder_jobs(
     size = profile.transforms.size
     job = Job(what, profile.source_dataset, ladder.source_fraction, size, share, source, not trainings)
     return [job] * ladder.processes
+
+
+def ddp_processes(gpus: int, batch: int) -> int:
+    """The most processes of a ladder on `gpus` GPUs: a power of two that divides its batch evenly."""
+    processes = 1
+    while processes * 2 <= gpus and batch % (processes * 2) == 0:
+        processes *= 2
+    return processes
+
+
+def notebook_02_flags(processes: int) -> str:
+    if processes <= GPUS_PER_NODE:
+        return f"-p nproc_per_node {processes}"
+    return f"-p nproc_per_node {GPUS_PER_NODE} -p nnodes {processes // GPUS_PER_NODE}"
+
+
+Ladders = dict[tuple[ImpConfig, int], Session]  # each ladder of a stage and its seed, with a session to find it
+
+
+def spread_ladders(
+    ladders: Ladders, top_level: int, gpus: int
+) -> tuple[dict[tuple[ImpConfig, int], ImpConfig], list[str]]:
+    """With more GPUs than the ladders of one process still to train, each one not started on disk trains on
+    N processes under DDP, N the largest power of two within its share of the GPUs that divides its batch:
+    the ladders to price instead, and the notes that say so. A ladder partly trained on one process stays on
+    it, since its process count is part of its identity."""
+    to_train = {key: s for key, s in ladders.items() if trainings_left(s.roots.imp_ladder(*key), top_level)}
+    if gpus <= len(to_train) or any(ladder.processes != 1 for ladder, _ in to_train):
+        return {}, []
+    started = [key for key, s in to_train.items() if paths.level_trainings(s.roots.imp_ladder(*key))]
+    notes = [
+        f"{ladder.describe()}, seed {seed}, stays on 1 process: it is partly trained on disk on 1 process, and "
+        "a ladder's process count is part of its identity."
+        for ladder, seed in started
+    ]
+    free = [key for key in to_train if key not in started]
+    share = (gpus - len(started)) // max(len(free), 1)
+    processes = min((ddp_processes(share, ladder.recipe().batch_size) for ladder, _ in free), default=1)
+    if processes == 1:
+        return {}, notes
+    notes.insert(
+        0,
+        f"GPUs outnumber the IMP ladders: {'each' if len(free) > 1 else 'the'} ladder not yet started is planned "
+        f"on {processes} GPUs as {processes} DDP processes of a share of its work each (perfect scaling, an "
+        f"optimistic bound). Run notebook 02 with {notebook_02_flags(processes)}; a ladder's process count is part "
+        f"of its identity, so notebooks 03-05 then take -p imp_processes {processes}.",
+    )
+    return {key: replace(key[0], processes=processes) for key in free}, notes
 
 
 def sweep_plan(cells: list[Cell], pricer: Pricer) -> Plan:
@@ -217,7 +304,8 @@ def sweep_plan(cells: list[Cell], pricer: Pricer) -> Plan:
                 f"plan prices the notebooks that train (02 to 05); {cell.notebook.name} takes minutes and is not "
                 "planned."
             )
-    return Plan(f"Plan of {len(cells)} cells of {cells[0].notebook.name}:", [Stage(cells[0].notebook.stem, jobs)])
+    title = f"Plan of {len(cells)} cells of {cells[0].notebook.name}:"
+    return Plan(title, [Stage(cells[0].notebook.stem, jobs)], runs.notes())
 
 
 def worst_bisection(top_level: int) -> int:
@@ -226,10 +314,9 @@ def worst_bisection(top_level: int) -> int:
 
 
 def _search_stages(
-    groups: list[dict[str, Any]], top_level: int, seeds: list[int], pricer: Pricer, confirm: bool
+    groups: list[dict[str, Any]], top_level: int, seeds: list[int], runs: _Runs, confirm: bool
 ) -> list[Stage]:
     """Searches of several groups side by side: their dense cells, then each bisection step's cells."""
-    runs = _Runs(pricer)
     dense, step = Stage("dense models"), []
     for fixed in groups:
         for seed in seeds:
@@ -244,31 +331,40 @@ def _search_stages(
     return [dense, Stage(f"{steps} bisection steps", step, repeat=steps)]
 
 
-def _ladder_stage(fixed_groups: list[dict[str, Any]], top_level: int, pricer: Pricer) -> Stage:
-    """The IMP ladders the groups' tickets come from, each once, up to `top_level`."""
-    stage, seen = Stage("IMP ladders"), set()
+def _ladder_stage(
+    fixed_groups: list[dict[str, Any]], top_level: int, pricer: Pricer, gpus: int
+) -> tuple[Stage, list[str]]:
+    """The IMP ladders the groups' tickets come from, each once, up to `top_level`, spread over the GPUs
+    (`spread_ladders`), and the notes that say how."""
+    ladders: Ladders = {}
     for fixed in fixed_groups:
         ladder, session = search.ladder_needed(fixed, top_level)
-        if (ladder, session.seed) not in seen:
-            seen.add((ladder, session.seed))
-            stage.jobs += ladder_jobs(ladder, session.profile, session.roots, session.seed, top_level, pricer)
-    return stage
+        ladders.setdefault((ladder, session.seed), session)
+    spread, notes = spread_ladders(ladders, top_level, gpus)
+    stage = Stage("IMP ladders")
+    for (ladder, seed), session in ladders.items():
+        priced = spread.get((ladder, seed), ladder)
+        stage.jobs += ladder_jobs(priced, session.profile, session.roots, seed, top_level, pricer)
+    return stage, notes
 
 
 def search_plan(
-    fixed: dict[str, Any], *, top_level: int, seeds: list[int], pricer: Pricer, confirm: bool = False
+    fixed: dict[str, Any], *, top_level: int, seeds: list[int], pricer: Pricer, confirm: bool = False, gpus: int = 1
 ) -> Plan:
     """The most a search (`search.search`) costs: its ladder where levels are missing, its dense cells, and
     the most bisection steps its ladder can take, each step a cell per seed."""
     check_number("top level", top_level, 1, 40, integer=True)
-    stages = [_ladder_stage([fixed], top_level, pricer), *_search_stages([fixed], top_level, seeds, pricer, confirm)]
+    ladders, ladder_notes = _ladder_stage([fixed], top_level, pricer, gpus)
+    runs = _Runs(pricer)
+    stages = [ladders, *_search_stages([fixed], top_level, seeds, runs, confirm)]
     steps = stages[-1].repeat
     cells, exhaustive = (1 + steps) * len(seeds), (top_level + 1) * len(seeds)
     notes = [
         f"At most {cells} cells of notebook 05 instead of {exhaustive} for every level: a ladder of {top_level} levels "
         f"takes at most {worst_bisection(top_level)} bisection steps{' and the 2 of --confirm' if confirm else ''}."
     ]
-    return Plan(f"Plan of the search of {search.group_name(fixed)}:", [s for s in stages if s.jobs], notes)
+    title = f"Plan of the search of {search.group_name(fixed)}:"
+    return Plan(title, [s for s in stages if s.jobs], [*ladder_notes, *notes, *runs.notes()])
 
 
 def paper_groups(fixed: dict[str, Any]) -> tuple[Profile, list[dict[str, Any]]]:
@@ -283,11 +379,11 @@ def paper_groups(fixed: dict[str, Any]) -> tuple[Profile, list[dict[str, Any]]]:
     return profile, groups
 
 
-def paper_plans(fixed: dict[str, Any], *, seeds: list[int], pricer: Pricer) -> tuple[Plan, Plan]:
+def paper_plans(fixed: dict[str, Any], *, seeds: list[int], pricer: Pricer, gpus: int = 1) -> tuple[Plan, Plan]:
     """The whole paper (every group of `paper_groups`, both regimes, its ladders): every level, and by search."""
     profile, groups = paper_groups(fixed)
     top = profile.levels
-    ladders = _ladder_stage(groups, top, pricer)
+    ladders, ladder_notes = _ladder_stage(groups, top, pricer, gpus)
     runs, every = _Runs(pricer), Stage("transfer, every level")
     for fixed_group in groups:
         for seed in seeds:
@@ -304,17 +400,20 @@ def paper_plans(fixed: dict[str, Any], *, seeds: list[int], pricer: Pricer) -> t
     exhaustive = Plan(
         f"The whole paper, every level 0-{top} of every group ({what}):",
         [ladders, every],
-        [f"{len(every.jobs)} transfer runs, one job each."],
+        [*ladder_notes, f"{len(every.jobs)} transfer runs, one job each.", *runs.notes()],
     )
-    searched = _search_stages(groups, top, seeds, pricer, confirm=False)
+    search_runs = _Runs(pricer)
+    searched = _search_stages(groups, top, seeds, search_runs, confirm=False)
     cells = sum(len(s.jobs) * s.repeat for s in searched)
     by_search = Plan(
         f"The whole paper by search, every group searched at once ({what}):",
         [ladders, *searched],
         [
+            *ladder_notes,
             f"At most {cells} cells of notebook 05 (both regimes each) instead of "
             f"{len(groups) * (top + 1) * len(seeds)}: "
-            f"at most {worst_bisection(top)} bisection steps per group, the groups' steps run side by side."
+            f"at most {worst_bisection(top)} bisection steps per group, the groups' steps run side by side.",
+            *search_runs.notes(),
         ],
     )
     return exhaustive, by_search

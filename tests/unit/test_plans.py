@@ -1,20 +1,25 @@
 """What runs cost before they run (`costs`) and what a sweep, a search or the paper costs on N GPUs (`plans`,
 `cli plan`): the work model against counts done by hand, prices from a benchmark file and from recorded
-runs, and a recorded price that predicts a run it never saw."""
+runs, a recorded price that predicts a run it never saw, ImageNet ladders bound by their input, the AutoAttack
+check's work, and ladders spread over the GPUs that outnumber them."""
 
 import json
+import re
 import shutil
 from dataclasses import asdict
 
 import pytest
 
-from dwlt_utils import bench, cli, costs, plans, search, transfer
+from dwlt_utils import bench, cli, costs, paths, plans, search, sweeps, transfer
+from dwlt_utils.attacks import PGD20_EVAL
+from dwlt_utils.autoattack import AutoAttack
 from dwlt_utils.costs import Work
 from dwlt_utils.errors import InputError, MissingInputError
 from dwlt_utils.profiles import PAPER, QUICK
 from dwlt_utils.tickets import ImpConfig
 
 IMAGENET = 1_281_167
+TRAININGS = 18 * 30 * IMAGENET  # images a paper ladder trains on: 18 levels of 30 epochs over ImageNet
 
 
 def paper_cell(**overrides) -> transfer.TransferConfig:
@@ -50,30 +55,47 @@ def test_the_work_of_imp_levels_is_their_epochs_over_the_source_images():
     assert costs.imp_work(s_imp, 2) == Work(2 * 1 * 1_500, 0, 0)  # the quick profile's 3,000 images, halved
 
 
-def write_bench(path, rates: dict[str, float], device: str = "cuda", arch: str = "resnet50", px: int = 224):
-    """A benchmark file as `bench --json` writes it, with these images per second of the engine."""
+def write_bench(
+    path,
+    rates: dict[str, float],
+    device: str = "cuda",
+    arch: str = "resnet50",
+    px: int = 224,
+    inputs: tuple[dict, ...] = (),
+    ours: str = "ours",
+):
+    """A benchmark file as `bench --json` writes it, with these images per second of the engine, and these
+    input figures (`input_figure`)."""
     figures = [
         {
-            **asdict(bench.Figure(name, px, device, 128, rate, rate / 3, 3.0, arch, 6, "ours", "reference")),
+            **asdict(bench.Figure(name, px, device, 128, rate, rate / 3, 3.0, arch, 6, ours, "reference")),
             "device_name": "Some GPU" if device == "cuda" else "cpu",
         }
         for name, rate in rates.items()
     ]
-    path.write_text(json.dumps(figures))
+    path.write_text(json.dumps([*figures, *inputs]))
     return path
+
+
+def input_figure(ours: float, pil: float, decoder: str | None = None) -> dict:
+    """An `imagenet_input` figure: a decoder's images per second against PIL's (no decoder: an older bench's)."""
+    figure = bench.Figure("imagenet_input", 224, "cuda", 256, ours, pil, 2.0, "none (input only)", 1536, "", "")
+    named = {"decoder": decoder} if decoder else {}
+    return {**asdict(figure), "device_name": "Some GPU", **named}
 
 
 RATES = {"clean_train": 100.0, "adv_train": 10.0, "pgd20_eval": 5.0}
 
 
 def test_bench_figures_price_each_unit(tmp_path):
-    prices = costs.bench_prices(write_bench(tmp_path / "bench.json", RATES), PAPER)
+    figures = costs.BenchFile.read(write_bench(tmp_path / "bench.json", RATES))
+    prices = figures.prices(PAPER)
     assert prices.train == pytest.approx(0.01)  # 1 / 100
     assert prices.attack == pytest.approx((0.1 - 0.01) / 10)  # PGD-10 training less clean training, per step
     assert prices.forward == pytest.approx(0.2 / 62)  # SA + PGD-20 RA is 62 forwards
-    assert prices.on_gpu and prices.source == "bench on Some GPU"
+    assert prices.on_gpu and prices.source == "bench on Some GPU" and not prices.includes_input
     # the quick profile's model is not what bench measures
-    assert costs.bench_prices(tmp_path / "bench.json", QUICK) is None
+    assert figures.prices(QUICK) is None
 
 
 @pytest.mark.parametrize(
@@ -87,14 +109,14 @@ def test_a_bad_bench_file_is_one_sentence(tmp_path, content, message):
     path = tmp_path / "bench.json"
     path.write_text(content)
     with pytest.raises(InputError, match=message):
-        costs.bench_prices(path, PAPER)
+        costs.BenchFile.read(path)
 
 
 def test_a_bench_file_without_every_figure_or_with_impossible_ones_is_refused(tmp_path):
-    with pytest.raises(InputError, match="lacks positive figures pgd20_eval"):
-        costs.bench_prices(write_bench(tmp_path / "a.json", {"clean_train": 100, "adv_train": 10}), PAPER)
+    with pytest.raises(InputError, match="lacks the figures pgd20_eval"):
+        costs.BenchFile.read(write_bench(tmp_path / "a.json", {"clean_train": 100, "adv_train": 10})).prices(PAPER)
     with pytest.raises(InputError, match="as fast as clean training"):
-        costs.bench_prices(write_bench(tmp_path / "b.json", {**RATES, "adv_train": 100}), PAPER)
+        costs.BenchFile.read(write_bench(tmp_path / "b.json", {**RATES, "adv_train": 100})).prices(PAPER)
 
 
 def test_longest_jobs_go_first_to_the_gpu_free_first():
@@ -116,11 +138,12 @@ def test_the_paper_plan_is_its_bench_figures_times_its_work(tmp_path, capsys):
     arguments = ["plan", "paper", "--gpus", "64", "--bench", str(bench_file), "-p", "run_root", str(tmp_path / "r")]
     assert cli.main(arguments) == 0
     out = capsys.readouterr().out
-    # The ladders by hand: 18 trainings of 30 epochs over ImageNet, S-IMP clean, A-IMP with PGD-3 (twice).
-    s_imp = 18 * 30 * IMAGENET * 0.01
-    a_imp = 18 * 30 * IMAGENET * (0.01 + 3 * 0.009)
+    # The ladders by hand: 18 trainings of 30 epochs over ImageNet, S-IMP clean, A-IMP with PGD-3 (twice); 64
+    # GPUs give each of the three ladders 16 (64 // 3 = 21), which share its work.
+    s_imp = TRAININGS * 0.01
+    a_imp = TRAININGS * (0.01 + 3 * 0.009)
     assert f"IMP ladders: {(s_imp + 2 * a_imp) / 3600:,.2f} GPU-hours" in out
-    assert f"IMP ladders: {(s_imp + 2 * a_imp) / 3600:,.2f} GPU-hours still to run, {a_imp / 3600:,.1f} h" in out
+    assert f"IMP ladders: {(s_imp + 2 * a_imp) / 3600:,.2f} GPU-hours still to run, {a_imp / 16 / 3600:,.1f} h" in out
     # Every level: 3 pre-trainings × 3 data sets × 3 budgets × 20 levels × 2 regimes, one run each.
     assert "1080 transfer runs, one job each." in out
     assert "At most 162 cells of notebook 05 (both regimes each) instead of 540" in out
@@ -183,3 +206,186 @@ def test_a_ladder_on_several_processes_holds_as_many_gpus_for_a_share_of_the_tim
     assert len(ladder_one.jobs) == 1 and len(ladder_eight.jobs) == 8
     assert ladder_eight.gpu_hours() == pytest.approx(ladder_one.gpu_hours())
     assert ladder_eight.wall_hours(8) == pytest.approx(ladder_one.wall_hours(8) / 8)
+
+
+# ---- ImageNet ladders: each image at the slower of its training and its input
+
+
+def paper_ladder(pretraining: str = "standard", decoder: str = "pil") -> ImpConfig:
+    return ImpConfig.create(profile=PAPER, pretraining=pretraining, decoder=decoder)
+
+
+def test_bench_input_figures_give_each_decoder_its_rate_and_pil_the_reference(tmp_path):
+    older = costs.BenchFile.read(write_bench(tmp_path / "a.json", RATES, inputs=(input_figure(1220.3, 531.5),)))
+    assert older.input_rates() == {"nvjpeg": 1220.3, "pil": 531.5}  # an older bench measured nvJPEG
+    figures = (input_figure(800, 40, "turbo"), input_figure(1500, 45, "nvjpeg"), input_figure(900, 42, "mixed"))
+    newer = costs.BenchFile.read(write_bench(tmp_path / "b.json", RATES, inputs=figures))
+    assert newer.input_rates() == {"turbo": 800, "nvjpeg": 1500, "mixed": 900, "pil": 40}  # PIL: the slowest
+
+
+def test_an_imagenet_ladder_is_priced_at_the_slower_of_its_training_and_its_input(tmp_path):
+    inputs = (input_figure(1000, 50),)  # nvJPEG 1,000 img/s, PIL 50 img/s
+    pricer = costs.Pricer(tmp_path / "r", write_bench(tmp_path / "bench.json", RATES, inputs=inputs))
+    # S-IMP trains an image in 0.01 s and PIL delivers one every 0.02 s: input-bound
+    seconds, source = pricer.ladder_seconds(paper_ladder(), 18)
+    assert seconds == pytest.approx(TRAININGS * (1 / 50))
+    assert source == "bench on Some GPU, input-bound (pil 50 img/s)"
+    # nvJPEG delivers one every 0.001 s: training-bound
+    seconds, source = pricer.ladder_seconds(paper_ladder(decoder="nvjpeg"), 18)
+    assert seconds == pytest.approx(TRAININGS * 0.01)
+    assert source == "bench on Some GPU, training-bound (nvjpeg 1,000 img/s)"
+    # A-IMP trains an image in 0.01 + 3 × 0.009 = 0.037 s, slower than PIL's 0.02 s
+    seconds, source = pricer.ladder_seconds(paper_ladder("adv"), 18)
+    assert seconds == pytest.approx(TRAININGS * 0.037)
+    assert source == "bench on Some GPU, training-bound (pil 50 img/s)"
+    assert pricer.caveats() == []
+
+
+def test_a_quick_ladder_reads_arrays_and_pays_no_input(tmp_path):
+    pricer = costs.Pricer(tmp_path / "r", write_bench(tmp_path / "bench.json", RATES, inputs=(input_figure(10, 1),)))
+    recorded = costs.Prices.per_forward(0.001, "1 recorded ladder (cpu, fp32)", False)
+    pricer.recorded[("quick", "s-imp")] = recorded
+    ladder = ImpConfig.create(profile=QUICK, pretraining="standard")
+    assert pricer.ladder_seconds(ladder, 2) == (recorded.seconds(costs.imp_work(ladder, 2)), recorded.source)
+    assert pricer.ladder_seconds(ladder, 2)[0] == pytest.approx(2 * 3_000 * 0.003)  # not 2 × 3,000 × 1 s
+
+
+def test_a_ladder_whose_input_rate_was_not_measured_is_priced_by_its_training_and_the_plan_says_so(tmp_path):
+    bf16 = "cuda, bf16 autocast, channels_last"
+    pricer = costs.Pricer(tmp_path / "r", write_bench(tmp_path / "bench.json", RATES, ours=bf16))
+    seconds, source = pricer.ladder_seconds(paper_ladder(), 18)
+    assert seconds == pytest.approx(TRAININGS * 0.01)
+    assert source == "bench on Some GPU, training alone (pil input not measured)"
+    caveats = pricer.caveats()
+    assert caveats[0].startswith("The input rate of the pil decoder was not measured")
+    assert "price may be low" in caveats[0]
+    assert caveats[1].startswith("The bench timed training under bf16 autocast and the IMP ladders train in fp32")
+
+
+def test_the_paper_plan_names_each_ladder_row_by_its_bound(tmp_path, capsys):
+    bench_file = write_bench(tmp_path / "bench.json", RATES, inputs=(input_figure(1000, 50),))
+    assert cli.main(["plan", "paper", "--bench", str(bench_file), "-p", "run_root", str(tmp_path / "r")]) == 0
+    out = capsys.readouterr().out
+    s_imp, a_imp = TRAININGS / 50, TRAININGS * 0.037
+    assert f"IMP ladders: {(s_imp + 2 * a_imp) / 3600:,.2f} GPU-hours still to run" in out
+    assert re.search(r"S-IMP of standard to level 19 .* bench on Some GPU, input-bound \(pil 50 img/s\)", out)
+    assert re.search(r"A-IMP of adv to level 19 .* bench on Some GPU, training-bound \(pil 50 img/s\)", out)
+    assert "not measured" not in out
+
+
+# ---- the AutoAttack check
+
+
+def test_an_autoattack_check_is_counted_at_its_most():
+    # APGD-CE 100 steps, APGD-T and FAB-T 9 targets × 100 steps, 3 forwards a step; Square 5,000 queries; the
+    # evaluation's clean and final forwards; PGD-20's SA and RA beside it (2 + 3 × 20)
+    assert costs.check_forwards(PGD20_EVAL, AutoAttack(8)) == 3 * (100 + 900 + 900) + 5000 + 2 + 62 == 10_764
+    dense = paper_cell()
+    assert costs.check_work(dense, 1000) == Work(forward=2 * 1000 * 10_764)  # best SA and best RA
+
+
+def adv_cells(tmp_path, **fixed) -> list[sweeps.Cell]:
+    notebook = cli.NOTEBOOKS / "04_adv_transfer.ipynb"
+    return sweeps.grid_cells(notebook, {"run_root": str(tmp_path / "r"), **fixed}, {}, tmp_path / "executed")
+
+
+def test_a_sweep_asked_for_autoattack_adds_the_check_to_its_adversarial_runs_unless_on_disk(tmp_path):
+    pricer = costs.Pricer(tmp_path / "r", write_bench(tmp_path / "bench.json", RATES))
+    forward = 0.2 / 62
+    runs = costs.run_work(paper_cell(ticket="imp", sparsity=0.9141)) + costs.run_work(paper_cell())
+    [plain] = plans.sweep_plan(adv_cells(tmp_path), pricer).stages[0].jobs
+    assert plain.seconds == pytest.approx(pricer.price(PAPER, "adv").seconds(runs))
+    checked_cells = adv_cells(tmp_path, eval_attack="autoattack")
+    [checked] = plans.sweep_plan(checked_cells, pricer).stages[0].jobs
+    # the cell and its dense baseline: best SA and best RA of each on the first 1,000 test images
+    assert checked.seconds == pytest.approx(plain.seconds + 2 * 2 * 1000 * 10_764 * forward)
+    assert checked.what == "adv transfer + AutoAttack"
+    # a check on disk is done
+    parameters = {**sweeps.notebook_defaults(checked_cells[0].notebook), **checked_cells[0].parameters}
+    for _, directory in transfer.notebook_runs("04_adv_transfer", parameters, sweeps.session_for(parameters)):
+        paths.autoattack_file(directory, 1000).parent.mkdir(parents=True)
+        paths.autoattack_file(directory, 1000).write_text("")
+    plan = plans.sweep_plan(checked_cells, pricer)
+    assert plan.stages[0].jobs[0].seconds == pytest.approx(plain.seconds)
+    assert "AutoAttack check (2 done on disk)" in plan.describe(1)
+
+
+def test_plan_paper_counts_one_check_per_adversarial_run_when_asked(tmp_path, capsys):
+    arguments = ["plan", "paper", "--bench", str(write_bench(tmp_path / "b.json", RATES)), "-p", "run_root", "r"]
+
+    def transfer_hours(extra: list[str]) -> float:
+        assert cli.main([*arguments, *extra]) == 0
+        out = capsys.readouterr().out
+        return float(re.search(r"transfer, every level: ([\d,.]+) GPU-hours", out)[1].replace(",", "")), out
+
+    plain, _ = transfer_hours([])
+    checked, out = transfer_hours(["--autoattack"])
+    # 3 pre-trainings × 3 data sets × 3 budgets × 20 levels adversarial runs, each checked at its 2 checkpoints
+    assert checked - plain == pytest.approx(540 * 2 * 1000 * 10_764 * 0.2 / 62 / 3600, abs=0.01)
+    assert "each kept checkpoint counted at 10,764 forwards per test image: an upper bound" in out
+    assert cli.main([*arguments, "--autoattack", "-p", "eval_attack", "pgd20"]) == 2
+    assert "--autoattack and -p eval_attack pgd20 ask for different checks" in capsys.readouterr().err
+
+
+# ---- ladders spread over the GPUs that outnumber them
+
+
+def test_a_ladder_takes_the_most_gpus_that_split_its_batch():
+    assert [plans.ddp_processes(gpus, 2048) for gpus in (1, 2, 3, 21, 64, 5000)] == [1, 2, 2, 16, 64, 2048]
+    assert plans.ddp_processes(64, 96) == 32
+    assert plans.notebook_02_flags(4) == "-p nproc_per_node 4"
+    assert plans.notebook_02_flags(32) == "-p nproc_per_node 8 -p nnodes 4"
+
+
+def search_fixed(tmp_path) -> dict:
+    return {"run_root": str(tmp_path / "r"), "pretraining": "adv", "dataset": "cifar10", "data_fraction": 1.0}
+
+
+def test_gpus_that_outnumber_the_ladders_share_them_under_ddp(tmp_path):
+    pricer = costs.Pricer(tmp_path / "r", write_bench(tmp_path / "bench.json", RATES))
+    fixed = {"run_root": str(tmp_path / "r")}
+    a_imp = TRAININGS * 0.037
+    for gpus, processes in ((3, 1), (7, 2), (64, 16)):
+        every, by_search = plans.paper_plans(fixed, seeds=[1], pricer=pricer, gpus=gpus)
+        ladders = every.stages[0]
+        assert len(ladders.jobs) == 3 * processes
+        assert ladders.wall_hours(gpus) == pytest.approx(a_imp / processes / 3600)
+        said = "\n".join(by_search.notes)
+        assert (f"-p imp_processes {processes}" in said) == (processes > 1)
+    assert "planned on 16 GPUs as 16 DDP processes" in said and "-p nproc_per_node 8 -p nnodes 2" in said
+    searched = plans.search_plan(search_fixed(tmp_path), top_level=19, seeds=[1], pricer=pricer, gpus=64)
+    assert len(searched.stages[0].jobs) == 64  # one ladder takes all 64 GPUs
+
+
+def test_a_ladder_started_on_one_process_stays_on_it(tmp_path):
+    pricer = costs.Pricer(tmp_path / "r", write_bench(tmp_path / "bench.json", RATES))
+    ladder, session = search.ladder_needed(search_fixed(tmp_path), 19)
+    paths.level_training_dir(session.roots.imp_ladder(ladder, 1), 1).mkdir(parents=True)  # level 1 training
+    searched = plans.search_plan(search_fixed(tmp_path), top_level=19, seeds=[1], pricer=pricer, gpus=64)
+    assert len(searched.stages[0].jobs) == 1
+    assert any("stays on 1 process: it is partly trained on disk on 1 process" in note for note in searched.notes)
+    every, _ = plans.paper_plans({"run_root": str(tmp_path / "r")}, seeds=[1], pricer=pricer, gpus=64)
+    assert len(every.stages[0].jobs) == 1 + 2 * 16  # the other two share the 63 GPUs left: 31 each, 16 used
+
+
+# ---- bench files the plan cannot read
+
+
+@pytest.mark.parametrize("rate", [float("nan"), float("inf"), 0.0, -5.0])
+def test_a_bench_figure_that_is_not_a_positive_rate_is_refused(tmp_path, capsys, rate):
+    path = write_bench(tmp_path / "bench.json", {**RATES, "clean_train": rate})
+    arguments = ["plan", "paper", "--bench", str(path), "-p", "run_root", str(tmp_path / "r")]
+    assert cli.main(arguments) == 2
+    err = capsys.readouterr().err
+    assert f"{path} gives its clean_train figure (224 px) ours_img_s = {rate:g}, which is not a positive" in err
+    inputs = (input_figure(1000, rate, "turbo"),)
+    with pytest.raises(InputError, match=r"imagenet_input figure \(224 px, turbo decoder\) reference_img_s"):
+        costs.BenchFile.read(write_bench(tmp_path / "input.json", RATES, inputs=inputs))
+
+
+def test_a_bench_file_without_the_paper_models_figures_says_so(tmp_path, capsys):
+    path = write_bench(tmp_path / "bench.json", RATES, arch="resnet50_32px", px=32)
+    assert cli.main(["plan", "paper", "--bench", str(path), "-p", "run_root", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert f"{path} has none of the figures of resnet50 at 224 px that price" in err
+    assert "--bench FILE" not in err
