@@ -8,8 +8,11 @@ double-win decision reads the protocol's PGD-20 on the whole test split only.
 
 The standard version at its published settings, composed from torchattacks' attacks, since its
 `AutoAttack` class runs 10 iterations per attack instead of 100: APGD-CE (100 iterations), APGD-T and FAB-T
-(100 iterations, the 9 most likely other classes as targets), then Square (5,000 queries), one restart each,
-every attack on the images the earlier ones did not break.
+(100 iterations, the 9 most likely other classes as targets), then Square (5,000 queries, p_init 0.8 and
+no rescaling of its schedule, as the reference's standard version: torchattacks rescales by default), one
+restart each, every attack on the images the earlier ones did not break. Beside the two RA values the check
+records their worst case per image (an image counts as robust only if neither attack broke it), which can
+never exceed either.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from .batches import ArrayBatches
 from .data import dataset_info, load_splits
 from .engine import Precision
 from .errors import InputError, MissingInputError, check_choice, check_number
-from .evaluate import evaluate
+from .evaluate import correct_per_image
 from .notebook import Session
 from .profiles import PROFILES, Profile
 from .train import FitResult, load_selected
@@ -36,6 +39,7 @@ from .transfer import TransferConfig, cell_model, finished_records, first_images
 
 EVAL_ATTACKS = ("pgd20", "autoattack")  # pgd20: the protocol's evaluation only
 GAP_FLAG = 2.0  # percentage points of PGD-20 RA above AutoAttack RA that 06 flags
+WORST_CASE = "worst case per image of "  # how the record of both attacks at once begins its `attack`
 ON_THE_FIRST = (
     ", on the first "  # how a check's `attack` names its images: "<attack>, fp32, on the first N test images"
 )
@@ -53,7 +57,8 @@ class AutoAttack:
     def describe(self) -> str:
         return (
             f"AutoAttack standard (APGD-CE, APGD-T, FAB-T, Square) linf eps={self.eps_255:g}/255, "
-            f"{self.iterations} iterations, {self.target_classes} target classes, {self.square_queries:,} queries"
+            f"{self.iterations} iterations, {self.target_classes} target classes, {self.square_queries:,} queries "
+            "(Square p_init 0.8, schedule not rescaled)"
         )
 
     def __call__(
@@ -78,7 +83,15 @@ class AutoAttack:
                 torchattacks.APGD(model, eps=eps, steps=steps, n_restarts=1, loss="ce", seed=seed),
                 apgd_t,
                 fab_t,
-                torchattacks.Square(model, eps=eps, n_queries=self.square_queries, n_restarts=1, seed=seed),
+                torchattacks.Square(
+                    model,
+                    eps=eps,
+                    n_queries=self.square_queries,
+                    n_restarts=1,
+                    p_init=0.8,
+                    resc_schedule=False,
+                    seed=seed,
+                ),
             ]
             return torchattacks.MultiAttack(attacks)(x, y).detach()
 
@@ -119,8 +132,29 @@ class Check:
         return paths.autoattack_file(directory, self.images)
 
     def done(self, config: TransferConfig, directory: Path) -> bool:
-        """Whether a run has this check (a standard-transfer run needs none)."""
-        return config.regime != "adv" or self.file(directory).is_file()
+        """Whether a run has this check (a standard-transfer run needs none), measured as it is measured now."""
+        return config.regime != "adv" or self._current(config, directory)
+
+    def _current(self, config: TransferConfig, directory: Path) -> bool:
+        """Whether the check's file is there and names today's attacks: one written before Square's schedule
+        or the worst case per image were as they are now is measured again."""
+        if not self.file(directory).is_file():
+            return False
+        names = set(results.load(directory, self.file(directory).name).attack)
+        return names == {self._attack_name(a) for a in self.attacks(config)} | {self._worst_name(config)}
+
+    @staticmethod
+    def attacks(config: TransferConfig) -> tuple:
+        """The cell's PGD evaluation attack and the AutoAttack at its ε."""
+        pgd = config.recipe.val_attack
+        return pgd, AutoAttack(pgd.eps_255)
+
+    def _attack_name(self, attack) -> str:
+        return f"{attack.describe()}, fp32{ON_THE_FIRST}{self.images:,} test images"
+
+    def _worst_name(self, config: TransferConfig) -> str:
+        pgd, auto = self.attacks(config)
+        return f"{WORST_CASE}{pgd.describe()} and {auto.describe()}, fp32{ON_THE_FIRST}{self.images:,} test images"
 
     def runs(self, cells: list[TransferConfig], *, dense_baseline: bool = True) -> list[TransferConfig]:
         """The adversarial runs of a notebook's plan it checks: each cell and, when asked, its dense model."""
@@ -137,7 +171,7 @@ class Check:
         if cell_records is None:
             raise MissingInputError(f"The AutoAttack check needs the finished run in {directory}; run its cell first.")
         with io.exclusive(paths.lock_file(directory)):
-            if not self.file(directory).is_file():
+            if not self._current(config, directory):
                 self._measure(config, session, directory, cell_records)
         return results.load(directory, self.file(directory).name)
 
@@ -150,40 +184,42 @@ class Check:
         batches = ArrayBatches(test, profile.transforms, precision.device)
         model, _ = cell_model(config, session.roots, splits.info, session.seed)
         precision.prepare(model)
-        pgd = config.recipe.val_attack
         rows = []
         for checkpoint in config.recipe.keep:
             load_selected(model, FitResult(directory), checkpoint)
             mine = cell_records[(cell_records.metric == "RA") & (cell_records.checkpoint == checkpoint)]
             measured = ["attack", "value", "wall_s", "timestamp", "torch_version", "dwlt_version", "git_rev"]
             fields = mine.iloc[0].drop(measured).to_dict()
-            for attack in (pgd, AutoAttack(pgd.eps_255)):
+
+            robust_under_all = None
+            for attack in self.attacks(config):
                 started = time.perf_counter()
-                scores = evaluate(
+                _, robust = correct_per_image(
                     model.eval(), batches, attack=attack, precision=precision, batch_size=profile.eval_batch_size
                 )
-                rows.append(
-                    results.make_record(
-                        **fields,
-                        attack=f"{attack.describe()}, fp32{ON_THE_FIRST}{len(test):,} test images",
-                        value=scores["RA"],
-                        wall_s=time.perf_counter() - started,
-                        git_rev=results.git_revision(),
-                    )
-                )
+                rows.append(_ra_record(fields, self._attack_name(attack), robust, time.perf_counter() - started))
+                robust_under_all = robust if robust_under_all is None else robust_under_all & robust
+            rows.append(_ra_record(fields, self._worst_name(config), robust_under_all, 0.0))
         results.write_records(directory, rows, self.file(directory))
 
 
+def _ra_record(fields: dict, attack: str, robust: torch.Tensor, wall_s: float) -> dict:
+    """A check's record of the RA that per-image robustness gives, with the cell's own fields."""
+    ra = 100.0 * robust.sum().item() / max(len(robust), 1)
+    return results.make_record(**fields, attack=attack, value=ra, wall_s=wall_s, git_rev=results.git_revision())
+
+
 def side_by_side(checks: pd.DataFrame, *, checkpoint: str | None = None) -> pd.DataFrame:
-    """PGD and AutoAttack RA on the same test images, as means over seeds: one row per group, ticket,
-    checkpoint (only `checkpoint` when given) and image count, with the gap (PGD − AutoAttack) and `flag` when
-    it exceeds `GAP_FLAG` points (PGD then over-states the ticket's robustness)."""
+    """PGD and AutoAttack RA on the same test images, and their worst case per image (`RA_both`, absent from
+    checks measured before it was), as means over seeds: one row per group, ticket, checkpoint (only
+    `checkpoint` when given) and image count, with the gap (PGD − AutoAttack) and `flag` when it exceeds
+    `GAP_FLAG` points (PGD then over-states the ticket's robustness)."""
     rows = checks if checkpoint is None else checks[checks.checkpoint == checkpoint]
     if rows.empty:
         return pd.DataFrame()
     name, images = (part for _, part in rows.attack.str.rsplit(ON_THE_FIRST, n=1, expand=True).items())
     rows = rows.assign(
-        attack_kind=name.str.startswith("AutoAttack").map({True: "RA_autoattack", False: "RA_pgd"}),
+        attack_kind=name.map(_kind),
         images=images.str.split(" ").str[0].str.replace(",", "").astype(int),
     )
     keys = [*results.GROUP_KEYS, "regime", "ticket", "level", "sparsity", "checkpoint", "images"]
@@ -194,6 +230,13 @@ def side_by_side(checks: pd.DataFrame, *, checkpoint: str | None = None) -> pd.D
     table["flag"] = table.gap > GAP_FLAG
     table.columns.name = None
     return table.sort_values(keys, ignore_index=True)
+
+
+def _kind(attack: str) -> str:
+    """The column of `side_by_side` that a check record's attack fills."""
+    if attack.startswith(WORST_CASE):
+        return "RA_both"
+    return "RA_autoattack" if attack.startswith("AutoAttack") else "RA_pgd"
 
 
 def notebook_check(parameters: dict, session: Session, cells: list[TransferConfig]) -> Check | None:

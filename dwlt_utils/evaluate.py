@@ -37,6 +37,38 @@ def eval_mode(model: nn.Module) -> Iterator[None]:
         model.train(was_training)
 
 
+def correct_per_image(
+    model: nn.Module,
+    batches: Batches,
+    *,
+    attack=None,
+    batch_size: int = 256,
+    precision: Precision | None = None,
+    seed: int = EVAL_SEED,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Whether `model` classifies each eval image of `batches` right, clean and (with an attack) attacked: two
+    boolean tensors on the device, in the images' order (None for the attacked one without an attack)."""
+    device = next(model.parameters()).device
+    precision = precision or Precision.for_device(device)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    clean, attacked = [], []
+    with eval_mode(model):
+        for x, labels in batches.eval(batch_size):
+            x = precision.input(x)
+            with torch.no_grad(), precision.autocast():
+                clean.append(model(x).argmax(1) == labels)
+            if attack is not None:
+                with precision.autocast():
+                    x_adv = attack(model, x, labels, generator)
+                with torch.no_grad(), precision.autocast():
+                    attacked.append(model(x_adv).argmax(1) == labels)
+
+    def joined(parts: list[torch.Tensor]) -> torch.Tensor:
+        return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.bool, device=device)
+
+    return joined(clean), joined(attacked) if attack is not None else None
+
+
 def evaluate(
     model: nn.Module,
     batches: Batches,
@@ -47,25 +79,11 @@ def evaluate(
     seed: int = EVAL_SEED,
 ) -> dict[str, float]:
     """{"SA": %, "RA": %} (RA only with an attack) of `model` over every eval batch of `batches`."""
-    device = next(model.parameters()).device
-    precision = precision or Precision.for_device(device)
-    generator = torch.Generator(device=device).manual_seed(seed)
-    correct_clean = torch.zeros((), dtype=torch.long, device=device)
-    correct_adv = torch.zeros((), dtype=torch.long, device=device)
-    seen = 0
-    with eval_mode(model):
-        for x, labels in batches.eval(batch_size):
-            x = precision.input(x)
-            seen += len(labels)
-            with torch.no_grad(), precision.autocast():
-                correct_clean += (model(x).argmax(1) == labels).sum()
-            if attack is not None:
-                with precision.autocast():
-                    x_adv = attack(model, x, labels, generator)
-                with torch.no_grad(), precision.autocast():
-                    correct_adv += (model(x_adv).argmax(1) == labels).sum()
-    seen = max(seen, 1)
-    out = {"SA": 100.0 * correct_clean.item() / seen}
-    if attack is not None:
-        out["RA"] = 100.0 * correct_adv.item() / seen
+    clean, attacked = correct_per_image(
+        model, batches, attack=attack, batch_size=batch_size, precision=precision, seed=seed
+    )
+    seen = max(len(clean), 1)
+    out = {"SA": 100.0 * clean.sum().item() / seen}
+    if attacked is not None:
+        out["RA"] = 100.0 * attacked.sum().item() / seen
     return out

@@ -44,7 +44,8 @@ def test_the_attacks_are_composed_at_the_published_settings(model, batch, monkey
     assert all(a.eps == pytest.approx(8 / 255) and a.norm == "Linf" and a.n_restarts == 1 for a in composed)
     assert apgd.steps == apgd_t.steps == fab_t.steps == 100 and apgd.loss == "ce"
     assert apgd_t.n_target_classes == fab_t.n_target_classes == 9 and fab_t.multi_targeted
-    assert square.n_queries == 5000 and square.p_init == 0.8
+    # the reference's standard version does not rescale Square's schedule; torchattacks does by default
+    assert square.n_queries == 5000 and square.p_init == 0.8 and square.rescale_schedule is False
 
 
 def test_an_autoattack_is_an_attack_of_the_ball_that_keeps_the_model_and_the_global_random_state(model, batch):
@@ -118,7 +119,7 @@ def test_the_check_resolves_its_image_count_and_the_runs_it_covers():
 
 
 def check_record(ticket, seed, kind, value, images=1000, checkpoint="best_ra"):
-    name = PGD20_EVAL.describe() if kind == "pgd" else AutoAttack(8).describe()
+    name = {"pgd": PGD20_EVAL.describe(), "auto": AutoAttack(8).describe()}.get(kind, autoattack.WORST_CASE + "both")
     level, sparsity = (0, 0.0) if ticket == "dense" else (10, 0.8926)
     attack = f"{name}, fp32, on the first {images:,} test images"
     return record(
@@ -157,6 +158,10 @@ def test_side_by_side_averages_seeds_and_flags_a_gap_of_more_than_two_points():
     # a gap of exactly two points is not more than two
     exact = [check_record("imp", 1, "pgd", 48.0), check_record("imp", 1, "auto", 46.0)]
     assert not side_by_side(results.to_frame(exact)).flag.iloc[0]
+    # the worst case of both attacks per image, where it was measured, is a column of its own
+    both = side_by_side(results.to_frame([*exact, check_record("imp", 1, "both", 45.0)]))
+    assert both.RA_both.iloc[0] == 45.0 and both.RA_pgd.iloc[0] == 48.0 and both.RA_autoattack.iloc[0] == 46.0
+    assert "RA_both" not in side_by_side(results.to_frame(exact))
 
 
 def test_the_evaluation_seed_drives_the_attacks(model, batch):
@@ -180,3 +185,29 @@ def test_a_missing_torchattacks_is_one_sentence(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", refuse)
     with pytest.raises(autoattack.MissingInputError, match="pip install --no-deps torchattacks"):
         Check.create(QUICK, quick_cells(), "autoattack", 0)
+
+
+def test_a_check_measured_with_other_attacks_is_not_done(tmp_path):
+    (cell,) = quick_cells()
+    check = Check(images=20)
+    assert not check.done(cell, tmp_path)
+
+    def write(names):
+        rows = [
+            {**check_record("imp", 1, "pgd", 40.0 + k, images=20, checkpoint=checkpoint), "attack": name}
+            for k, name in enumerate(names)
+            for checkpoint in cell.recipe.keep
+        ]
+        results.write_records(tmp_path, rows, check.file(tmp_path))
+
+    pgd, auto = Check.attacks(cell)
+    today = [check._attack_name(pgd), check._attack_name(auto), check._worst_name(cell)]
+    # written before Square's schedule was the reference's and before the worst case per image was recorded
+    write([check._attack_name(pgd), today[1].replace(" (Square p_init 0.8, schedule not rescaled)", "")])
+    assert not check.done(cell, tmp_path)
+    write(today)
+    assert check.done(cell, tmp_path)
+    std = TransferConfig.create(
+        profile=QUICK, pretraining="adv", dataset="cifar10", regime="std", ticket="dense", sparsity=0
+    )
+    assert check.done(std, tmp_path / "elsewhere")  # standard transfer has no check to do
