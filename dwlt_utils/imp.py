@@ -48,9 +48,11 @@ def next_level(
     precision: Precision | None = None,
     progress: str = "off",
     ranks: Ranks = SINGLE,
+    epoch_offset: int = 0,
 ) -> Mask:
     """Train θ_p ⊙ m_level (rewound) and prune it into the mask of level + 1, which rank 0 saves; on several
-    ranks, every rank prunes its own copy and they must agree."""
+    ranks, every rank prunes its own copy and they must agree. The training's epochs draw their data as the
+    ladder's epochs `epoch_offset`, `epoch_offset` + 1, ... (`fit`)."""
     mask = Mask.load(paths.level_dir(run_dir, level))
     model = rewound_model(arch, source_state, mask, mean, std)
     fit(
@@ -65,6 +67,7 @@ def next_level(
         progress=progress,
         label=f"IMP level {level} → {level + 1}",
         ranks=ranks,
+        epoch_offset=epoch_offset,
     )
     following = prune_global_magnitude(model.model, mask, PRUNE_FRACTION)
     digest = following.digest()

@@ -50,6 +50,10 @@ class ImpConfig:
     # (`batches.DECODERS`; a ladder of array data, the quick profile's, reads no JPEG and keeps "pil").
     precision: str = "fp32"
     decoder: str = "pil"
+    # How a level's epochs draw their data order and crops: "global", as the official code's
+    # set_epoch(epoch) over the ladder's epochs (each level its own draws), or "level", every level drawing
+    # those of level 1 (ladders computed before; kept as the default so that their identity stays theirs).
+    data_order: str = "level"
 
     @classmethod
     def create(
@@ -82,7 +86,9 @@ class ImpConfig:
         Ranks(world=processes).batch_size(profile.imp_recipe(variant).batch_size)  # the batch must split evenly
         check_choice("precision of the ladder", precision, [p for p in PRECISIONS if p != "auto"])
         decoder = resolve_decoder(decoder) if profile.source_transforms is None else "pil"
-        return cls(profile.name, pretraining, eps, variant, epochs, source_fraction, processes, precision, decoder)
+        return cls(
+            profile.name, pretraining, eps, variant, epochs, source_fraction, processes, precision, decoder, "global"
+        )
 
     @classmethod
     def from_notebook(cls, profile: Profile, parameters: dict, precision: str = "fp32") -> ImpConfig:
@@ -139,6 +145,10 @@ class ImpConfig:
         if seed != 1:
             flags.append(f"-p seed {seed}")
         return " ".join(flags + ([profile.flag] if profile.flag else []))
+
+    def epoch_offset(self, level: int) -> int:
+        """The ladder's epoch at which the training of level `level` into the next one starts."""
+        return (level - 1) * self.epochs_per_level if self.data_order == "global" else 0
 
     @property
     def device_batch(self) -> int:
@@ -306,6 +316,7 @@ class LevelTrainer:
             precision=self.precision,
             progress=self.progress,
             ranks=self.ranks,
+            epoch_offset=self.config.epoch_offset(level),
         )
 
 

@@ -343,6 +343,7 @@ def fit(
     label: str | None = None,
     on_epoch_end: Callable[[dict], None] | None = None,
     ranks: Ranks = SINGLE,
+    epoch_offset: int = 0,
 ) -> FitResult:
     """Train `model` in place per `config`; resumable and idempotent through `run_dir`.
 
@@ -350,7 +351,8 @@ def fit(
     checkpoints come from. `on_epoch_end` sees each new epoch's metrics after they are saved. `progress` is
     one of PROGRESS; `label` names the run in it (default: the run directory's name). On several `ranks`
     (`distributed`), every rank resumes from the same state and trains its shards under DDP; rank 0 alone
-    writes and shows progress, and its loss and accuracy are the ones logged.
+    writes and shows progress, and its loss and accuracy are the ones logged. Epoch e draws its data order,
+    crops and attack starts as epoch `epoch_offset` + e (an IMP level's place in its ladder's epochs).
     """
     check_choice("progress", progress, PROGRESS)
     if (config.keep or config.val_from_epoch >= 0) and val_batches is None:
@@ -395,7 +397,7 @@ def fit(
     for epoch in bar:
         started = time.perf_counter()
         set_lr(optimizer, config.lr_at(epoch))
-        generator = generator_for(precision.device, seed, epoch)
+        generator = generator_for(precision.device, seed, epoch_offset + epoch)
         row = {"epoch": epoch, "lr": config.lr_at(epoch)}
         row.update(
             train_epoch(

@@ -1,6 +1,9 @@
+from dataclasses import replace
+
 import pytest
 
-from dwlt_utils import paths, tickets
+from dwlt_utils import paths, tickets, train
+from dwlt_utils.engine import generator_for
 from dwlt_utils.errors import FileFormatError, InputError, MissingInputError
 from dwlt_utils.profiles import PAPER, QUICK
 
@@ -85,3 +88,25 @@ def test_a_ladders_precision_and_decoder_are_part_of_its_identity(roots, session
     bf16 = tickets.ImpConfig.create(profile=QUICK, pretraining="adv", precision="bf16")
     with pytest.raises(InputError, match="computes in bf16, but the notebook runs in fp32"):
         tickets.run_imp_ladder(bf16, session, levels=2)
+
+
+@pytest.mark.usefixtures("fashion_mnist")
+def test_every_level_draws_its_data_as_its_epochs_of_the_whole_ladder(session, plant_source, monkeypatch):
+    """The official code calls set_epoch(epoch) with the ladder's global epoch: level 2 → 3 must not repeat
+    the shuffles and crops of level 1 → 2."""
+    plant_source()
+    keys = []
+
+    def recording(device, *seeds):
+        keys.append(seeds)
+        return generator_for(device, *seeds)
+
+    monkeypatch.setattr(train, "generator_for", recording)
+    ladder = tickets.ImpConfig.create(profile=QUICK, pretraining="adv", epochs_per_level=2, source_fraction=0.05)
+    assert ladder.data_order == "global" and ladder.epoch_offset(3) == 4
+    tickets.run_imp_ladder(ladder, session, levels=4)
+    epochs = [key for key in keys if len(key) == 2]  # fit's per-epoch generators: (seed, epoch)
+    assert epochs == [(session.seed, epoch) for epoch in range(6)]
+    # a ladder computed before, with every level drawing level 1's, keeps its own identity and order
+    old = replace(ladder, data_order="level")
+    assert session.roots.imp_ladder(old, 1) != session.roots.imp_ladder(ladder, 1) and old.epoch_offset(3) == 0
