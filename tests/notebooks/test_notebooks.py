@@ -99,6 +99,7 @@ def test_autoattack_runs_beside_pgd20_and_never_finds_more_robustness(chain):
     ]
     assert (table.images == QUICK.autoattack_images).all()
     assert (table.RA_autoattack <= table.RA_pgd).all()
+    assert (table.RA_both <= table[["RA_pgd", "RA_autoattack"]].min(axis=1)).all()  # per image, never above either
     # The check stays apart from the cell's records, which the decision reads, and reruns read it back
     assert results.load(chain["base"] / "runs").equals(chain["records"])
     assert any("RA_autoattack" in o["data"]["text/html"] for o in outputs(shown, "text/html"))
@@ -181,7 +182,7 @@ def test_every_notebook_executes_and_renders_to_html(chain):
         ("04_adv_transfer", {"eps_255": "8/255"}, r"eps_255 must be a number in \[0, 255\]; got '8/255'"),
         ("04_adv_transfer", {"sparsity": 0.9141}, r"IMP ticket at level 11 \(91.41%\) .* run notebooks/02_imp.ipynb"),
         ("02_imp", {"levels": 50}, r"levels must be an integer in \[0, 40\]; got 50"),
-        ("03_std_transfer", {"device": "cpu", "torch_compile": True}, r"torch.compile are for CUDA devices"),
+        ("03_std_transfer", {"device": "cpu", "torch_compile": True}, r"CUDA graphs are for CUDA devices"),
         # Degenerate runs and parameters the notebook does not have stop too, instead of passing as results
         (
             "03_std_transfer",
