@@ -36,7 +36,7 @@ import nbformat
 import pandas as pd
 
 from . import __version__, costs, paths, plans, search, sweeps
-from .errors import DwltError, InputError, check_number
+from .errors import DwltError, FileFormatError, InputError, check_number, naming_os_errors, said
 from .io import write_text
 from .paths import executed_dir
 from .profiles import get_profile
@@ -48,8 +48,47 @@ from .vocabulary import PRETRAININGS
 __all__ = ["NOTEBOOKS", "REPO", "main"]
 
 
+def read_notebook(path: Path) -> nbformat.NotebookNode:
+    """The notebook a command was given, or one sentence saying why `path` names none."""
+    with naming_os_errors(path, "read the notebook"):
+        raw = path.read_bytes()
+    try:
+        return nbformat.reads(raw.decode("utf-8"), as_version=4)
+    except Exception as err:  # nbformat raises many types: not UTF-8, not JSON, JSON of another layout
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:120]
+        raise FileFormatError(
+            f"{path} is not a Jupyter notebook ({reason}); give a notebook file, e.g. notebooks/04_adv_transfer.ipynb."
+        ) from None
+
+
+def parameter_cells(nb: nbformat.NotebookNode) -> list[nbformat.NotebookNode]:
+    """The cells papermill gives parameters to."""
+    return [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+
+
+def sweep_notebook(path: Path) -> Path:
+    """A notebook a sweep can give parameters to, or one sentence saying why `path` is none."""
+    if not parameter_cells(read_notebook(path)):
+        raise InputError(
+            f"{path} has no cell tagged 'parameters', so a sweep cannot give it any; give one of the notebooks in "
+            f"{NOTEBOOKS}."
+        )
+    return path
+
+
+def check_executor(executor: str) -> None:
+    """Refuse Slurm where there is none, before anything is written."""
+    if executor == "slurm" and shutil.which("sbatch") is None:
+        raise InputError(
+            "--executor slurm submits with Slurm's sbatch, which is not on PATH on this machine; run the command "
+            "on a login node of the cluster, or use --executor local."
+        )
+
+
 def render(notebooks: list[Path], out: Path) -> list[Path]:
     """Executed notebooks to HTML (nbconvert), one file each in `out`."""
+    for notebook in notebooks:
+        read_notebook(notebook)
     out.mkdir(parents=True, exist_ok=True)
     subprocess.run(
         [
@@ -78,14 +117,13 @@ def bare_headings(markdown: str) -> list[str]:
 def unclean(notebook: Path) -> list[str]:
     """Why a notebook may not be committed: outputs, execution counts, no kernelspec, not one parameters cell,
     or a section heading that no sentence explains."""
-    nb = nbformat.read(notebook, as_version=4)
+    nb = read_notebook(notebook)
     problems = []
     if any(c.cell_type == "code" and (c.outputs or c.execution_count) for c in nb.cells):
         problems.append(f"{notebook} holds outputs (clear them before committing)")
     if not nb.metadata.get("kernelspec"):
         problems.append(f"{notebook} has no kernelspec")
-    parameter_cells = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
-    if len(parameter_cells) != 1:
+    if len(parameter_cells(nb)) != 1:
         problems.append(f"{notebook} needs exactly one cell tagged 'parameters'")
     for heading in (h for c in nb.cells if c.cell_type == "markdown" for h in bare_headings(c.source)):
         problems.append(f"{notebook} has the heading {heading!r} with no sentence under it")
@@ -251,10 +289,11 @@ def _cells(args: argparse.Namespace) -> list[sweeps.Cell]:
         if "seed" in grid or "seed" in fixed:
             raise InputError("--seeds and a seed given with --grid or -p say the same thing twice; give one of them.")
         grid["seed"] = _seeds(args)
-    return grid_cells(args.notebook, fixed, grid, args.out or sweep_dir(fixed))
+    return grid_cells(sweep_notebook(args.notebook), fixed, grid, args.out or sweep_dir(fixed))
 
 
 def _sweep(args: argparse.Namespace) -> int:
+    check_executor(args.executor)
     cells = _cells(args)
     todo = sweeps.to_submit(cells, force=args.force)
     print(f"{len(cells)} cells, {len(cells) - len(todo)} done, running or queued; submitting {len(todo)}", flush=True)
@@ -281,6 +320,7 @@ def _slurm_options(args: argparse.Namespace) -> sweeps.SlurmOptions:
 def _search(args: argparse.Namespace) -> int:
     fixed, top = _search_group(args)
     seeds = _seeds(args)
+    check_executor(args.executor)
     runner = search.Runner(args.executor, args.jobs, _slurm_options(args))
     found = search.search(
         fixed, top_level=top, seeds=seeds, out=args.out or sweep_dir(fixed), runner=runner, confirm=args.confirm
@@ -449,19 +489,22 @@ def main(argv: list[str] | None = None) -> int:
     chk = sub.add_parser("check", help="fail when a notebook has outputs or no kernelspec")
     chk.add_argument("notebooks", nargs="+", type=Path)
     args = parser.parse_args(argv)
-
     try:
-        if args.command == "sweep":
-            return _sweep(args)
-        if args.command == "status":
-            return _status(args)
-        if args.command == "search":
-            return _search(args)
-        if args.command == "plan":
-            return _plan(args)
-    except DwltError as err:
-        print(f"{type(err).__name__}: {err}", file=sys.stderr)
+        return _run(args)
+    except (DwltError, OSError) as err:  # what the user can fix: its sentence, never a traceback
+        print(said(err), file=sys.stderr)
         return 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.command == "sweep":
+        return _sweep(args)
+    if args.command == "status":
+        return _status(args)
+    if args.command == "search":
+        return _search(args)
+    if args.command == "plan":
+        return _plan(args)
     if args.command == "render":
         for path in render(args.notebooks, args.out):
             print(path)

@@ -2,7 +2,9 @@
 
 A killed run leaves either the old file or the new one, never half of one, and files are written with the
 permissions the user's umask gives. Every file read back is checked: one that is empty, a saved web page,
-truncated, or a pickle that would run code raises one sentence naming the file and what to do about it.
+truncated, or a pickle that would run code raises one sentence naming the file and what to do about it, and
+so does a file the system will not let it write or read (a full disk, a read-only file system, another user's
+folder, a name too long: `errors.os_error`).
 """
 
 from __future__ import annotations
@@ -18,10 +20,10 @@ import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
-from .errors import FileFormatError, MissingInputError, UntrustedFileError
+from .errors import FileFormatError, MissingInputError, UntrustedFileError, naming_os_errors
 
 if TYPE_CHECKING:
     import torch
@@ -48,18 +50,19 @@ def follow_umask(path: Path) -> None:
 
 def atomic_write(path: Path, write: Callable[[Any], None], mode: str) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, mode) as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        follow_umask(tmp)  # mkstemp makes files private; the user's umask decides instead
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with naming_os_errors(path, "write"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, mode) as f:
+                write(f)
+                f.flush()
+                os.fsync(f.fileno())
+            follow_umask(tmp)  # mkstemp makes files private; the user's umask decides instead
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
     return path
 
 
@@ -73,7 +76,9 @@ def write_json(path: Path, obj: Any) -> Path:
 
 def read_json(path: Path, *, remedy: str = RERUN) -> Any:
     try:
-        return json.loads(Path(path).read_text())
+        with naming_os_errors(path, "read"):
+            text = Path(path).read_text()
+        return json.loads(text)
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise FileFormatError(f"{path} is not a readable JSON file ({err}); {remedy}.") from None
 
@@ -82,7 +87,35 @@ def save_torch(path: Path, obj: Any) -> Path:
     """torch.save through a temporary file; the object must hold tensors and plain containers only."""
     import torch  # here, not at the top: sweep jobs write their state through this module without torch
 
-    return atomic_write(path, lambda f: torch.save(obj, f), "wb")
+    def write(f: Any) -> None:
+        kept = KeepingWriteErrors(f)
+        try:
+            torch.save(obj, kept)
+        except RuntimeError:
+            if kept.error is None:
+                raise
+            raise kept.error from None  # the system's reason, which torch words as "unexpected pos ..."
+
+    return atomic_write(path, write, "wb")
+
+
+class KeepingWriteErrors:
+    """A file that keeps the error of a failed write: torch.save replaces it by its own message, which names
+    neither the file nor the cause (a full disk reads "unexpected pos 704 vs 598")."""
+
+    def __init__(self, file: Any):
+        self.file = file
+        self.error: OSError | None = None
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self.file.write(data)
+        except OSError as err:
+            self.error = err
+            raise
+
+    def flush(self) -> None:
+        self.file.flush()
 
 
 def read_weights_only(path: Path, map_location: str | torch.device = "cpu") -> Any:
@@ -126,7 +159,7 @@ def torch_format(path: Path, remedy: str) -> str:
     path = Path(path)
     if not path.is_file():
         raise MissingInputError(f"{path} does not exist or is not a file; {remedy}.")
-    with open(path, "rb") as f:
+    with opened(path, "rb", "read") as f:
         head = f.read(64)
     text = head.lstrip(b"\xef\xbb\xbf \t\r\n")
     if not head:
@@ -159,9 +192,15 @@ def torch_reason(err: BaseException) -> str:
     return first[:160] or type(err).__name__
 
 
+def opened(path: Path, mode: str, doing: str) -> IO[Any]:
+    """`open`, with the system's refusal (no such file, no permission, ...) as one sentence naming `path`."""
+    with naming_os_errors(path, doing):
+        return open(path, mode)
+
+
 def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with opened(path, "rb", "read") as f:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
@@ -184,13 +223,15 @@ def unreachable(url: str, timeout: float = 10.0) -> str | None:
 def lock_held(lock_path: Path) -> bool:
     """Whether another process holds the advisory lock of `exclusive` on `lock_path` right now."""
     try:
-        with open(lock_path) as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            fcntl.flock(handle, fcntl.LOCK_UN)
-    except BlockingIOError:
-        return True
-    except FileNotFoundError:
+        handle = opened(lock_path, "r", "read the lock")
+    except FileNotFoundError:  # no lock file: no run ever held it
         return False
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
     return False
 
 
@@ -198,8 +239,9 @@ def lock_held(lock_path: Path) -> bool:
 def exclusive(lock_path: Path) -> Iterator[None]:
     """Hold an advisory lock on `lock_path` (created if absent): other processes asking for it wait."""
     lock_path = Path(lock_path)
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "a") as handle:
+    with naming_os_errors(lock_path, "create the lock"):
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with opened(lock_path, "a", "create the lock") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield

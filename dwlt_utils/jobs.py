@@ -18,7 +18,7 @@ from typing import Any
 import submitit
 
 from . import io
-from .errors import DwltError, sentence
+from .errors import FileFormatError, said
 
 
 def slug(parameters: dict) -> str:
@@ -51,7 +51,7 @@ class Cell:
 def read_state(cell: Cell) -> dict:
     try:
         return io.read_json(cell.state_file) if cell.state_file.is_file() else {}
-    except DwltError:
+    except FileFormatError:
         return {}  # a state record cut short by a kill says nothing
 
 
@@ -81,7 +81,8 @@ class RunCell(submitit.helpers.Checkpointable):
             write_state(cell, "failed", started_at=started, ended_at=time.time(), error=first)
             raise
         except BaseException as err:  # anything else that ends the job: say what, then let it end
-            write_state(cell, "failed", started_at=started, ended_at=time.time(), error=sentence(repr(err)))
+            why = ended_because(err, cell, where["log"])
+            write_state(cell, "failed", started_at=started, ended_at=time.time(), error=why)
             raise
         write_state(cell, "finished", started_at=started, ended_at=time.time())
         return str(cell.output)
@@ -89,6 +90,20 @@ class RunCell(submitit.helpers.Checkpointable):
     def checkpoint(self, cell: Cell) -> submitit.helpers.DelayedSubmission:
         write_state(cell, "requeued", ended_at=time.time())
         return super().checkpoint(cell)
+
+
+def ended_because(err: BaseException, cell: Cell, log: str) -> str:
+    """The sentence a job's state record keeps for what ended its notebook outside the notebook's own cells."""
+    from nbclient.exceptions import DeadKernelError
+
+    if isinstance(err, DeadKernelError):  # papermill says only "Kernel died"
+        return (
+            f"The kernel running {cell.notebook.name} died, killed by the system, most often for want of memory "
+            f"(the out-of-memory killer); its executed notebook {cell.output} and the job's log {log} show how far "
+            "it got; run fewer jobs at once (--jobs) or give each more memory, then run it again: it resumes from "
+            "its last finished epoch."
+        )
+    return said(err)
 
 
 def submitting(cell: Cell, executor: str, gpus: int) -> None:

@@ -13,7 +13,7 @@ import torch
 
 from . import __version__
 from .engine import Precision
-from .errors import InputError, check_choice, check_number
+from .errors import InputError, check_choice, check_number, explain_os_errors_in_ipython
 from .paths import Roots, resolve_folder
 from .profiles import Profile, get_profile
 from .results import git_revision
@@ -122,7 +122,9 @@ def start(
     cuda_graphs: bool = False,
 ) -> Session:
     """Validate the parameters every notebook has and resolve them; raises one clear sentence on bad input,
-    parameters the notebook does not have included."""
+    parameters the notebook does not have included. From here on, a refusal of the system (full disk, read-only
+    folder, ...) ends a cell of the notebook with one sentence too."""
+    explain_os_errors_in_ipython()
     check_injected_parameters()
     profile = get_profile(quick)
     check_number("seed", seed, 0, 2**31 - 1, integer=True)

@@ -32,6 +32,9 @@ from .results import LADDER_DEVIATION
 from .train import TrainConfig
 from .vocabulary import IMP_VARIANTS, ONE_SHOT_METHODS, PRECISIONS, PRETRAININGS, source_key
 
+# A ladder's processes, named as the user gives them (a refusal that said "processes" named no parameter).
+LADDER_PROCESSES = "nproc_per_node × nnodes (notebook 02; imp_processes in 03-05)"
+
 
 @dataclass(frozen=True)
 class ImpConfig:
@@ -82,7 +85,7 @@ class ImpConfig:
         variant = DEFAULT_IMP[pretraining] if variant == "auto" else variant
         epochs = epochs_per_level or profile.imp_recipe(variant).epochs
         eps = vocabulary.source_eps_255(pretraining, source_eps_255)
-        check_number("processes", processes, 1, 4096, integer=True)
+        check_number(LADDER_PROCESSES, processes, 1, 4096, integer=True)
         Ranks(world=processes).batch_size(profile.imp_recipe(variant).batch_size)  # the batch must split evenly
         check_choice("precision of the ladder", precision, [p for p in PRECISIONS if p != "auto"])
         decoder = resolve_decoder(decoder) if profile.source_transforms is None else "pil"
