@@ -271,7 +271,11 @@ def _grid_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _fixed(args: argparse.Namespace) -> dict:
-    """The `-p NAME VALUE` parameters."""
+    """The `-p NAME VALUE` parameters; a name given twice is refused (which value was meant?)."""
+    names = [name for name, _ in args.p]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise InputError(f"-p gives {', '.join(twice)} more than once; give each parameter one value.")
     return {name: parse_value(value) for name, value in args.p}
 
 
@@ -320,6 +324,10 @@ def _slurm_options(args: argparse.Namespace) -> sweeps.SlurmOptions:
 def _search(args: argparse.Namespace) -> int:
     fixed, top = _search_group(args)
     seeds = _seeds(args)
+    if args.status:
+        sweeps.existing_run_root(fixed)
+        _print_status(search.status_table(fixed, top_level=top, seeds=seeds, out=args.out or sweep_dir(fixed)))
+        return 0
     check_executor(args.executor)
     runner = search.Runner(args.executor, args.jobs, _slurm_options(args))
     found = search.search(
@@ -330,13 +338,19 @@ def _search(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    table = sweeps.status_table(_cells(args))
+    cells = _cells(args)
+    sweeps.existing_run_root(_fixed(args))
+    _print_status(sweeps.status_table(cells))
+    return 0
+
+
+def _print_status(table: pd.DataFrame) -> None:
+    """A status table (`sweeps.status_table`), then how many cells are in each state and what they spent."""
     with pd.option_context("display.max_colwidth", None, "display.width", 200):
         print(table.to_string(index=False))
     counts = table.status.value_counts()
     said = ", ".join(f"{counts[s]} {s}" for s in sweeps.STATES if s in counts)
     print(f"{len(table)} cells: {said}; {table.wall_h.sum():.2f} h of wall time, {table.gpu_h.sum():.2f} GPU-hours")
-    return 0
 
 
 def _plan(args: argparse.Namespace) -> int:
@@ -378,7 +392,7 @@ def _seeds(args: argparse.Namespace) -> list[int]:
     seeds = [parse_value(s) for s in args.seeds.split(",") if s.strip()]
     if not seeds or not all(isinstance(s, int) for s in seeds):
         raise InputError(f"--seeds lists integer seeds separated by commas, e.g. 1 or 1,2,3; got {args.seeds!r}.")
-    return seeds
+    return sweeps.once("--seeds", seeds)
 
 
 def _search_arguments(parser: argparse.ArgumentParser) -> None:
@@ -450,6 +464,7 @@ def main(argv: list[str] | None = None) -> int:
     find = sub.add_parser("search", help="bisect the IMP ladder for the highest double-win level of one group")
     _search_arguments(find)
     find.add_argument("--out", type=Path, default=None, help="where executed notebooks go")
+    find.add_argument("--status", action="store_true", help="list the state of the search's cells; run nothing")
     _executor_arguments(find)
     plan = sub.add_parser("plan", help="GPU-hours and wall time of a sweep, a search or the whole paper on N GPUs")
     what = plan.add_subparsers(dest="what", required=True)

@@ -16,17 +16,30 @@ from .profiles import Profile
 from .vocabulary import CHECKPOINTS, STD_DATA
 
 
-def check_options(*, tol: float, adv_checkpoint: str, rule: str = "tol", std_data: str = "budget") -> None:
+def check_options(
+    *, tol: float, adv_checkpoint: str, rule: str = "tol", std_data: str = "budget", skip_unreadable: bool = False
+) -> None:
     check_number("tol (percentage points)", tol, 0, 100)
     check_choice("adv_checkpoint", adv_checkpoint, CHECKPOINTS)
     check_choice("rule", rule, results.RULES)
     check_choice("std_data", std_data, STD_DATA)
+    if not isinstance(skip_unreadable, bool):
+        raise InputError(f"skip_unreadable is True or False; got {skip_unreadable!r}.")
 
 
-def profile_records(run_root: Path, profile: str, *, seed: int = 0, checks: bool = False) -> pd.DataFrame:
+def profile_records(
+    run_root: Path, profile: str, *, seed: int = 0, checks: bool = False, skip_unreadable: bool = False
+) -> pd.DataFrame:
     """Every record of one profile under `run_root` (of one seed when seed > 0); with `checks`, the records
-    of the AutoAttack checks instead of the cells'."""
-    records = results.load(run_root, paths.AUTOATTACK_RECORDS if checks else paths.RECORDS)
+    of the AutoAttack checks instead of the cells'. Run directories that cannot be read stop it, named,
+    unless `skip_unreadable`: then they are named and left out."""
+    pattern = paths.AUTOATTACK_RECORDS if checks else paths.RECORDS
+    try:
+        records = results.load(run_root, pattern, skip_unreadable=skip_unreadable)
+    except results.UnreadableRecordsError as err:
+        # Tables decided without some runs would look complete: going on without them is asked for, not assumed.
+        remedy = "pass -p skip_unreadable True to go on without them"
+        raise results.UnreadableRecordsError(err.root, err.problems, remedy) from None
     records = records[records.profile == profile]
     return records[records.seed == seed] if seed else records
 

@@ -9,8 +9,10 @@ seeds (and at least `tol`). Sparsities are fractions in [0, 1]; accuracies are p
 
 from __future__ import annotations
 
+import fnmatch
 import math
 import numbers
+import os
 import subprocess
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,8 +23,9 @@ import torch
 from scipy import stats
 
 from . import __version__, paths
-from .errors import InputError, MissingInputError
+from .errors import InputError, MissingInputError, phrase
 from .io import write_text
+from .pruning import printed_sparsity
 from .vocabulary import CHECKPOINTS, METRICS, PRETRAININGS, PROFILES, REGIMES, STD_DATA, SUBSETS, TICKETS
 
 # The record schema, in column order: what is reproduced, then how, then what it cost.
@@ -154,6 +157,9 @@ def _check(fields: dict) -> dict:
     _require(rec["wall_s"] >= 0, f"wall_s must be >= 0, got {rec['wall_s']}.")
     if rec["ticket"] == "dense":
         _require(rec["level"] == 0 and rec["sparsity"] == 0, "a dense record has level 0 and sparsity 0.")
+    else:
+        _require(rec["level"] >= 1, f"a record of ticket {rec['ticket']!r} has level >= 1 (0 is the dense model).")
+    _check_ladder_sparsity(rec["level"], rec["sparsity"])
     if rec["profile"] == "paper":
         _require(
             rec["dataset"] == rec["stands_for"],
@@ -161,6 +167,8 @@ def _check(fields: dict) -> dict:
         )
     if rec["metric"] == "RA":
         _require(rec["attack"] != "", "an RA record must name its attack.")
+        # Standard transfer trains and validates without an attack (PROTOCOL.md section 4): it has no RA.
+        _require(rec["regime"] == "adv", f"an RA record is of adversarial transfer, got regime {rec['regime']!r}.")
     else:
         _require(rec["attack"] == "", f"an SA record must have an empty attack, got {rec['attack']!r}.")
     # Standard transfer keeps only the best-validation-SA epoch (PROTOCOL.md section 4).
@@ -168,6 +176,16 @@ def _check(fields: dict) -> dict:
         _require(rec["checkpoint"] == "best_sa", "a std-regime record must use checkpoint 'best_sa'.")
     _check_timestamp(rec["timestamp"])
     return rec
+
+
+def _check_ladder_sparsity(level: int, sparsity: float) -> None:
+    """Every ticket sits at a level of the IMP ladder, and its sparsity is that level's as papers print it
+    (`transfer.TransferConfig.sparsity`), so the two columns must agree."""
+    expected = printed_sparsity(level)  # a level above the ladder's top is refused here
+    _require(
+        sparsity == expected,
+        f"sparsity {sparsity} is not that of level {level}, {expected} (1 - 0.8^{level} as papers print it).",
+    )
 
 
 def _typed(name: str, value):
@@ -212,26 +230,84 @@ def write_records(run_dir: Path, records: list[dict], path: Path | None = None) 
     """Atomically replace the run's records file (or `path`) with these records: a rerun never duplicates
     rows."""
     frame = to_frame(records)
-    repeated = frame[frame.duplicated(list(IDENTITY), keep=False)]
+    repeated = _measured_twice(frame)
     if not repeated.empty:
-        row = repeated.iloc[0]
         raise InputError(
-            f"{len(repeated)} records measure the same thing more than once "
-            f"(e.g. {row.ticket} level {row.level} {row.regime} {row.metric} {row.checkpoint} "
-            f"seed {row.seed})."
+            f"{len(repeated)} records measure the same thing more than once (e.g. {_measurement(repeated.iloc[0])})."
         )
     return write_text(path or paths.records_file(run_dir), frame.to_csv(index=False, lineterminator="\n"))
 
 
-def load(root: Path, pattern: str = paths.RECORDS) -> pd.DataFrame:
+class UnreadableRecordsError(InputError):
+    """Run directories whose records cannot be read: `problems` names each with its cause."""
+
+    def __init__(self, root: Path, problems: list[str], remedy: str = ""):
+        self.root, self.problems = root, problems
+        super().__init__(f"{unreadable_phrase(root, problems)}{f'; {remedy}' if remedy else ''}.")
+
+
+def unreadable_phrase(root: Path, problems: list[str]) -> str:
+    """The run directories under `root` that cannot be read, each with its cause, as a phrase."""
+    many = len(problems) > 1
+    return (
+        f"Cannot read {len(problems) if many else 'one'} run director{'ies' if many else 'y'} under {root}: "
+        + "; ".join(problems)
+    )
+
+
+def _measured_twice(frame: pd.DataFrame) -> pd.DataFrame:
+    """The records of a run that share their identity: a run measures each thing once."""
+    return frame[frame.duplicated(list(IDENTITY), keep=False)]
+
+
+def _measurement(row) -> str:
+    return f"{row.ticket} level {row.level} {row.regime} {row.metric} {row.checkpoint} seed {row.seed}"
+
+
+def load(root: Path, pattern: str = paths.RECORDS, *, skip_unreadable: bool = False, say=print) -> pd.DataFrame:
     """Every records file under `root` (path order, then file order); a missing or empty root gives no rows.
-    `pattern` names other files of records, e.g. the AutoAttack checks (`paths.AUTOATTACK_RECORDS`)."""
+    `pattern` names other files of records, e.g. the AutoAttack checks (`paths.AUTOATTACK_RECORDS`).
+
+    A run directory that cannot be read (a folder that cannot be listed, a records file that cannot be opened,
+    damaged records) raises `UnreadableRecordsError`, naming each with its cause, so that no table is made
+    without them unawares; with `skip_unreadable` they are left out and `say` is told which."""
     root = Path(root)
-    files = root.rglob(pattern) if root.is_dir() else []
-    frames = [_read_records(p) for p in sorted(files, key=lambda p: p.relative_to(root).as_posix())]
+    files, problems = _records_files(root, pattern)
+    frames = []
+    for path in files:
+        try:
+            frames.append(_read_records(path))
+        except OSError as err:
+            problems.append(f"{path} (cannot be opened: {_cause(err)})")
+        except InputError as err:
+            problems.append(phrase(err))
+    if problems and not skip_unreadable:
+        raise UnreadableRecordsError(root, problems)
+    if problems:
+        say(f"{unreadable_phrase(root, problems)}; left out.")
     if not frames:
         return to_frame([])
     return pd.concat(frames, ignore_index=True).astype(DTYPES)
+
+
+def _records_files(root: Path, pattern: str) -> tuple[list[Path], list[str]]:
+    """The files named like `pattern` under `root` in path order, and a phrase per folder that cannot be
+    listed (`Path.rglob` passes over those without a word)."""
+    if not root.is_dir():
+        return [], []
+    found, problems = [], []
+
+    def unlisted(err: OSError) -> None:
+        problems.append(f"{err.filename} (cannot be listed: {_cause(err)})")
+
+    for folder, _, names in os.walk(root, onerror=unlisted):
+        found += [Path(folder) / name for name in fnmatch.filter(names, pattern)]
+    return sorted(found, key=lambda p: p.relative_to(root).as_posix()), problems
+
+
+def _cause(err: OSError) -> str:
+    """An OS error's cause in words ("permission denied")."""
+    return (err.strerror or str(err)).lower()
 
 
 def _read_records(path: Path) -> pd.DataFrame:
@@ -256,6 +332,10 @@ def _read_records(path: Path) -> pd.DataFrame:
             _check(row)
         except InputError as err:
             raise InputError(f"{path}, line {i + 2}: {err}") from None
+    repeated = _measured_twice(frame)
+    if not repeated.empty:
+        lines = ", ".join(str(i + 2) for i in repeated.index)
+        raise InputError(f"{path}, lines {lines}: one measurement recorded twice ({_measurement(repeated.iloc[0])}).")
     return frame
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import pandas as pd
 
-from . import results, tickets, transfer
+from . import results, sweeps, tickets, transfer
 from .errors import InputError, MissingInputError, check_number
 from .jobs import slug
 from .notebook import Session
@@ -111,6 +111,18 @@ def level_cells(fixed: dict[str, Any], level: int, seeds: list[int], out: Path) 
         parameters = {**fixed, **ticket, "seed": seed, "regimes": ["std", "adv"]}
         cells.append(Cell(NOTEBOOK, parameters, varying, out / "search" / group_name(fixed)))
     return cells
+
+
+def status_table(fixed: dict[str, Any], *, top_level: int, seeds: list[int], out: Path) -> pd.DataFrame:
+    """The state of a search's cells (`sweeps.cell_status`): its dense models' and those of every level it
+    has reached (a level with none of its cells submitted or done is left out: bisection may never need it)."""
+    tables = []
+    for level in range(top_level + 1):
+        cells = level_cells(fixed, level, seeds, out)
+        table = sweeps.status_table(cells)
+        if level == 0 or (table.status != "missing").any() or any(cell.state_file.is_file() for cell in cells):
+            tables.append(table)
+    return pd.concat(tables, ignore_index=True)
 
 
 def group_name(fixed: dict[str, Any]) -> str:

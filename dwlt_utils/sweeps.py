@@ -21,7 +21,9 @@ import ast
 import itertools
 import os
 import socket
+import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +33,7 @@ import pandas as pd
 import submitit
 
 from . import autoattack, io, notebook, paths, tickets, transfer
-from .errors import DwltError, InputError, check_number
+from .errors import DwltError, InputError, MissingInputError, check_number, phrase
 from .jobs import Cell, RunCell, read_state, submitting, write_state
 from .paths import executed_dir, resolve_folder
 
@@ -55,10 +57,26 @@ def notebook_defaults(path: Path) -> dict[str, Any]:
     return defaults
 
 
+def note(text: str) -> None:
+    """A word on what a command understood, beside its output (on stderr, so the output stays as it is)."""
+    print(text, file=sys.stderr, flush=True)
+
+
 def run_root_of(fixed: dict) -> Path:
     """The run root the notebooks of these parameters use, resolved as they resolve it (the notebooks'
     default run root when the parameters do not set one)."""
     return resolve_folder("run_root", fixed.get("run_root", NOTEBOOK_RUN_ROOT), notebook.working_root())
+
+
+def existing_run_root(fixed: dict) -> Path:
+    """The run root of these parameters, refused when it does not exist: its cells would all read as missing,
+    when the likelier cause is a mistyped run_root."""
+    root = run_root_of(fixed)
+    if not root.is_dir():
+        raise MissingInputError(
+            f"The run root {root} does not exist, so nothing of these cells ran there: check -p run_root."
+        )
+    return root
 
 
 def sweep_dir(fixed: dict) -> Path:
@@ -72,6 +90,9 @@ def grid_cells(notebook_path: Path, fixed: dict, grid: dict[str, list], out: Pat
     unknown = [name for name in [*fixed, *grid] if name not in defaults]
     if unknown:
         raise InputError(f"{notebook_path.name} has no parameter {', '.join(unknown)}; it takes {', '.join(defaults)}.")
+    both = [name for name in grid if name in fixed]
+    if both:
+        raise InputError(f"{', '.join(both)} is given both fixed (-p) and as a grid (--grid); give it once.")
     names = list(grid)
     cells = []
     for values in itertools.product(*(grid[n] for n in names)) if names else [()]:
@@ -140,7 +161,8 @@ def cell_status(cell: Cell) -> dict[str, Any]:
     try:
         done, held, wall = _made(cell)
     except DwltError as err:
-        return {"cell": cell.name, "status": "failed", "wall_h": 0.0, "gpu_h": 0.0, "note": str(err)}
+        # Parameters its notebook refuses (an InputError) make the cell invalid: it would fail however it ran.
+        return _status_row(cell, "failed", 0.0, 0, str(err), invalid=isinstance(err, InputError))
     job = state.get("state")
     if done or (done is None and job == "finished"):
         status = "done"
@@ -161,13 +183,17 @@ def cell_status(cell: Cell) -> dict[str, Any]:
         note = f"{why} Log: {state.get('log', 'none')}"
     elif status in ("running", "queued"):
         note = f"log: {state.get('log', 'none')}"
-    gpus = state.get("gpus", 0)
+    return _status_row(cell, status, wall, state.get("gpus", 0), note)
+
+
+def _status_row(cell: Cell, status: str, wall_s: float, gpus: int, note: str, *, invalid: bool = False) -> dict:
     return {
         "cell": cell.name,
         "status": status,
-        "wall_h": round(wall / 3600, 3),
-        "gpu_h": round(wall * gpus / 3600, 3),
+        "wall_h": round(wall_s / 3600, 3),
+        "gpu_h": round(wall_s * gpus / 3600, 3),
         "note": note,
+        "invalid": invalid,
     }
 
 
@@ -195,10 +221,19 @@ class SlurmOptions:
 
 
 def to_submit(cells: list[Cell], *, force: bool = False) -> list[Cell]:
-    """The cells a sweep submits: those not done, running or queued (every one with `force`)."""
+    """The cells a sweep submits: those not done, running or queued (every one with `force`). A cell whose
+    parameters its notebook refuses stops the sweep before anything is submitted: on Slurm each would cost an
+    allocation before failing."""
+    states = [cell_status(cell) for cell in cells]
+    invalid = [f"{state['cell']} ({phrase(state['note'])})" for state in states if state["invalid"]]
+    if invalid:
+        raise InputError(
+            f"{len(invalid)} of the {len(cells)} cells have parameters their notebook refuses, so nothing was "
+            f"submitted: {'; '.join(invalid)}."
+        )
     if force:
         return [_forced(cell) for cell in cells]
-    return [cell for cell in cells if cell_status(cell)["status"] in ("failed", "missing")]
+    return [cell for cell, state in zip(cells, states) if state["status"] in ("failed", "missing")]
 
 
 def _forced(cell: Cell) -> Cell:
@@ -274,14 +309,28 @@ def submit_slurm(cells: list[Cell], options: SlurmOptions) -> list[submitit.Job]
     return jobs
 
 
-def parse_grid(items: list[str]) -> dict[str, list]:
+def parse_grid(items: list[str], say=note) -> dict[str, list]:
+    """The `--grid NAME=V1,V2,...` arguments as a grid; a parameter given twice is refused, a value listed
+    twice is one cell (and `say` is told)."""
     grid = {}
     for item in items:
         name, _, values = item.partition("=")
         if not name or not values:
             raise InputError(f"--grid takes NAME=V1,V2,...; got {item!r}.")
-        grid[name] = [parse_value(v) for v in values.split(",")]
+        if name in grid:
+            raise InputError(f"--grid gives {name} twice; give all its values at once, e.g. --grid {name}=V1,V2.")
+        grid[name] = once(f"--grid {name}", [parse_value(v) for v in values.split(",")], say)
     return grid
+
+
+def once(what: str, values: list, say=note) -> list:
+    """`values` with each listed once, in order: a value listed twice would be one cell counted twice. `say`
+    is told which were merged."""
+    counts = Counter(map(repr, values))
+    repeated = [text for text, count in counts.items() if count > 1]
+    if repeated:
+        say(f"{what} lists {', '.join(repeated)} more than once; each is one cell, run and counted once.")
+    return list({repr(value): value for value in values}.values())
 
 
 def parse_value(text: str):

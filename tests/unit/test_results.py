@@ -1,11 +1,13 @@
 """Records, the double-win decision and the paper comparison, on hand-made records."""
 
+import errno
 import math
+import os
 
 import pandas as pd
 import pytest
 
-from dwlt_utils import results
+from dwlt_utils import report, results
 from dwlt_utils.errors import InputError
 
 DENSE = {"sa_std": 95.0, "sa_adv": 85.0, "ra_adv": 50.0}
@@ -169,9 +171,11 @@ def test_incomparable_records_in_one_group_are_refused():
     other_attack = cell(10, None, None, 51, attack="autoattack-linf-8/255")
     with pytest.raises(InputError, match="mix several attack values"):
         results.double_win_table(frame(dense(), cell(10, 96, 86, None), other_attack))
-    other_sparsity = cell(10, None, 86, 51, sparsity=0.9)
+    other_sparsity = frame(dense(), cell(10, 96, None, None), cell(10, None, 86, 51))
+    ticket_adv = (other_sparsity.ticket == "imp") & (other_sparsity.regime == "adv")
+    other_sparsity.loc[ticket_adv, "sparsity"] = 0.9  # a frame changed after its records were checked
     with pytest.raises(InputError, match="mix several sparsity values"):
-        results.double_win_table(frame(dense(), cell(10, 96, None, None), other_sparsity))
+        results.double_win_table(other_sparsity)
 
 
 def test_bad_decision_parameters():
@@ -335,6 +339,108 @@ def test_load_names_the_line_of_a_bad_value(tmp_path):
         results.load(tmp_path)
 
 
+def deny_listing(monkeypatch, folder):
+    """`folder` cannot be listed, as under a colleague's umask (root passes file modes, so the kernel's answer
+    is given here)."""
+    scandir = os.scandir
+
+    def refusing(path="."):
+        if os.fspath(path) == os.fspath(folder):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), os.fspath(path))
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", refusing)
+
+
+def test_load_names_every_run_directory_it_cannot_read_and_leaves_them_out_only_when_asked(tmp_path, monkeypatch):
+    results.write_records(tmp_path / "good", dense())
+    results.write_records(tmp_path / "locked" / "seed_1", cell(10, 96, 86, 51, run_id="run-b"))
+    deny_listing(monkeypatch, tmp_path / "locked")
+    with pytest.raises(InputError) as refused:
+        results.load(tmp_path)
+    locked = f"{tmp_path}/locked (cannot be listed: permission denied)"
+    assert str(refused.value) == f"Cannot read one run directory under {tmp_path}: {locked}."
+    # a records file that cannot be opened (a link to a run directory since removed), and damaged records
+    (tmp_path / "moved").mkdir()
+    (tmp_path / "moved" / "records.csv").symlink_to(tmp_path / "gone" / "records.csv")
+    damaged = results.write_records(tmp_path / "damaged", dense(run_id="run-c"))
+    damaged.write_text(damaged.read_text().replace(",SA,", ",sa,", 1))
+    with pytest.raises(results.UnreadableRecordsError) as refused:
+        results.load(tmp_path)
+    assert refused.value.problems == [
+        locked,
+        f"{damaged}, line 2: metric must be one of ['SA', 'RA'], got 'sa'",
+        f"{tmp_path}/moved/records.csv (cannot be opened: no such file or directory)",
+    ]
+    said = []
+    kept = results.load(tmp_path, skip_unreadable=True, say=said.append)
+    assert list(kept.run_id) == ["run-a"] * 3
+    assert said == [f"Cannot read 3 run directories under {tmp_path}: {'; '.join(refused.value.problems)}; left out."]
+    # notebook 06 stops on them unless told to go on without them
+    with pytest.raises(InputError, match=r"\(cannot be listed: permission denied\); .*; pass -p skip_unreadable True"):
+        report.profile_records(tmp_path, "paper")
+    assert len(report.profile_records(tmp_path, "paper", skip_unreadable=True)) == 3
+    with pytest.raises(InputError, match="skip_unreadable is True or False; got 'yes'"):
+        report.check_options(tol=0, adv_checkpoint="best_ra", skip_unreadable="yes")
+
+
+def written_then_edited(tmp_path, rows, old, new):
+    """A run's records file with one of its rows changed by hand afterwards."""
+    path = results.write_records(tmp_path / "run", rows)
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new, 1))
+    return path
+
+
+@pytest.mark.parametrize(
+    "rows, old, new, message",
+    [
+        # line 5 is the ticket's std SA: its level is 10, its sparsity level 11's
+        (
+            dense() + cell(10, 96, 86, 51),
+            ",10,0.8926,SA",
+            ",10,0.9141,SA",
+            r"line 5: sparsity 0.9141 is not that of level 10, 0.8926",
+        ),
+        (
+            dense() + cell(10, 96, 86, 51),
+            ",10,0.8926,SA",
+            ",3,0.8926,SA",
+            r"line 5: sparsity 0.8926 is not that of level 3, 0.488",
+        ),
+        (
+            dense() + cell(10, 96, 86, 51),
+            ",10,0.8926,SA",
+            ",0,0.0,SA",
+            r"line 5: a record of ticket 'imp' has level >= 1",
+        ),
+        (
+            dense() + cell(10, 96, 86, 51),
+            ",10,0.8926,SA",
+            ",45,0.8926,SA",
+            r"line 5: An IMP level is an integer in \[0, 40\]",
+        ),
+        (
+            dense(),
+            ",adv,1.0,first,dense,0,0.0,RA",
+            ",std,1.0,first,dense,0,0.0,RA",
+            r"line 4: an RA record is of adversarial transfer, got regime 'std'",
+        ),
+        (
+            dense(),
+            ",adv,1.0,first,dense,0,0.0,SA,best_ra",
+            ",std,1.0,first,dense,0,0.0,SA,best_sa",
+            r"lines 2, 3: one measurement recorded twice \(dense level 0 std SA best_sa seed 1\)",
+        ),
+    ],
+)
+def test_load_refuses_records_that_contradict_themselves_naming_the_file_and_row(tmp_path, rows, old, new, message):
+    path = written_then_edited(tmp_path, rows, old, new)
+    with pytest.raises(InputError, match=rf"{path}, {message}"):
+        results.load(tmp_path)
+
+
 # --- validation
 
 
@@ -350,6 +456,9 @@ def test_load_names_the_line_of_a_bad_value(tmp_path):
         (dict(value=-0.1), "value is a percentage"),
         (dict(value=float("nan")), "finite"),
         (dict(sparsity=89.26), "sparsity is a fraction"),
+        (dict(sparsity=0.9), "sparsity 0.9 is not that of level 10, 0.8926"),
+        (dict(level=0, sparsity=0.0), "a record of ticket 'imp' has level >= 1"),
+        (dict(metric="RA", regime="std", checkpoint="best_sa"), "an RA record is of adversarial transfer"),
         (dict(data_fraction=0.0), "data_fraction"),
         (dict(level=1.0), "level must be of type int"),
         (dict(seed=True), "seed must be of type int"),

@@ -7,6 +7,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from dwlt_utils import cli, results, sweeps
+from dwlt_utils import cli, jobs, results, search, sweeps
 from dwlt_utils.errors import InputError
 
 NOTEBOOK = cli.NOTEBOOKS / "03_std_transfer.ipynb"
@@ -44,6 +45,7 @@ def test_a_grid_gives_one_named_cell_per_combination(tmp_path):
 
 
 def test_seeds_are_a_grid_over_the_seed_given_once(roots, capsys):
+    roots.run_root.mkdir(parents=True)
     arguments = sweep_arguments(roots, seeds=(1, 2))
     assert status_lines(arguments, capsys) == {
         "seed-1": "missing",
@@ -54,6 +56,84 @@ def test_seeds_are_a_grid_over_the_seed_given_once(roots, capsys):
     assert "--seeds and a seed given with --grid or -p say the same thing twice" in capsys.readouterr().err
     assert cli.main(["status", *sweep_arguments(roots), "--seeds", "1,two"]) == 2
     assert "--seeds lists integer seeds" in capsys.readouterr().err
+
+
+def status_said(arguments: list[str], capsys) -> tuple[int, list[str], str]:
+    """A status command's exit status, its table's first column, and what it said on stderr."""
+    capsys.readouterr()
+    code = cli.main(["status", *arguments])
+    out, err = capsys.readouterr()
+    return code, [line.split()[0] for line in out.splitlines()[1:-1]], err
+
+
+def test_a_parameter_given_twice_is_refused_and_a_value_listed_twice_is_one_cell(roots, capsys):
+    roots.run_root.mkdir(parents=True)
+    with pytest.raises(InputError, match=r"^--grid gives sparsity twice; give all its values at once"):
+        sweeps.parse_grid(["sparsity=0.36", "sparsity=0.488"])
+    said = []
+    assert sweeps.parse_grid(["sparsity=0.36,0.488,0.360,0.36"], say=said.append) == {"sparsity": [0.36, 0.488]}
+    assert said == ["--grid sparsity lists 0.36 more than once; each is one cell, run and counted once."]
+    # through the command: each cell listed, and its hours counted, once
+    code, cells, err = status_said(sweep_arguments(roots, sparsities=(0.36, 0.488, 0.36)), capsys)
+    assert (code, cells) == (0, ["sparsity-0.36", "sparsity-0.488"]) and "lists 0.36 more than once" in err
+    code, cells, err = status_said(sweep_arguments(roots, seeds=(2, 1, 2)), capsys)
+    assert (code, cells) == (0, ["seed-2", "seed-1"]) and "--seeds lists 2 more than once" in err
+    code, cells, err = status_said([*sweep_arguments(roots), "-p", "epochs", "2"], capsys)
+    assert code == 2 and err == "InputError: -p gives epochs more than once; give each parameter one value.\n"
+    code, cells, err = status_said([*sweep_arguments(roots), "-p", "sparsity", "0.36"], capsys)
+    assert code == 2 and "sparsity is given both fixed (-p) and as a grid (--grid); give it once." in err
+
+
+def test_status_says_when_its_run_root_does_not_exist(roots, capsys):
+    for command in (["status", *sweep_arguments(roots)], [*search_arguments(roots), "--status"]):
+        assert cli.main(command) == 2
+        assert capsys.readouterr().err == (
+            f"MissingInputError: The run root {roots.run_root} does not exist, so nothing of these cells ran there: "
+            "check -p run_root.\n"
+        )
+
+
+def search_arguments(roots) -> list[str]:
+    """A quick-profile search of levels 1-3 with seed 1."""
+    where = ["-p", "quick", "True", "-p", "run_root", str(roots.run_root), "-p", "data_root", str(roots.data_root)]
+    return ["search", "--pretraining", "adv", "--dataset", "cifar10", "--levels", "3", "--seeds", "1", *where]
+
+
+def test_a_search_shows_its_cells_a_killed_one_failed_with_its_log(roots, capsys):
+    fixed = {"quick": True, "run_root": str(roots.run_root), "data_root": str(roots.data_root)}
+    fixed |= {"pretraining": "adv", "dataset": "cifar10", "data_fraction": 1.0}
+    dense, level_2 = (search.level_cells(fixed, level, [1], roots.run_root / "executed")[0] for level in (0, 2))
+    killed = subprocess.Popen(["sleep", "60"])
+    jobs.write_state(dense, "started", pid=killed.pid, host=socket.gethostname(), log="/logs/dense.out")
+    killed.kill()
+    killed.wait()
+    jobs.write_state(level_2, "failed", error="MissingInputError: no ticket.", log="/logs/level2.out")
+    assert cli.main([*search_arguments(roots), "--status"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rows = {line.split()[0]: line for line in lines[1:-1]}
+    assert list(rows) == ["level-0_seed-1", "level-2_seed-1"]  # levels 1 and 3: nothing of them yet
+    assert rows["level-0_seed-1"].split()[1] == "failed"
+    assert rows["level-0_seed-1"].endswith(
+        "its job ended without finishing it (killed, or out of time) Log: /logs/dense.out"
+    )
+    assert rows["level-2_seed-1"].split()[1] == "failed"
+    assert rows["level-2_seed-1"].endswith("MissingInputError: no ticket. Log: /logs/level2.out")
+    assert lines[-1].startswith("2 cells: 2 failed;")
+
+
+def test_a_sweep_with_cells_its_notebook_refuses_submits_none_of_them(roots, stand_in_slurm, capsys):
+    arguments = [*sweep_arguments(roots, sparsities=(0.36, 1.5, 0.5)), "--grid", "pretraining=adv,robust"]
+    for force in ([], ["--force"]):
+        assert cli.main(["sweep", *arguments, "--executor", "slurm", *force]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("InputError: 5 of the 6 cells have parameters their notebook refuses, so nothing was ")
+        assert (
+            "sparsity-1.5_pretraining-adv (A sparsity is a fraction in [0, 1), e.g. 0.9141 for 91.41%; got 1.5)" in err
+        )
+        assert "sparsity-0.5_pretraining-adv (Sparsity 0.5 is not on the IMP ladder" in err
+        assert "sparsity-0.36_pretraining-robust (Unknown pre-training 'robust'" in err
+        assert "sparsity-0.36_pretraining-adv " not in err
+        assert not stand_in_slurm.exists() and not (roots.run_root / "executed").exists()  # nothing submitted
 
 
 def test_a_sweep_keeps_its_executed_notebooks_in_its_run_root(tmp_path, monkeypatch):
