@@ -496,9 +496,10 @@ def curve(
 ) -> tuple[plt.Figure | None, pd.DataFrame]:
     """The curve these cells add a point to, read from every record under the run root: same profile,
     pre-training, data set and regimes, at the cells' data budget and subset (or at every budget). Returns
-    its figure and its table."""
+    its figure and its table. A run directory of the run root that cannot be read is named and left out: the
+    curve only shows the cell among its neighbours, and the cell's own records were read already."""
     first = cells[0]
-    every = results.load(roots.run_root)
+    every = results.load(roots.run_root, skip_unreadable=True)
     keep = (
         (every.profile == first.profile)
         & (every.pretraining == first.pretraining)
