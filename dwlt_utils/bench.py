@@ -1,17 +1,25 @@
 """Images per second of the training engine against a loop written the way the official code works.
 
-    python -m dwlt_utils.bench [--device auto|cpu|cuda] [--quick] [--compile] [--json PATH]
+    python -m dwlt_utils.bench [--device auto|cpu|cuda] [--quick] [--compile | --cuda-graphs] [--json PATH]
+                               [--imagenet-input N]
 
 The reference loop is the official one's shape: fp32, per-sample PIL transforms in a DataLoader with
 worker processes, PGD whose every step also computes (and later discards) the parameters' gradients, and
 `.item()` after every step. The engine: uint8 data resident on the device, augmentation batched there,
 bf16 autocast and channels_last on CUDA, attack steps that ask for the input gradient only, no host
-synchronisation inside an epoch, optional `torch.compile`. Both run the same model, data, batch size and
-number of steps, alternating round by round after a warm-up that is not timed; the figures are images per
-second and their ratio, for PGD-10 adversarial training steps, clean training steps and PGD-20 evaluation,
-at 224 px (ResNet-50) and 32 px (its 32 px variant). `--imagenet-input N` adds the ImageNet input path of
-IMP: training batches per second from N generated ImageNet-sized JPEGs, decoded in batches and cropped on the
-device (`batches.JpegBatches`) against PIL per image in DataLoader workers.
+synchronisation inside an epoch, optional `torch.compile` or CUDA graphs. Both run the same model, data, batch
+size and number of steps, alternating round by round after a warm-up that is not timed; the figures are images
+per second and their ratio, for PGD-10 adversarial training steps, clean training steps and PGD-20 evaluation,
+at 224 px (ResNet-50) and 32 px (its 32 px variant). Each figure also gives the FLOPs per image of what it
+times (torch's FlopCounterMode on one engine step), the TFLOP/s both sides reach with them, and on CUDA their
+share of the chip's bf16 peak (measured in the same run) and, at 224 px, of the MLPerf anchor below.
+
+`--imagenet-input N` adds the ImageNet input path of IMP: training batches per second from N generated
+ImageNet-sized JPEGs through each of the device decoders of `batches.jpeg_folder_batches` ("turbo", "nvjpeg",
+"mixed") against PIL per image in DataLoader workers ("pil", the official way).
+
+`--json PATH` rewrites the whole file after every figure, so a bench stopped by a time limit leaves every
+figure it finished.
 """
 
 from __future__ import annotations
@@ -19,11 +27,15 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import math
+import multiprocessing
 import os
 import platform
+import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -32,20 +44,35 @@ import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
+from torch.utils.flop_counter import FlopCounterMode
 
-from . import __version__
+from . import __version__, io
 from .attacks import PGD10_TRAIN, PGD20_EVAL, AttackSpec
 from .augment import PAPER_32, PAPER_224
-from .batches import ArrayBatches, FolderBatches, JpegBatches
+from .batches import ArrayBatches, Batches, jpeg_folder_batches
 from .data import DATASETS, ImageArrays, imagenet_folder, pil_transforms
 from .engine import Precision, generator_for, resolve_device
+from .errors import DwltError, check_number
 from .evaluate import evaluate
 from .models import build_model
-from .train import TrainConfig, make_optimizer, train_step
+from .train import GraphedStep, TrainConfig, make_optimizer, train_step
 
 FIGURES = ("adv_train", "clean_train", "pgd20_eval")
+ATTACKS = {"adv_train": PGD10_TRAIN, "clean_train": None, "pgd20_eval": PGD20_EVAL}
 PIPELINES = {224: ("resnet50", PAPER_224), 32: ("resnet50_32px", PAPER_32)}
 CIFAR = DATASETS["cifar10"]
+# The decoders timed against "pil", the reference, on the ImageNet input path.
+INPUT_DECODERS = ("turbo", "nvjpeg", "mixed")
+
+# The anchor of the 224 px figures: MLPerf Training v4.0, ResNet-50 on 8x H200 reaches about 7,950 images/s
+# per GPU for clean training (DALI decoding on the hardware JPEG engine; DESIGN.md section 5). Another figure's
+# anchor is that rate scaled by its FLOPs per image (the same chip doing that work as efficiently); the input
+# path's is the clean rate it has to feed. 32 px has none.
+ANCHOR_CLEAN_IMG_S = 7_950
+ANCHOR = (
+    "MLPerf Training v4.0, ResNet-50 on 8x H200: about 7,950 img/s per GPU for clean training "
+    "(scaled by FLOPs per image for the attacked figures)"
+)
 
 
 # --- the reference: how the official scripts do it -----------------------------------------------------
@@ -130,6 +157,15 @@ class Figure:
     steps_timed: int
     ours: str
     reference: str
+    # What the figure does with the device: None where it is not known (no model, or no CUDA device).
+    gflop_per_img: float | None = None
+    tflop_s: float | None = None
+    reference_tflop_s: float | None = None
+    peak_fraction: float | None = None
+    anchor_img_s: float | None = None
+    anchor_fraction: float | None = None
+    anchor: str | None = None
+    decoder: str | None = None  # the ImageNet input figures' decoder
 
 
 class Loop:
@@ -149,14 +185,14 @@ class Loop:
     ):
         self.name, self.batch, self.precision, self.reference = name, batch, precision, reference
         self.model = model
-        self.attack = {"adv_train": PGD10_TRAIN, "clean_train": None, "pgd20_eval": PGD20_EVAL}[name]
+        self.attack = ATTACKS[name]
         recipe = TrainConfig(epochs=1, batch_size=batch, lr=0.01, weight_decay=5e-4)
         self.optimizer = (
             torch.optim.SGD(
                 model.parameters(), lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay
             )
             if reference
-            else make_optimizer(model, recipe)
+            else make_optimizer(model, recipe, precision)
         )
         self.generator = generator_for(precision.device, 0)
         train = name != "pgd20_eval"
@@ -178,6 +214,11 @@ class Loop:
             self.data = ArrayBatches(arrays, PIPELINES[px][1], precision.device)
             self.net = precision.compiled(model)
             self.batches = lambda: self.data.train(batch, self.generator, drop_last=True)
+        self.graphed = (
+            GraphedStep(self.net, self.optimizer, attack=self.attack, masked=None, precision=precision)
+            if precision.cuda_graphs and name != "pgd20_eval"
+            else None
+        )
         self.stream = iter(())
 
     def _next(self):
@@ -205,6 +246,8 @@ class Loop:
                 reference_eval_step(self.model, x, y, self.attack, self.generator)
             elif self.reference:
                 reference_train_step(self.model, self.optimizer, x, y, self.attack, self.generator)
+            elif self.graphed is not None:
+                self.graphed(x, y)
             else:
                 train_step(
                     self.net,
@@ -252,8 +295,9 @@ def compare(
     fp32 = Precision(precision.device, bf16=False, channels_last=False)
     theirs = Loop(name, px, arrays, batch, fp32, reference_model, reference=True, workers=workers)
     timed = {"ours": [0.0, 0], "reference": [0.0, 0]}
-    for loop in (ours, theirs):
-        loop.run(warmup)
+    # A CUDA graph is captured after GraphedStep.WARMUP eager steps: its capture and first replay stay untimed.
+    ours.run(max(warmup, GraphedStep.WARMUP + 2) if ours.graphed else warmup)
+    theirs.run(warmup)
     _synchronize(precision.device)
     for round_ in range(rounds):
         order = (("ours", ours), ("reference", theirs))
@@ -280,55 +324,184 @@ def compare(
     )
 
 
+# ---- what a figure does with the device -------------------------------------------------------------------
+FLOP_BATCH = 2  # FLOPs grow with the batch; two images keep BatchNorm's training statistics defined
+
+
+class OneBatch:
+    """One batch, read as `evaluate` reads its batches."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor):
+        self.batch = (x, y)
+
+    def eval(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        return iter([self.batch])
+
+
+def gflop_per_image(name: str, px: int, precision: Precision) -> float:
+    """GFLOPs per image of one engine step of a figure, counted by torch's FlopCounterMode on a batch of two on
+    the figure's device: a training step with its attack, or for pgd20_eval the clean forward, the 20 attack
+    steps and the adversarial forward. The model runs eager: compiled and CUDA graphs change when the work
+    runs, not what it is."""
+    eager = Precision(precision.device, precision.bf16, precision.channels_last)
+    model = eager.prepare(build_model(PIPELINES[px][0], CIFAR.num_classes, CIFAR.mean, CIFAR.std))
+    x = torch.rand(FLOP_BATCH, 3, px, px, device=eager.device)
+    y = torch.randint(0, CIFAR.num_classes, (FLOP_BATCH,), device=eager.device)
+    generator = generator_for(eager.device, 0)
+    with FlopCounterMode(display=False) as counter:
+        if name == "pgd20_eval":
+            evaluate(model.eval(), OneBatch(x, y), attack=PGD20_EVAL, batch_size=FLOP_BATCH, precision=eager)
+        else:
+            optimizer = make_optimizer(model, TrainConfig(epochs=1, batch_size=FLOP_BATCH, lr=0.01, weight_decay=5e-4))
+            train_step(model, x, y, optimizer, attack=ATTACKS[name], masked=None, generator=generator, precision=eager)
+    return counter.get_total_flops() / FLOP_BATCH / 1e9
+
+
+def peak_tflop_s(device: torch.device, size: int = 8192, repeats: int = 20) -> float | None:
+    """The chip's dense bf16 rate, measured: a size×size matrix product timed over `repeats` after a warm-up.
+    None off CUDA, where no peak is claimed."""
+    if device.type != "cuda":
+        return None
+    a, b = (torch.randn(size, size, device=device, dtype=torch.bfloat16) for _ in range(2))
+    for _ in range(3):
+        a @ b
+    _synchronize(device)
+    started = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    _synchronize(device)
+    return round(2 * size**3 * repeats / (time.perf_counter() - started) / 1e12, 1)
+
+
+def anchor_img_s(name: str, px: int, gflop: float | None, clean_gflop: float | None) -> float | None:
+    """The MLPerf anchor of a figure (ANCHOR), None at 32 px."""
+    if px != 224:
+        return None
+    if name in ("clean_train", "imagenet_input"):
+        return ANCHOR_CLEAN_IMG_S
+    return round(ANCHOR_CLEAN_IMG_S * clean_gflop / gflop, 1)
+
+
+def rated(figure: Figure, gflop: float | None, peak: float | None, anchor: float | None) -> Figure:
+    """The figure with its FLOP rates (the figure's work per second, on both sides) and its shares of the
+    chip's peak and of its anchor. Shares are of a CUDA device's figures only: there is no peak without one,
+    and the anchor is a GPU's rate."""
+
+    def tflop_s(img_s: float) -> float | None:
+        return None if gflop is None else round(gflop * img_s / 1e3, 4)
+
+    ours = tflop_s(figure.ours_img_s)
+    on_gpu = figure.device == "cuda"
+    return replace(
+        figure,
+        gflop_per_img=None if gflop is None else round(gflop, 3),
+        tflop_s=ours,
+        reference_tflop_s=tflop_s(figure.reference_img_s),
+        peak_fraction=round(ours / peak, 4) if ours is not None and peak else None,
+        anchor_img_s=anchor,
+        anchor_fraction=round(figure.ours_img_s / anchor, 4) if anchor and on_gpu else None,
+        anchor=ANCHOR if anchor else None,
+    )
+
+
 # ---- the ImageNet input path ---------------------------------------------------------------------------
-def write_jpegs(root: Path, n: int, seed: int = 0) -> Path:
-    """An ImageNet-layout train/ folder of `n` JPEGs of ImageNet's typical sizes (about 500×375, quality 90),
-    smooth gradients with noise, so that they compress as photographs do."""
-    rng = np.random.default_rng(seed)
-    for i in range(n):
+JPEG_QUALITY = 96
+JPEGS_PER_TASK = 16
+
+
+def _write_jpeg_range(root: Path, start: int, stop: int, seed: int) -> None:
+    for i in range(start, stop):
+        rng = np.random.default_rng([seed, i])  # each file its own stream: the same files from any pool
         height, width = int(rng.integers(300, 501)), int(rng.integers(350, 501))
         ys, xs = np.mgrid[0:height, 0:width]
         base = (ys[..., None] * rng.uniform(0.2, 0.6, 3) + xs[..., None] * rng.uniform(0.2, 0.6, 3)) % 256
         pixels = np.clip(base + rng.normal(0, 12, (height, width, 3)), 0, 255).astype(np.uint8)
-        folder = root / "train" / f"n{i % 10:08d}"
-        folder.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(pixels).save(folder / f"{i}.JPEG", format="JPEG", quality=90)
+        subsampling = 2 if i % 4 == 3 else 0  # 4:2:0 or 4:4:4
+        path = root / "train" / f"n{i % 10:08d}" / f"{i}.JPEG"
+        Image.fromarray(pixels).save(path, format="JPEG", quality=JPEG_QUALITY, subsampling=subsampling)
+
+
+def write_jpegs(root: Path, n: int, seed: int = 0) -> Path:
+    """An ImageNet-layout train/ folder of `n` JPEGs of ImageNet's typical sizes (about 500×375), smooth
+    gradients with noise so that they compress as photographs do, at quality 96, three in four without chroma
+    subsampling and one in four at 4:2:0 (the mix a survey of ImageNet's files reports: PROTOCOL.md section 10).
+    A pool of processes writes them: one process took minutes for a thousand."""
+    for k in range(min(n, 10)):
+        (root / "train" / f"n{k:08d}").mkdir(parents=True, exist_ok=True)
+    tasks = [(root, start, min(n, start + JPEGS_PER_TASK), seed) for start in range(0, n, JPEGS_PER_TASK)]
+    # fork: the workers need numpy and PIL only, not a fresh import of torch each
+    with multiprocessing.get_context("fork").Pool(min(len(tasks), os.cpu_count() or 1)) as pool:
+        pool.starmap(_write_jpeg_range, tasks)
     return root
 
 
-def compare_input(device: torch.device, *, images: int, batch: int, rounds: int, workers: int) -> Figure:
-    """Training batches per second from ImageNet-sized JPEGs: decoded in batches and cropped on the device
-    (`JpegBatches`) against PIL per image in DataLoader workers (`FolderBatches`, the official way)."""
+def pass_samples(files: Sequence[tuple[str, int]], batch: int, workers: int) -> list[tuple[str, int]]:
+    """The samples of one timed pass: the files, repeated until every loader worker has four batches. A pass of
+    fewer batches than workers leaves workers idle and times their start-up, not the decoding."""
+    wanted = max(len(files), 4 * max(workers, 1) * batch)
+    wanted -= wanted % batch
+    return (list(files) * math.ceil(wanted / len(files)))[:wanted]
+
+
+def _one_pass(batches: Batches, batch: int, device: torch.device, seed: int) -> int:
+    """The images of one pass through training batches; one synchronisation at its end, none inside it."""
+    images = 0
+    for x, _ in batches.train(batch, generator_for(device, seed), drop_last=True):
+        images += len(x)
+    _synchronize(device)
+    return images
+
+
+def input_rate(
+    decoder: str,
+    files: Sequence[tuple[str, int]],
+    device: torch.device,
+    *,
+    batch: int,
+    rounds: int,
+    workers: int,
+) -> float:
+    """Training batches' images per second through `decoder`: `rounds` timed passes after one untimed pass over
+    the files (loader workers, decoders and the page cache warmed)."""
+    _one_pass(jpeg_folder_batches(files, PAPER_224, device, workers, decoder), batch, device, 0)
+    timed = jpeg_folder_batches(pass_samples(files, batch, workers), PAPER_224, device, workers, decoder)
+    started = time.perf_counter()
+    images = sum(_one_pass(timed, batch, device, round_ + 1) for round_ in range(rounds))
+    return images / (time.perf_counter() - started)
+
+
+DECODING = {
+    "turbo": "JPEGs decoded by libjpeg-turbo in {workers} loader workers, cropped on the device",
+    "nvjpeg": "every JPEG decoded by nvJPEG on the device in batches and cropped there; workers read the bytes",
+    "mixed": "nvJPEG on the device for the files it decodes as libjpeg-turbo does, libjpeg-turbo in {workers} "
+    "loader workers for the rest, cropped on the device",
+}
+
+
+def compare_input(device: torch.device, *, images: int, batch: int, rounds: int, workers: int) -> Iterator[Figure]:
+    """Training batches per second from `images` generated ImageNet-sized JPEGs: the reference ("pil", PIL per
+    image in DataLoader workers, the official way) timed once, then each of INPUT_DECODERS against it; one
+    figure per decoder, as each is timed."""
     with tempfile.TemporaryDirectory() as tmp:
-        root = write_jpegs(Path(tmp), images)
-        folder = imagenet_folder(root, "train")
-        sides = {
-            "ours": JpegBatches(folder.samples, PAPER_224, device, workers),
-            "reference": FolderBatches(folder, None, device, workers),
-        }
-        timed = {"ours": 0.0, "reference": 0.0}
-        for round_ in range(rounds + 1):  # the first round is a warm-up
-            for name, batches in sides.items():
-                started = time.perf_counter()
-                for x, _ in batches.train(batch, generator_for(device, round_), drop_last=True):
-                    x.sum().item()  # the batch is there
-                if round_:
-                    timed[name] += time.perf_counter() - started
-    done = rounds * (images - images % batch)
-    ours, ref = done / timed["ours"], done / timed["reference"]
-    return Figure(
-        "imagenet_input",
-        224,
-        device.type,
-        batch,
-        round(ours, 3),
-        round(ref, 3),
-        round(ours / ref, 3),
-        "none (input only)",
-        done,
-        f"{device.type}: file bytes read by {workers} workers, JPEGs decoded in batches and cropped on the device",
-        f"PIL decoding and transforms per image in {workers} DataLoader workers",
-    )
+        files = imagenet_folder(write_jpegs(Path(tmp), images), "train").samples
+        timing = dict(batch=batch, rounds=rounds, workers=workers)
+        reference = input_rate("pil", files, device, **timing)
+        for decoder in INPUT_DECODERS:
+            ours = input_rate(decoder, files, device, **timing)
+            yield Figure(
+                "imagenet_input",
+                224,
+                device.type,
+                batch,
+                round(ours, 3),
+                round(reference, 3),
+                round(ours / reference, 3),
+                "none (input only)",
+                rounds * len(pass_samples(files, batch, workers)),
+                f"{device.type}: " + DECODING[decoder].format(workers=workers),
+                f"PIL decoding and transforms per image in {workers} DataLoader workers",
+                decoder=decoder,
+            )
 
 
 # A clean step costs a tenth of an attacked one: it gets more steps, so each figure is timed for as long.
@@ -347,7 +520,11 @@ def settings(device: torch.device, quick: bool, batch: int | None, name: str, px
     return dict(batch=batch or (8 if px == 224 else 32), steps=2 * weight, rounds=3, warmup=1)
 
 
-def environment(device: torch.device, workers: int) -> dict:
+def input_settings(device: torch.device, quick: bool, batch: int | None) -> dict:
+    return dict(batch=batch or (256 if device.type == "cuda" else 32), rounds=1 if quick else 2)
+
+
+def environment(device: torch.device, workers: int, peak: float | None) -> dict:
     return {
         "torch_version": torch.__version__,
         "dwlt_version": __version__,
@@ -355,14 +532,49 @@ def environment(device: torch.device, workers: int) -> dict:
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
         "cpu_threads": torch.get_num_threads(),
         "dataloader_workers": workers,
+        "peak_tflop_s": peak,  # measured: a bf16 matrix product (None off CUDA)
     }
 
 
-def main(argv: list[str] | None = None) -> int:
+def _shown(value: float | None, scale: float = 1.0, digits: int = 1) -> str:
+    return "-" if value is None else f"{value * scale:,.{digits}f}"
+
+
+class Record:
+    """The figures so far: each printed as a row as it comes, and (given a path) the whole file rewritten
+    atomically after it, so a bench stopped by a time limit leaves every figure it finished."""
+
+    HEADER = (
+        f"{'figure':<22} {'px':>4} {'batch':>5} {'ours img/s':>11} {'reference img/s':>16} {'ratio':>7} "
+        f"{'GFLOP/img':>10} {'TFLOP/s':>8} {'peak %':>7} {'anchor %':>9}"
+    )
+
+    def __init__(self, path: Path | None, env: dict):
+        self.path, self.env, self.figures = path, env, []
+        print(self.HEADER, flush=True)
+
+    def add(self, figure: Figure) -> None:
+        self.figures.append(figure)
+        label = figure.name if figure.decoder is None else f"{figure.name} ({figure.decoder})"
+        print(
+            f"{label:<22} {figure.px:>4} {figure.batch:>5} {figure.ours_img_s:>11,.1f} "
+            f"{figure.reference_img_s:>16,.1f} {figure.ratio:>6.2f}x {_shown(figure.gflop_per_img, digits=2):>10} "
+            f"{_shown(figure.tflop_s):>8} {_shown(figure.peak_fraction, 100):>7} "
+            f"{_shown(figure.anchor_fraction, 100):>9}",
+            flush=True,
+        )
+        if self.path:
+            io.write_text(self.path, json.dumps([{**asdict(f), **self.env} for f in self.figures], indent=2) + "\n")
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m dwlt_utils.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
     parser.add_argument("--quick", action="store_true", help="a short run (a CPU one stays under 3 minutes)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the engine's model (warm-up untimed)")
+    parser.add_argument(
+        "--cuda-graphs", action="store_true", help="replay the engine's steps as CUDA graphs (warm-up untimed)"
+    )
     parser.add_argument("--batch", type=int, default=None, help="batch size (default: 128 on CUDA, small on CPU)")
     parser.add_argument("--px", type=int, nargs="+", default=[224, 32], choices=[224, 32])
     parser.add_argument("--figures", nargs="+", default=list(FIGURES), choices=FIGURES)
@@ -370,48 +582,51 @@ def main(argv: list[str] | None = None) -> int:
         "--workers",
         type=int,
         default=None,
-        help="DataLoader workers of the reference loop (default: up to 8 with CUDA, none on a CPU, "
-        "where workers would take the cores from the compute they feed)",
+        help="DataLoader workers of the reference loop and the input path (default: up to 8 with CUDA, none on "
+        "a CPU, where workers would take the cores from the compute they feed)",
     )
     parser.add_argument(
         "--imagenet-input",
         type=int,
         default=0,
         metavar="N",
-        help="also time the ImageNet input path on N generated JPEGs: batches decoded on the device against PIL",
+        help="also time the ImageNet input path on N generated JPEGs: each device decoder against PIL",
     )
     parser.add_argument("--json", type=Path, default=None, help="write the figures to this JSON file")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def run(args: argparse.Namespace) -> None:
     device = resolve_device(args.device)
-    precision = Precision.for_device(device, compile=args.compile)
+    precision = Precision.for_device(device, compile=args.compile, cuda_graphs=args.cuda_graphs)
     workers = (
         args.workers if args.workers is not None else (min(8, os.cpu_count() or 1) if device.type == "cuda" else 0)
     )
-    figures = []
-    print(f"{'figure':<12} {'px':>4} {'batch':>5} {'ours img/s':>11} {'reference img/s':>16} {'ratio':>7}")
+    inputs = input_settings(device, args.quick, args.batch)
+    if args.imagenet_input:
+        check_number("--imagenet-input", args.imagenet_input, inputs["batch"], 10_000_000, integer=True)
+    peak = peak_tflop_s(device)
+    record = Record(args.json, environment(device, workers, peak))
+    clean_gflop = gflop_per_image("clean_train", 224, precision) if 224 in args.px else None
     for px in args.px:
         for name in args.figures:
             figure = compare(name, px, precision, workers=workers, **settings(device, args.quick, args.batch, name, px))
-            figures.append(figure)
-            print(
-                f"{figure.name:<12} {px:>4} {figure.batch:>5} {figure.ours_img_s:>11.2f} "
-                f"{figure.reference_img_s:>16.2f} {figure.ratio:>6.2f}x",
-                flush=True,
-            )
+            gflop = clean_gflop if (name, px) == ("clean_train", 224) else gflop_per_image(name, px, precision)
+            record.add(rated(figure, gflop, peak, anchor_img_s(name, px, gflop, clean_gflop)))
     if args.imagenet_input:
-        batch = args.batch or (256 if device.type == "cuda" else 32)
-        figure = compare_input(device, images=args.imagenet_input, batch=batch, rounds=2, workers=workers)
-        figures.append(figure)
-        print(
-            f"{figure.name:<12} {224:>4} {figure.batch:>5} {figure.ours_img_s:>11.2f} {figure.reference_img_s:>16.2f} "
-            f"{figure.ratio:>6.2f}x",
-            flush=True,
-        )
-    env = environment(device, workers)
-    print(f"device: {env['device_name']}; ours: {precision.describe()}; torch {torch.__version__}")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps([{**asdict(f), **env} for f in figures], indent=2) + "\n")
+        for figure in compare_input(device, images=args.imagenet_input, workers=workers, **inputs):
+            record.add(rated(figure, None, peak, anchor_img_s(figure.name, 224, None, None)))
+    print(f"device: {record.env['device_name']}; ours: {precision.describe()}; torch {torch.__version__}")
+    if peak is not None:
+        print(f"measured bf16 peak: {peak:,.1f} TFLOP/s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        run(_parser().parse_args(argv))
+    except DwltError as err:
+        print(f"{type(err).__name__}: {err}", file=sys.stderr)
+        return 2
     return 0
 
 
