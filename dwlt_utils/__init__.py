@@ -12,9 +12,10 @@ below its own (tests/unit/test_layout.py holds the package to this order):
 5. one module per notebook step: `sources` (01), `tickets` (02), `transfer` (03-05) and `autoattack` (their
    AutoAttack check beside PGD-20), `report` (06);
 6. running many cells and entry points: `jobs` (the light job of one cell), `sweeps` (cells as submitit jobs
-   and their state), `search` (the threshold search), `bench` (the speed benchmark), `costs` (what a run
-   costs before it runs), `plans` (GPU-hours and wall time of a sweep, a search or the paper), `cli`,
-   `prerequisites` (what `make install` brings beyond pip: the quick profile's data and the browser).
+   and their state), `search` (the threshold search), `bench` (the speed benchmark), `gpu_check` (the GPU
+   check in one command), `costs` (what a run costs before it runs), `plans` (GPU-hours and wall time of a
+   sweep, a search or the paper), `cli`, `prerequisites` (what `make install` brings beyond pip: the quick
+   profile's data and the browser).
 """
 
 __version__ = "0.1.0"

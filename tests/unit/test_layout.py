@@ -33,7 +33,7 @@ FLOORS = [
     ("profiles", "plotting"),
     ("notebook",),
     ("sources", "tickets", "imp_worker", "transfer", "autoattack", "report"),
-    ("jobs", "sweeps", "search", "bench", "costs", "plans", "cli", "prerequisites"),
+    ("jobs", "sweeps", "search", "bench", "gpu_check", "costs", "plans", "cli", "prerequisites"),
 ]
 ORDER = [name for floor in FLOORS for name in floor]
 MODULES = sorted(p.stem for p in PACKAGE.glob("*.py") if p.stem != "__init__")
