@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 RUNS ?= runs
 RENDERED ?= rendered
 
-.PHONY: test test-slow test-all rehearsal demo results install
+.PHONY: test test-slow test-all rehearsal demo results install gpu-check
 
 # Beyond pip, the quick profile's data and the rehearsal's browser (dwlt_utils/prerequisites.py): Debian's
 # dataset-fashion-mnist and chromium where apt-get can be used, else Fashion-MNIST downloaded with its checksums
@@ -47,3 +47,9 @@ demo: install
 # figures and a README that says how they were made.
 results: install
 	$(BIN)/python -m dwlt_utils.cli results
+
+# The GPU check on a CUDA machine (about 6 minutes on one H200): the machine's own Python with PyTorch, no
+# venv and no network; its report lands in results/gpu/<device>-<date>.{json,md}. Without CUDA, one sentence.
+gpu-check:
+	@$(PYTHON) -c "import torch" 2>/dev/null || { echo "make gpu-check needs a Python with PyTorch, and $(PYTHON) has none: give it one (make gpu-check PYTHON=/path/to/python)." >&2; exit 2; }
+	PYTHONPATH=.:tests $(PYTHON) -m dwlt_utils.gpu_check
