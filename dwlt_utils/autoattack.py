@@ -30,7 +30,7 @@ from .attacks import attack_context
 from .batches import ArrayBatches
 from .data import dataset_info, load_splits
 from .engine import Precision
-from .errors import InputError, MissingInputError, check_choice, check_number
+from .errors import DwltError, InputError, MissingInputError, check_choice, check_number
 from .evaluate import correct_per_image
 from .notebook import Session
 from .profiles import PROFILES, Profile
@@ -136,12 +136,15 @@ class Check:
         return config.regime != "adv" or self._current(config, directory)
 
     def _current(self, config: TransferConfig, directory: Path) -> bool:
-        """Whether the check's file is there and names today's attacks: one written before Square's schedule
-        or the worst case per image were as they are now is measured again."""
+        """Whether the check's file is there, reads, and names today's attacks: one written before Square's
+        schedule or the worst case per image were as they are now, or a damaged one, is measured again."""
         if not self.file(directory).is_file():
             return False
-        names = set(results.load(directory, self.file(directory).name).attack)
-        return names == {self._attack_name(a) for a in self.attacks(config)} | {self._worst_name(config)}
+        try:
+            names = set(results.load(directory, self.file(directory).name).attack)
+        except DwltError:
+            return False
+        return names == set(self.attack_names(config))
 
     @staticmethod
     def attacks(config: TransferConfig) -> tuple:
@@ -149,12 +152,12 @@ class Check:
         pgd = config.recipe.val_attack
         return pgd, AutoAttack(pgd.eps_255)
 
-    def _attack_name(self, attack) -> str:
-        return f"{attack.describe()}, fp32{ON_THE_FIRST}{self.images:,} test images"
-
-    def _worst_name(self, config: TransferConfig) -> str:
+    def attack_names(self, config: TransferConfig) -> list[str]:
+        """What the check's records name in `attack`: PGD, AutoAttack, then their worst case per image."""
         pgd, auto = self.attacks(config)
-        return f"{WORST_CASE}{pgd.describe()} and {auto.describe()}, fp32{ON_THE_FIRST}{self.images:,} test images"
+        on_images = f", fp32{ON_THE_FIRST}{self.images:,} test images"
+        worst = f"{WORST_CASE}{pgd.describe()} and {auto.describe()}"
+        return [pgd.describe() + on_images, auto.describe() + on_images, worst + on_images]
 
     def runs(self, cells: list[TransferConfig], *, dense_baseline: bool = True) -> list[TransferConfig]:
         """The adversarial runs of a notebook's plan it checks: each cell and, when asked, its dense model."""
@@ -192,14 +195,14 @@ class Check:
             fields = mine.iloc[0].drop(measured).to_dict()
 
             robust_under_all = None
-            for attack in self.attacks(config):
+            for attack, name in zip(self.attacks(config), self.attack_names(config)):
                 started = time.perf_counter()
                 _, robust = correct_per_image(
                     model.eval(), batches, attack=attack, precision=precision, batch_size=profile.eval_batch_size
                 )
-                rows.append(_ra_record(fields, self._attack_name(attack), robust, time.perf_counter() - started))
+                rows.append(_ra_record(fields, name, robust, time.perf_counter() - started))
                 robust_under_all = robust if robust_under_all is None else robust_under_all & robust
-            rows.append(_ra_record(fields, self._worst_name(config), robust_under_all, 0.0))
+            rows.append(_ra_record(fields, self.attack_names(config)[-1], robust_under_all, 0.0))
         results.write_records(directory, rows, self.file(directory))
 
 

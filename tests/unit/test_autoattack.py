@@ -200,13 +200,14 @@ def test_a_check_measured_with_other_attacks_is_not_done(tmp_path):
         ]
         results.write_records(tmp_path, rows, check.file(tmp_path))
 
-    pgd, auto = Check.attacks(cell)
-    today = [check._attack_name(pgd), check._attack_name(auto), check._worst_name(cell)]
+    today = check.attack_names(cell)
     # written before Square's schedule was the reference's and before the worst case per image was recorded
-    write([check._attack_name(pgd), today[1].replace(" (Square p_init 0.8, schedule not rescaled)", "")])
+    write([today[0], today[1].replace(" (Square p_init 0.8, schedule not rescaled)", "")])
     assert not check.done(cell, tmp_path)
     write(today)
     assert check.done(cell, tmp_path)
+    check.file(tmp_path).write_text("")  # damaged: measured again
+    assert not check.done(cell, tmp_path)
     std = TransferConfig.create(
         profile=QUICK, pretraining="adv", dataset="cifar10", regime="std", ticket="dense", sparsity=0
     )

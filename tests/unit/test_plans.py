@@ -9,10 +9,11 @@ import shutil
 from dataclasses import asdict
 
 import pytest
+from test_results import record
 
-from dwlt_utils import bench, cli, costs, paths, plans, search, sweeps, transfer
+from dwlt_utils import bench, cli, costs, paths, plans, results, search, sweeps, transfer
 from dwlt_utils.attacks import PGD20_EVAL
-from dwlt_utils.autoattack import AutoAttack
+from dwlt_utils.autoattack import AutoAttack, Check
 from dwlt_utils.costs import Work
 from dwlt_utils.errors import InputError, MissingInputError
 from dwlt_utils.profiles import PAPER, QUICK
@@ -300,11 +301,25 @@ def test_a_sweep_asked_for_autoattack_adds_the_check_to_its_adversarial_runs_unl
     # the cell and its dense baseline: best SA and best RA of each on the first 1,000 test images
     assert checked.seconds == pytest.approx(plain.seconds + 2 * 2 * 1000 * 10_764 * forward)
     assert checked.what == "adv transfer + AutoAttack"
-    # a check on disk is done
+    # a check on disk, measured by today's attacks, is done
     parameters = {**sweeps.notebook_defaults(checked_cells[0].notebook), **checked_cells[0].parameters}
-    for _, directory in transfer.notebook_runs("04_adv_transfer", parameters, sweeps.session_for(parameters)):
-        paths.autoattack_file(directory, 1000).parent.mkdir(parents=True)
-        paths.autoattack_file(directory, 1000).write_text("")
+    check = Check(images=1000)
+    for config, directory in transfer.notebook_runs("04_adv_transfer", parameters, sweeps.session_for(parameters)):
+        rows = [
+            record(
+                ticket=config.ticket,
+                level=config.level,
+                sparsity=config.sparsity,
+                metric="RA",
+                attack=name,
+                checkpoint=checkpoint,
+                run_id=str(directory),
+            )
+            for name in check.attack_names(config)
+            for checkpoint in config.recipe.keep
+        ]
+        directory.mkdir(parents=True)
+        results.write_records(directory, rows, check.file(directory))
     plan = plans.sweep_plan(checked_cells, pricer)
     assert plan.stages[0].jobs[0].seconds == pytest.approx(plain.seconds)
     assert "AutoAttack check (2 done on disk)" in plan.describe(1)
