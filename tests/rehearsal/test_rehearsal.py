@@ -94,8 +94,9 @@ def rehearsal(request, inputs, tmp_path_factory) -> dict:
         imagenet_images=8,
     )
     # A-IMP (PGD-3 in every step) and S-IMP, on the JPEG folder: the first read by PIL per image (the
-    # reference), the second decoded in batches and cropped on the device.
-    for pretraining, decoder in (("adv", "pil"), ("standard", "device")):
+    # reference), the second through the mixed decoder (headers read and files decoded in the loader workers
+    # or on the device) and cropped on the device; its transfer cell finds the ladder by that decoder.
+    for pretraining, decoder in (("adv", "pil"), ("standard", "mixed")):
         run(
             "02_imp",
             decoder=decoder,
@@ -109,7 +110,7 @@ def rehearsal(request, inputs, tmp_path_factory) -> dict:
             one_shot_sparsities=[SPARSITY],
         )
         os.replace(executed / "02_imp.ipynb", executed / f"02_imp_{pretraining}.ipynb")
-    run("03_std_transfer", **dict(cell, pretraining="standard"), dataset="cifar100")
+    run("03_std_transfer", **dict(cell, pretraining="standard"), dataset="cifar100", imp_decoder="mixed")
     run("04_adv_transfer", **cell, **ATTACK_SHRINK, dataset="cifar10")
     run("05_data_limited", **cell, **ATTACK_SHRINK, dataset="svhn")
     run("06_figures", **common, results_dir=str(base / "results"))
