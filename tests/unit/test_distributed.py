@@ -186,7 +186,7 @@ def test_notebooks_keep_a_ladder_of_two_processes_apart(roots, plant_source, tmp
     text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
     assert "on 2 processes (BatchNorm over 64)" in text and "the 2 ranks agree on its mask" in text
     cell = dict(common, sparsity=0.36, epochs=1)
-    with pytest.raises(pm.PapermillExecutionError, match="S-IMP of standard \\(quick profile\\) is not in"):
+    with pytest.raises(pm.PapermillExecutionError, match="S-IMP of standard \\(quick profile, fp32\\) is not in"):
         execute("03_std_transfer", tmp_path, **cell)  # the ladder of one process does not exist
     execute("03_std_transfer", tmp_path, **cell, imp_processes=2)
     assert sorted(results.load(roots.run_root).ticket) == ["dense", "imp"]
