@@ -166,27 +166,28 @@ class PilSamples(Dataset):
 ON_DEVICE, IN_WORKER = True, False
 
 
-def _nvjpeg_equals_libjpeg(data: bytes) -> bool:
-    """Whether nvJPEG decodes this file as libjpeg-turbo (and so PIL) does: a baseline colour JPEG whose chroma
-    is not subsampled. On 4:2:0 and 4:2:2 files nvJPEG, as torchvision calls it, upsamples chroma without
-    interpolation and lands up to 92 grey levels away (PROTOCOL.md section 10). Reading the header costs
-    microseconds; nothing is decoded."""
-    try:
-        with Image.open(BytesIO(data)) as image:
-            plain = image.format == "JPEG" and image.mode == "RGB" and not image.info.get("progressive")
-            return plain and JpegImagePlugin.get_sampling(image) == 0
-    except (OSError, ValueError, SyntaxError):  # not an image PIL reads: decoded in the worker, where it fails
-        return False
+def _encoded(data: bytes) -> torch.Tensor:
+    return torch.frombuffer(bytearray(data), dtype=torch.uint8)
 
 
-def _decode_in_worker(data: bytes) -> torch.Tensor:
-    """A file as uint8 RGB C×H×W on the CPU: JPEGs by libjpeg-turbo (what PIL decodes them with, to the grey
-    level), anything else (ImageNet's PNG and CMYK JPEGs) by PIL itself, as the reference loader reads it."""
+def _prepare(data: bytes, decoder: str) -> tuple[torch.Tensor, bool]:
+    """A file as a loader worker hands it on: encoded for the device, or decoded there (uint8 RGB C×H×W).
+
+    One look at the header decides both questions. Files that are not plain JPEGs (ImageNet's PNG and CMYK
+    JPEGs) are decoded by PIL, as the reference loader reads them; JPEGs by libjpeg-turbo, PIL's own decoder,
+    unless "mixed" leaves them to nvJPEG, which decodes as libjpeg-turbo does only baseline colour JPEGs whose
+    chroma is not subsampled: on 4:2:0 and 4:2:2 files nvJPEG, as torchvision calls it, upsamples chroma
+    without interpolation and lands up to 92 grey levels away (PROTOCOL.md section 10)."""
+    if decoder == "nvjpeg":
+        return _encoded(data), ON_DEVICE
     with Image.open(BytesIO(data)) as image:
-        plain_jpeg = image.format == "JPEG" and image.mode in ("RGB", "L")
-        if not plain_jpeg:
-            return torch.from_numpy(np.asarray(image.convert("RGB")).copy()).permute(2, 0, 1).contiguous()
-    return _decode_one(torch.frombuffer(bytearray(data), dtype=torch.uint8), torch.device("cpu"))
+        if image.format != "JPEG" or image.mode not in ("RGB", "L"):
+            return torch.from_numpy(np.asarray(image.convert("RGB")).copy()).permute(2, 0, 1).contiguous(), IN_WORKER
+        baseline = image.mode == "RGB" and not image.info.get("progressive")
+        exact_on_device = baseline and JpegImagePlugin.get_sampling(image) == 0
+    if decoder == "mixed" and exact_on_device:
+        return _encoded(data), ON_DEVICE
+    return _decode_one(_encoded(data), torch.device("cpu")), IN_WORKER
 
 
 class JpegFiles(Dataset):
@@ -203,11 +204,7 @@ class JpegFiles(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, bool, int]:
         path, label = self.samples[i]
-        data = Path(path).read_bytes()
-        on_device = self.decoder == "nvjpeg" or self.decoder == "mixed" and _nvjpeg_equals_libjpeg(data)
-        if on_device:
-            return torch.frombuffer(bytearray(data), dtype=torch.uint8), ON_DEVICE, label
-        return _decode_in_worker(data), IN_WORKER, label
+        return *_prepare(Path(path).read_bytes(), self.decoder), label
 
 
 def _collate(items: list[tuple[torch.Tensor, bool, int]]) -> tuple[list[torch.Tensor], list[bool], torch.Tensor]:
