@@ -17,25 +17,23 @@ never exceed either.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import torch
 import torch.nn as nn
 
-from . import io, paths, results
+from . import paths, results
 from .attacks import attack_context
-from .batches import ArrayBatches
-from .data import dataset_info, load_splits
-from .engine import Precision
+from .data import dataset_info
 from .errors import DwltError, InputError, MissingInputError, check_choice, check_number
-from .evaluate import correct_per_image
-from .notebook import Session
-from .profiles import PROFILES, Profile
-from .train import FitResult, load_selected
-from .transfer import TransferConfig, cell_model, finished_records, first_images, with_dense
+from .profiles import Profile
+
+# A transfer run (`transfer.TransferConfig`, on the floor above this module): its `regime` and its recipe's
+# `val_attack` are what a check reads of it.
+TransferRun = Any
 
 EVAL_ATTACKS = ("pgd20", "autoattack")  # pgd20: the protocol's evaluation only
 GAP_FLAG = 2.0  # percentage points of PGD-20 RA above AutoAttack RA that 06 flags
@@ -115,7 +113,7 @@ class Check:
     images: int
 
     @classmethod
-    def create(cls, profile: Profile, cells: list[TransferConfig], eval_attack: str, images: int) -> Check | None:
+    def create(cls, profile: Profile, cells: list[TransferRun], eval_attack: str, images: int) -> Check | None:
         """Validate a notebook's `eval_attack` and `autoattack_images` (0: the profile's count, at most the
         test split) for its cells; None for "pgd20". Raises one sentence."""
         check_choice("eval_attack", eval_attack, EVAL_ATTACKS)
@@ -131,11 +129,11 @@ class Check:
     def file(self, directory: Path) -> Path:
         return paths.autoattack_file(directory, self.images)
 
-    def done(self, config: TransferConfig, directory: Path) -> bool:
+    def done(self, config: TransferRun, directory: Path) -> bool:
         """Whether a run has this check (a standard-transfer run needs none), measured as it is measured now."""
         return config.regime != "adv" or self._current(config, directory)
 
-    def _current(self, config: TransferConfig, directory: Path) -> bool:
+    def _current(self, config: TransferRun, directory: Path) -> bool:
         """Whether the check's file is there, reads, and names today's attacks: one written before Square's
         schedule or the worst case per image were as they are now, or a damaged one, is measured again."""
         if not self.file(directory).is_file():
@@ -147,69 +145,23 @@ class Check:
         return names == set(self.attack_names(config))
 
     @staticmethod
-    def attacks(config: TransferConfig) -> tuple:
+    def attacks(config: TransferRun) -> tuple:
         """The cell's PGD evaluation attack and the AutoAttack at its ε."""
         pgd = config.recipe.val_attack
         return pgd, AutoAttack(pgd.eps_255)
 
-    def attack_names(self, config: TransferConfig) -> list[str]:
+    def attack_names(self, config: TransferRun) -> list[str]:
         """What the check's records name in `attack`: PGD, AutoAttack, then their worst case per image."""
         pgd, auto = self.attacks(config)
         on_images = f", fp32{ON_THE_FIRST}{self.images:,} test images"
         worst = f"{WORST_CASE}{pgd.describe()} and {auto.describe()}"
         return [pgd.describe() + on_images, auto.describe() + on_images, worst + on_images]
 
-    def runs(self, cells: list[TransferConfig], *, dense_baseline: bool = True) -> list[TransferConfig]:
-        """The adversarial runs of a notebook's plan it checks: each cell and, when asked, its dense model."""
-        return [run for cell in cells if cell.regime == "adv" for run in with_dense(cell, dense_baseline)]
-
-    def run(self, cells: list[TransferConfig], session: Session, *, dense_baseline: bool = True) -> pd.DataFrame:
-        """The check's records of every run it covers, measured once and then read from disk."""
-        frames = [self._run_one(config, session) for config in self.runs(cells, dense_baseline=dense_baseline)]
-        return pd.concat(frames, ignore_index=True)
-
-    def _run_one(self, config: TransferConfig, session: Session) -> pd.DataFrame:
-        directory = session.roots.transfer_cell(config, session.seed)
-        cell_records = finished_records(config, directory)
-        if cell_records is None:
-            raise MissingInputError(f"The AutoAttack check needs the finished run in {directory}; run its cell first.")
-        with io.exclusive(paths.lock_file(directory)):
-            if not self._current(config, directory):
-                self._measure(config, session, directory, cell_records)
-        return results.load(directory, self.file(directory).name)
-
-    def _measure(self, config: TransferConfig, session: Session, directory: Path, cell_records: pd.DataFrame) -> None:
-        profile = PROFILES[config.profile]
-        splits = load_splits(profile.dataset(config.dataset), session.roots.data_root)
-        test = first_images(splits.test, self.images)
-        # fp32, as AutoAttack's reference runs: a low-precision attack can be a weaker one.
-        precision = Precision.for_device(session.precision.device, bf16=False, channels_last=False)
-        batches = ArrayBatches(test, profile.transforms, precision.device)
-        model, _ = cell_model(config, session.roots, splits.info, session.seed)
-        precision.prepare(model)
-        rows = []
-        for checkpoint in config.recipe.keep:
-            load_selected(model, FitResult(directory), checkpoint)
-            mine = cell_records[(cell_records.metric == "RA") & (cell_records.checkpoint == checkpoint)]
-            measured = ["attack", "value", "wall_s", "timestamp", "torch_version", "dwlt_version", "git_rev"]
-            fields = mine.iloc[0].drop(measured).to_dict()
-
-            robust_under_all = None
-            for attack, name in zip(self.attacks(config), self.attack_names(config)):
-                started = time.perf_counter()
-                _, robust = correct_per_image(
-                    model.eval(), batches, attack=attack, precision=precision, batch_size=profile.eval_batch_size
-                )
-                rows.append(_ra_record(fields, name, robust, time.perf_counter() - started))
-                robust_under_all = robust if robust_under_all is None else robust_under_all & robust
-            rows.append(_ra_record(fields, self.attack_names(config)[-1], robust_under_all, 0.0))
-        results.write_records(directory, rows, self.file(directory))
-
-
-def _ra_record(fields: dict, attack: str, robust: torch.Tensor, wall_s: float) -> dict:
-    """A check's record of the RA that per-image robustness gives, with the cell's own fields."""
-    ra = 100.0 * robust.sum().item() / max(len(robust), 1)
-    return results.make_record(**fields, attack=attack, value=ra, wall_s=wall_s, git_rev=results.git_revision())
+    @staticmethod
+    def record(fields: dict, attack: str, robust: torch.Tensor, wall_s: float) -> dict:
+        """A check's record of the RA that per-image robustness gives, with the cell's own fields."""
+        ra = 100.0 * robust.sum().item() / max(len(robust), 1)
+        return results.make_record(**fields, attack=attack, value=ra, wall_s=wall_s, git_rev=results.git_revision())
 
 
 def side_by_side(checks: pd.DataFrame, *, checkpoint: str | None = None) -> pd.DataFrame:
@@ -240,10 +192,3 @@ def _kind(attack: str) -> str:
     if attack.startswith(WORST_CASE):
         return "RA_both"
     return "RA_autoattack" if attack.startswith("AutoAttack") else "RA_pgd"
-
-
-def notebook_check(parameters: dict, session: Session, cells: list[TransferConfig]) -> Check | None:
-    """The check a transfer notebook's parameters ask for (None: none), for a sweep deciding what is done."""
-    return Check.create(
-        session.profile, cells, parameters.get("eval_attack", "pgd20"), parameters.get("autoattack_images", 0)
-    )

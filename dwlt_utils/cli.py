@@ -38,11 +38,12 @@ import pandas as pd
 from . import __version__, costs, paths, plans, search, sweeps
 from .errors import DwltError, FileFormatError, InputError, check_number, naming_os_errors, said
 from .io import write_text
+from .notebook import NOTEBOOKS
 from .paths import executed_dir
 from .profiles import get_profile
 from .results import git_revision
 from .results import load as load_records
-from .sweeps import NOTEBOOKS, REPO, grid_cells, parse_grid, parse_value, run_local, sweep_dir
+from .sweeps import REPO, grid_cells, parse_grid, parse_value, run_local, sweep_dir
 from .vocabulary import PRETRAININGS
 
 __all__ = ["NOTEBOOKS", "REPO", "main"]

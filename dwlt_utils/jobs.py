@@ -19,11 +19,7 @@ import submitit
 
 from . import io
 from .errors import FileFormatError, said
-
-
-def slug(parameters: dict) -> str:
-    text = "_".join(f"{k}-{v}" for k, v in parameters.items()) or "defaults"
-    return "".join(c if c.isalnum() or c in "-_." else "-" for c in text)
+from .paths import slug
 
 
 @dataclass(frozen=True)

@@ -109,6 +109,12 @@ def sidecar_file(path: Path) -> Path:
 
 
 # Directories
+def slug(parameters: dict) -> str:
+    """A file name made of notebook parameters: how sweeps and row commands name executed notebooks."""
+    text = "_".join(f"{k}-{v}" for k, v in parameters.items()) or "defaults"
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in text)
+
+
 def run_dir(root: Path, kind: str, config: Any, seed: int) -> Path:
     """`<root>/<kind>/<hash>/seed_<seed>/`: a run identified by its configuration and seed."""
     return Path(root) / kind / config_hash(config) / f"seed_{seed}"

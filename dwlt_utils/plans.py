@@ -23,15 +23,14 @@ import pandas as pd
 from . import autoattack, paths, search, transfer
 from .costs import Pricer, Work, check_forwards, check_work, run_work
 from .errors import InputError, check_number
-from .notebook import Session
+from .notebook import Parameters, Session, open_session
 from .profiles import Profile, get_profile
-from .pruning import Mask, printed_sparsity
-from .sweeps import Cell, notebook_defaults, session_for
-from .tickets import ImpConfig
-from .vocabulary import PRETRAININGS, REGIMES
+from .pruning import Mask
+from .sweeps import Cell, planned
+from .tickets import ImpConfig, LadderPlan, node_split
+from .vocabulary import PRETRAININGS
 
 PAPER_BUDGETS = (1.0, 0.1, 0.01)  # PROTOCOL.md section 6: all the data, 10% and 1%
-GPUS_PER_NODE = 8  # how the notebook 02 flags of a plan split a ladder's processes into nodes
 
 
 @dataclass(frozen=True)
@@ -131,15 +130,6 @@ def _duration(hours: float) -> str:
 # ---- what a sweep, a search and the paper run
 
 
-def _defaults_05(fixed: dict[str, Any]) -> dict[str, Any]:
-    return {**notebook_defaults(search.NOTEBOOK), **fixed}
-
-
-def _cell_05(fixed: dict[str, Any], seed: int) -> dict[str, Any]:
-    """The parameters of a notebook 05 cell of one group and seed, both regimes (as a search runs it)."""
-    return {**_defaults_05(fixed), "seed": seed, "regimes": list(REGIMES)}
-
-
 class _Runs:
     """Transfer runs priced once each: a dense baseline that several cells share is one job. An adversarial
     run of a cell that asks for the AutoAttack check carries it too."""
@@ -149,31 +139,32 @@ class _Runs:
         self.check_forwards: set[int] = set()  # of the checks counted, per test image and kept checkpoint
         self.checks_done = 0
 
-    def price(self, notebook: str, parameters: dict[str, Any], *, fresh: bool = False) -> list[Job]:
-        """The notebook's runs for these parameters not priced before; `fresh`: its ticket runs only, priced
-        whole whatever is on disk (a level a search has not chosen yet)."""
-        session = session_for(parameters)
-        runs = transfer.notebook_runs(notebook, parameters, session)
-        check = autoattack.notebook_check(parameters, session, [config for config, _ in runs])
+    def price(self, parameters: Parameters, *, fresh: bool = False) -> list[Job]:
+        """The runs of a transfer notebook's parameters not priced before; `fresh`: its ticket runs only,
+        priced whole whatever is on disk (a level a search has not chosen yet)."""
+        session = open_session(parameters, device="cpu")
+        return self.price_plan(session.profile, transfer.plan(session, parameters), fresh=fresh)
+
+    def price_plan(self, profile: Profile, made: transfer.TransferPlan, *, fresh: bool = False) -> list[Job]:
         jobs = []
-        for config, directory in runs:
+        for config, directory in made.runs:
             if fresh and config.ticket == "dense" or not fresh and directory in self.seen:
                 continue
             self.seen.add(directory)
-            jobs.append(self._job(session.profile, config, directory, check, fresh))
+            jobs.append(self._job(profile, made, config, directory, fresh))
         return jobs
 
     def _job(
         self,
         profile: Profile,
+        made: transfer.TransferPlan,
         config: transfer.TransferConfig,
         directory: Path,
-        check: autoattack.Check | None,
         fresh: bool,
     ) -> Job:
         """One run's job: its training and tests, and its check when asked for, each unless on disk."""
-        work, what = Work(), f"{config.regime} transfer"
-        if fresh or not transfer.run_finished(config, directory):
+        work, what, check = Work(), f"{config.regime} transfer", made.check
+        if fresh or not made.finished(config, directory):
             work += run_work(config)
         if check and config.regime == "adv":
             what += " + AutoAttack"
@@ -244,12 +235,6 @@ def ddp_processes(gpus: int, batch: int) -> int:
     return processes
 
 
-def notebook_02_flags(processes: int) -> str:
-    if processes <= GPUS_PER_NODE:
-        return f"-p nproc_per_node {processes}"
-    return f"-p nproc_per_node {GPUS_PER_NODE} -p nnodes {processes // GPUS_PER_NODE}"
-
-
 Ladders = dict[tuple[ImpConfig, int], Session]  # each ladder of a stage and its seed, with a session to find it
 
 
@@ -274,11 +259,12 @@ def spread_ladders(
     processes = min((ddp_processes(share, ladder.recipe().batch_size) for ladder, _ in free), default=1)
     if processes == 1:
         return {}, notes
+    flags = " ".join(f"-p {name} {value}" for name, value in node_split(processes).items())
     notes.insert(
         0,
         f"GPUs outnumber the IMP ladders: {'each' if len(free) > 1 else 'the'} ladder not yet started is planned "
         f"on {processes} GPUs as {processes} DDP processes of a share of its work each (perfect scaling, an "
-        f"optimistic bound). Run notebook 02 with {notebook_02_flags(processes)}; a ladder's process count is part "
+        f"optimistic bound). Run notebook 02 with {flags}; a ladder's process count is part "
         f"of its identity, so notebooks 03-05 then take -p imp_processes {processes}.",
     )
     return {key: replace(key[0], processes=processes) for key in free}, notes
@@ -288,15 +274,11 @@ def sweep_plan(cells: list[Cell], pricer: Pricer) -> Plan:
     """The jobs of a sweep's cells: notebook 02 (ladders) or 03-05 (transfer runs)."""
     runs, jobs = _Runs(pricer), []
     for cell in cells:
-        parameters = {**notebook_defaults(cell.notebook), **cell.parameters}
-        name = cell.notebook.stem
-        if name == "02_imp":
-            session = session_for(parameters)
-            ladder = ImpConfig.from_notebook(session.profile, parameters)
-            levels = parameters["levels"] or session.profile.levels
-            jobs += ladder_jobs(ladder, session.profile, session.roots, session.seed, levels, pricer)
-        elif name in (*transfer.NOTEBOOK_REGIMES, search.NOTEBOOK.stem):
-            cell_jobs = runs.price(name, parameters)
+        session, made = planned(cell)
+        if isinstance(made, LadderPlan):
+            jobs += ladder_jobs(made.ladder, session.profile, session.roots, session.seed, made.levels, pricer)
+        elif isinstance(made, transfer.TransferPlan):
+            cell_jobs = runs.price_plan(session.profile, made)
             if cell_jobs:
                 jobs.append(_merged(cell_jobs, " + ".join(dict.fromkeys(j.what for j in cell_jobs))))
         else:
@@ -320,12 +302,11 @@ def _search_stages(
     dense, step = Stage("dense models"), []
     for fixed in groups:
         for seed in seeds:
-            base = _cell_05(fixed, seed)
-            dense_jobs = runs.price(search.NOTEBOOK.stem, {**base, "ticket": "dense", "sparsity": 0})
+            dense_jobs = runs.price(search.level_parameters(fixed, 0, seed))
             if dense_jobs:
                 dense.jobs.append(_merged(dense_jobs, "dense, std + adv transfer"))
-            level = {**base, "ticket": "imp", "sparsity": printed_sparsity(top_level)}
-            step.append(_merged(runs.price(search.NOTEBOOK.stem, level, fresh=True), "ticket, std + adv transfer"))
+            ticket = search.level_parameters(fixed, top_level, seed)
+            step.append(_merged(runs.price(ticket, fresh=True), "ticket, std + adv transfer"))
     steps = worst_bisection(top_level) + (2 if confirm else 0)
     # Which level a step decides is known only after the step before it: each is priced as a level to run.
     return [dense, Stage(f"{steps} bisection steps", step, repeat=steps)]
@@ -369,7 +350,7 @@ def search_plan(
 
 def paper_groups(fixed: dict[str, Any]) -> tuple[Profile, list[dict[str, Any]]]:
     """Every (pre-training, data set, data budget) of the paper that the profile runs."""
-    profile = get_profile(_defaults_05(fixed)["quick"])
+    profile = get_profile(Parameters.of(search.NOTEBOOK.stem, fixed)["quick"])
     groups = [
         {**fixed, "pretraining": p, "dataset": d, "data_fraction": b}
         for p in PRETRAININGS
@@ -387,12 +368,8 @@ def paper_plans(fixed: dict[str, Any], *, seeds: list[int], pricer: Pricer, gpus
     runs, every = _Runs(pricer), Stage("transfer, every level")
     for fixed_group in groups:
         for seed in seeds:
-            base = _cell_05(fixed_group, seed)
-            every.jobs += runs.price(search.NOTEBOOK.stem, {**base, "ticket": "dense", "sparsity": 0})
-            for level in range(1, top + 1):
-                every.jobs += runs.price(
-                    search.NOTEBOOK.stem, {**base, "ticket": "imp", "sparsity": printed_sparsity(level)}
-                )
+            for level in range(top + 1):
+                every.jobs += runs.price(search.level_parameters(fixed_group, level, seed))
     what = (
         f"{len(PRETRAININGS)} pre-trainings × {len(profile.paper_datasets)} data sets × {len(PAPER_BUDGETS)} data "
         f"budgets × {len(seeds)} seed{'s' * (len(seeds) != 1)}, {profile.name} profile"

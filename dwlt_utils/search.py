@@ -21,21 +21,11 @@ from typing import Any
 import pandas as pd
 
 from . import results, sweeps, tickets, transfer
-from .errors import InputError, MissingInputError, check_number
-from .jobs import slug
-from .notebook import Session
+from .errors import DwltError, InputError, MissingInputError, check_number, phrase
+from .notebook import NOTEBOOKS, Parameters, Session, open_session
+from .paths import slug
 from .pruning import printed_sparsity
-from .sweeps import (
-    NOTEBOOKS,
-    Cell,
-    SlurmOptions,
-    cell_status,
-    notebook_defaults,
-    run_local,
-    session_for,
-    submit_slurm,
-    to_submit,
-)
+from .sweeps import Cell, SlurmOptions, cell_status, planned, run_local, submit_slurm, to_submit
 
 NOTEBOOK = NOTEBOOKS / "05_data_limited.ipynb"
 SLURM_POLL_S = 30
@@ -102,15 +92,19 @@ class Runner:
         return len(todo)
 
 
+def level_parameters(fixed: dict[str, Any], level: int, seed: int) -> Parameters:
+    """Notebook 05's parameters of one level (0: the dense model) and seed, both regimes: one step's cell."""
+    ticket = {"ticket": "imp", "sparsity": printed_sparsity(level)} if level else {"ticket": "dense", "sparsity": 0}
+    return Parameters.of(NOTEBOOK.stem, {**fixed, **ticket, "seed": seed, "regimes": ["std", "adv"]})
+
+
 def level_cells(fixed: dict[str, Any], level: int, seeds: list[int], out: Path) -> list[Cell]:
     """The cells of one level (0: the dense model), one per seed."""
-    ticket = {"ticket": "imp", "sparsity": printed_sparsity(level)} if level else {"ticket": "dense", "sparsity": 0}
-    cells = []
-    for seed in seeds:
-        varying = {"level": level, "seed": seed}
-        parameters = {**fixed, **ticket, "seed": seed, "regimes": ["std", "adv"]}
-        cells.append(Cell(NOTEBOOK, parameters, varying, out / "search" / group_name(fixed)))
-    return cells
+    folder = out / "search" / group_name(fixed)
+    given = [{**fixed, **level_parameters(fixed, level, seed).changed()} for seed in seeds]
+    return [
+        Cell(NOTEBOOK, parameters, {"level": level, "seed": seed}, folder) for parameters, seed in zip(given, seeds)
+    ]
 
 
 def status_table(fixed: dict[str, Any], *, top_level: int, seeds: list[int], out: Path) -> pd.DataFrame:
@@ -133,11 +127,8 @@ def _decide(cells: list[Cell], level: int) -> tuple[str, float]:
     """The double-win status of a level from its cells' records (means over seeds), and their wall time."""
     frames = []
     for cell in cells:
-        parameters = {**notebook_defaults(cell.notebook), **cell.parameters}
-        session = session_for(parameters)
-        for config, directory in transfer.notebook_runs(NOTEBOOK.stem, parameters, session):
-            if transfer.run_finished(config, directory):
-                frames.append(results.load(directory))
+        _, made = planned(cell)
+        frames += [results.load(d) for config, d in made.runs if made.finished(config, d)]
     records = pd.concat(frames, ignore_index=True) if frames else results.to_frame([])
     table = results.double_win_table(records)
     row = table[table.level == level]
@@ -152,20 +143,20 @@ def _decide(cells: list[Cell], level: int) -> tuple[str, float]:
 
 
 def ladder_needed(fixed: dict[str, Any], top_level: int) -> tuple[tickets.ImpConfig, Session]:
-    """The IMP ladder the cells of a search transfer tickets of, and a session to find it with."""
-    parameters = {**notebook_defaults(NOTEBOOK), **fixed, "ticket": "imp", "sparsity": printed_sparsity(top_level)}
-    session = session_for(parameters)
-    # The cell of the top level names its ladder as notebook 05 resolves it (`TransferConfig.create`).
-    config = next(c for c, _ in transfer.notebook_runs(NOTEBOOK.stem, parameters, session) if c.ticket == "imp")
-    return config.imp, session
+    """The IMP ladder the cells of a search transfer tickets of, as notebook 05 names it at the top level,
+    and a session to find it with."""
+    parameters = Parameters.of(NOTEBOOK.stem, {**fixed, "ticket": "imp", "sparsity": printed_sparsity(top_level)})
+    session = open_session(parameters, device="cpu")
+    return transfer.plan(session, parameters).cells[0].imp, session
 
 
 def check_ladder(fixed: dict[str, Any], top_level: int) -> None:
     """Refuse a search above the IMP ladder that exists: it must reach the highest level searched."""
     ladder, session = ladder_needed(fixed, top_level)
-    missing = tickets.imp_ticket_missing(ladder, session.roots, session.seed, top_level)
-    if missing:
-        raise MissingInputError(f"The search needs the IMP ladder up to level {top_level}: {missing}.")
+    try:
+        tickets.imp_ticket(ladder, session.roots, session.seed, top_level)
+    except DwltError as err:
+        raise MissingInputError(f"The search needs the IMP ladder up to level {top_level}: {phrase(err)}.") from None
 
 
 def bisect(top_level: int, decide: Callable[[int], str]) -> tuple[int, int]:

@@ -28,33 +28,31 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import nbformat
 import pandas as pd
 import submitit
 
-from . import autoattack, io, notebook, paths, tickets, transfer
+from . import io, tickets, transfer
 from .errors import DwltError, InputError, MissingInputError, check_number, phrase
 from .jobs import Cell, RunCell, read_state, submitting, write_state
+from .notebook import (
+    DEFAULT_RUN_ROOT,
+    NOTEBOOKS,
+    Parameters,
+    Session,
+    declared_parameters,
+    makes,
+    open_session,
+    working_root,
+)
 from .paths import executed_dir, resolve_folder
+from .tickets import LadderPlan
+from .transfer import TransferPlan
 
-REPO = Path(__file__).resolve().parent.parent
-NOTEBOOKS = REPO / "notebooks"
-NOTEBOOK_RUN_ROOT = "runs"  # the default of every notebook's run_root parameter
+REPO = NOTEBOOKS.parent
 STATES = ("done", "running", "queued", "failed", "missing")
 LOCAL_TIMEOUT_MIN = 60 * 24 * 30  # a local job is never cut short: a month
 POLL_S = 0.5
 EXECUTORS = ("local", "slurm")
-
-
-def notebook_defaults(path: Path) -> dict[str, Any]:
-    """The parameters of a notebook with their default values, read from its parameters cell."""
-    nb = nbformat.read(path, as_version=4)
-    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
-    defaults = {}
-    for node in ast.parse(cell.source).body:
-        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
-            defaults[node.target.id] = ast.literal_eval(node.value)
-    return defaults
 
 
 def note(text: str) -> None:
@@ -65,7 +63,7 @@ def note(text: str) -> None:
 def run_root_of(fixed: dict) -> Path:
     """The run root the notebooks of these parameters use, resolved as they resolve it (the notebooks'
     default run root when the parameters do not set one)."""
-    return resolve_folder("run_root", fixed.get("run_root", NOTEBOOK_RUN_ROOT), notebook.working_root())
+    return resolve_folder("run_root", fixed.get("run_root", DEFAULT_RUN_ROOT), working_root())
 
 
 def existing_run_root(fixed: dict) -> Path:
@@ -86,7 +84,7 @@ def sweep_dir(fixed: dict) -> Path:
 
 def grid_cells(notebook_path: Path, fixed: dict, grid: dict[str, list], out: Path) -> list[Cell]:
     """One cell per combination of the grid's values, with the fixed parameters."""
-    defaults = notebook_defaults(notebook_path)
+    defaults = declared_parameters(notebook_path)
     unknown = [name for name in [*fixed, *grid] if name not in defaults]
     if unknown:
         raise InputError(f"{notebook_path.name} has no parameter {', '.join(unknown)}; it takes {', '.join(defaults)}.")
@@ -117,41 +115,27 @@ def _alive(state: dict) -> bool:
     return True
 
 
-def session_for(parameters: dict) -> notebook.Session:
-    """A CPU session with a notebook's parameters, to find what its cells make (nothing runs on it)."""
-    return notebook.start(
-        quick=parameters["quick"],
-        seed=parameters["seed"],
-        device="cpu",
-        data_root=parameters["data_root"],
-        run_root=parameters["run_root"],
-    )
+# What each kind of notebook makes, named in its metadata (`notebook.makes`): its door from parameters to runs.
+DOORS = {"transfer runs": transfer.plan, "an IMP ladder": tickets.plan}
+
+
+def planned(cell: Cell) -> tuple[Session, TransferPlan | LadderPlan | None]:
+    """A CPU session of a cell's parameters and what its notebook makes with them, through the door the
+    notebook itself uses (None for a notebook whose results this cannot see: 01, 06); nothing runs."""
+    parameters = Parameters.of(cell.notebook.stem, cell.parameters)
+    session = open_session(parameters, device="cpu")
+    door = DOORS.get(makes(cell.notebook))
+    return session, door(session, parameters) if door else None
 
 
 def _made(cell: Cell) -> tuple[bool | None, bool, float]:
     """(done, lock held, wall seconds of the runs that are finished) from what the notebook makes; done is
     None for a notebook whose results this cannot see (01, 06): its job's state decides."""
-    parameters = {**notebook_defaults(cell.notebook), **cell.parameters}
-    name = cell.notebook.stem
-    session = session_for(parameters)
-    if name in (*transfer.NOTEBOOK_REGIMES, "05_data_limited"):
-        runs = transfer.notebook_runs(name, parameters, session)
-        check = autoattack.notebook_check(parameters, session, [c for c, _ in runs])
-        finished = [d for c, d in runs if transfer.run_finished(c, d) and (check is None or check.done(c, d))]
-        held = any(io.lock_held(paths.lock_file(d)) for _, d in runs)
-        wall = sum(_records_wall(d) for d in finished)
-        return len(finished) == len(runs), held, wall
-    if name == "02_imp":
-        ladder = tickets.ImpConfig.from_notebook(session.profile, parameters, session.precision.name)
-        levels = parameters["levels"] or session.profile.levels
-        done = tickets.imp_ticket_missing(ladder, session.roots, session.seed, levels) is None
-        return done, False, 0.0
-    return None, False, 0.0
-
-
-def _records_wall(directory: Path) -> float:
-    records = pd.read_csv(paths.records_file(directory), usecols=["wall_s"])
-    return float(records.wall_s.iloc[0]) if len(records) else 0.0
+    _, made = planned(cell)
+    if made is None:
+        return None, False, 0.0
+    held = any(io.lock_held(lock) for lock in made.locks())
+    return made.done(), held, made.finished_wall_s()
 
 
 def cell_status(cell: Cell) -> dict[str, Any]:
@@ -238,7 +222,7 @@ def to_submit(cells: list[Cell], *, force: bool = False) -> list[Cell]:
 
 def _forced(cell: Cell) -> Cell:
     """A cell whose notebook retrains what it has (for notebooks that take `force`)."""
-    if "force" not in notebook_defaults(cell.notebook):
+    if "force" not in declared_parameters(cell.notebook):
         return cell
     return Cell(cell.notebook, {**cell.parameters, "force": True}, cell.varying, cell.folder)
 

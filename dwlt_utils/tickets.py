@@ -6,9 +6,11 @@ at any sparsity, made when first asked for.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import torch
@@ -18,13 +20,13 @@ from .augment import PAPER_224
 from .batches import NVJPEG_DEVIATION, ArrayBatches, Batches, jpeg_folder_batches, resolve_decoder
 from .checkpoints import DEFAULT_EPS_255, IMAGENET_MEAN, IMAGENET_STD
 from .config import to_plain, write_config
-from .data import check_trainable, imagenet_folder, load_splits, missing_phrase, subset_positions
+from .data import check_trainable, imagenet_folder, load_splits, subset_positions
 from .distributed import SINGLE, Launch, Ranks
 from .engine import Precision
 from .errors import DwltError, InputError, MissingInputError, check_choice, check_number, phrase, sentence
 from .imp import next_level, run_imp
 from .models import backbone_holding
-from .notebook import Session
+from .notebook import Parameters, Session, shell_line
 from .paths import Roots
 from .profiles import DEFAULT_IMP, PROFILES, Profile
 from .pruning import Mask, export_ticket, one_shot_mask, sparsity_at_level
@@ -34,6 +36,14 @@ from .vocabulary import IMP_VARIANTS, ONE_SHOT_METHODS, PRECISIONS, PRETRAININGS
 
 # A ladder's processes, named as the user gives them (a refusal that said "processes" named no parameter).
 LADDER_PROCESSES = "nproc_per_node × nnodes (notebook 02; imp_processes in 03-05)"
+GPUS_PER_NODE = 8  # how the notebook 02 parameters of a ladder of more processes split them into nodes
+
+
+def node_split(processes: int) -> dict[str, int]:
+    """Notebook 02's nproc_per_node and nnodes for a ladder of `processes`: the fewest nodes of at most
+    `GPUS_PER_NODE` processes each that split them evenly."""
+    nodes = next(n for n in range(-(-processes // GPUS_PER_NODE), processes + 1) if processes % n == 0)
+    return {"nproc_per_node": processes // nodes, "nnodes": nodes}
 
 
 @dataclass(frozen=True)
@@ -93,22 +103,6 @@ class ImpConfig:
             profile.name, pretraining, eps, variant, epochs, source_fraction, processes, precision, decoder, "global"
         )
 
-    @classmethod
-    def from_notebook(cls, profile: Profile, parameters: dict, precision: str = "fp32") -> ImpConfig:
-        """The ladder notebook 02 computes with these parameters (its parameter names, defaults filled in) in
-        `precision` (its session's, resolved)."""
-        return cls.create(
-            profile=profile,
-            pretraining=parameters["pretraining"],
-            source_eps_255=parameters["source_eps_255"],
-            variant=parameters["imp_variant"],
-            epochs_per_level=parameters["epochs_per_level"],
-            source_fraction=parameters["source_fraction"],
-            processes=parameters["nproc_per_node"] * parameters["nnodes"],
-            precision=precision,
-            decoder=parameters["decoder"],
-        )
-
     def recipe(self) -> TrainConfig:
         return replace(PROFILES[self.profile].imp_recipe(self.variant), epochs=self.epochs_per_level)
 
@@ -128,26 +122,37 @@ class ImpConfig:
             out.append(f"{LADDER_DEVIATION}{NVJPEG_DEVIATION}")
         return out
 
-    def notebook_flags(self, seed: int) -> str:
-        """The parameters of notebook 02 that compute this ladder (those at their defaults left out)."""
-        profile = PROFILES[self.profile]
-        flags = [f"-p pretraining {self.pretraining}"]
-        if self.source_eps_255 not in (0, DEFAULT_EPS_255):
-            flags.append(f"-p source_eps_255 {self.source_eps_255:g}")
-        if self.variant != DEFAULT_IMP[self.pretraining]:
-            flags.append(f"-p imp_variant {self.variant}")
-        if self.epochs_per_level != profile.imp_recipe(self.variant).epochs:
-            flags.append(f"-p epochs_per_level {self.epochs_per_level}")
-        if self.source_fraction != 1:
-            flags.append(f"-p source_fraction {self.source_fraction:g}")
-        if self.processes != 1:
-            flags.append(f"-p nproc_per_node {self.processes}")
-        if self.decoder != resolve_decoder("auto"):
-            flags.append(f"-p decoder {self.decoder}")
-        flags.append(f"-p precision {self.precision}")  # "auto" means another one on another machine
-        if seed != 1:
-            flags.append(f"-p seed {seed}")
-        return " ".join(flags + ([profile.flag] if profile.flag else []))
+    def notebook_parameters(self, seed: int) -> Parameters:
+        """The parameters of notebook 02 that compute this ladder with this seed: its processes split into
+        nodes of `GPUS_PER_NODE` when it has more (a ladder is the same on any split of its processes)."""
+        protocol = PROFILES[self.profile].imp_recipe(self.variant).epochs
+        return Parameters.of(
+            "02_imp",
+            {
+                "quick": self.profile != PROFILES["paper"].name,
+                "seed": seed,
+                "precision": self.precision,  # "auto" means another one on another machine
+                "pretraining": self.pretraining,
+                "source_eps_255": self.source_eps_255 or DEFAULT_EPS_255,
+                "imp_variant": "auto" if self.variant == DEFAULT_IMP[self.pretraining] else self.variant,
+                "epochs_per_level": 0 if self.epochs_per_level == protocol else self.epochs_per_level,
+                "source_fraction": self.source_fraction,
+                **node_split(self.processes),
+                "decoder": "auto" if self.decoder == resolve_decoder("auto") else self.decoder,
+            },
+        )
+
+    def transfer_parameters(self, precision: str) -> dict[str, Any]:
+        """The `imp_*` parameters of a transfer notebook (03-05) that name this ladder, in a notebook that runs
+        in `precision`."""
+        protocol = PROFILES[self.profile].imp_recipe(self.variant).epochs
+        return {
+            "imp_variant": "auto" if self.variant == DEFAULT_IMP[self.pretraining] else self.variant,
+            "imp_epochs": 0 if self.epochs_per_level == protocol else self.epochs_per_level,
+            "imp_processes": self.processes,
+            "imp_precision": "auto" if self.precision == precision else self.precision,
+            "imp_decoder": "auto" if self.decoder == resolve_decoder("auto") else self.decoder,
+        }
 
     def epoch_offset(self, level: int) -> int:
         """The ladder's epoch at which the training of level `level` into the next one starts."""
@@ -167,33 +172,55 @@ class ImpConfig:
         )
 
 
-def check_imp_inputs(
-    config: ImpConfig,
-    roots: Roots,
-    *,
-    levels: int,
-    imagenet_root: Path | None,
-    one_shot_sparsities: list,
-) -> int:
-    """Validate notebook 02's remaining parameters and find its inputs; returns the number of levels."""
-    profile = PROFILES[config.profile]
+@dataclass(frozen=True)
+class LadderPlan:
+    """What notebook 02's parameters make: a ladder up to a level, where its processes start, where it reads
+    ImageNet, and the one-shot tickets built beside it."""
+
+    parameters: Parameters
+    ladder: ImpConfig
+    directory: Path
+    levels: int
+    launch: Launch
+    imagenet_root: Path | None
+    one_shot_sparsities: tuple[float, ...]
+
+    def done(self) -> bool:
+        """Whether the ladder has its top level."""
+        return Mask.exists(paths.level_dir(self.directory, self.levels))
+
+    def locks(self) -> list[Path]:
+        return []  # a ladder resumes level by level; two notebooks computing one are not kept apart
+
+    def finished_wall_s(self) -> float:
+        return 0.0  # a ladder records no wall time of its own
+
+
+def plan(session: Session, parameters: Parameters) -> LadderPlan:
+    """The ladder notebook 02 computes with these parameters, in the session's precision, on
+    nproc_per_node × nnodes processes; validated (one clear sentence on bad input), nothing read from disk."""
+    launch = Launch(*(parameters[name] for name in ("nproc_per_node", "nnodes", "node_rank", "rdzv_endpoint")))
+    ladder = ImpConfig.create(
+        profile=session.profile,
+        pretraining=parameters["pretraining"],
+        source_eps_255=parameters["source_eps_255"],
+        variant=parameters["imp_variant"],
+        epochs_per_level=parameters["epochs_per_level"],
+        source_fraction=parameters["source_fraction"],
+        processes=launch.world,
+        precision=session.precision.name,
+        decoder=parameters["decoder"],
+    )
+    levels, sparsities = parameters["levels"], parameters["one_shot_sparsities"]
     check_number("levels", levels, 0, 40, integer=True)
-    if not isinstance(one_shot_sparsities, (list, tuple)):
-        raise InputError(f"one_shot_sparsities is a list of numbers in [0, 1); got {one_shot_sparsities!r}.")
-    for value in one_shot_sparsities:
+    if not isinstance(sparsities, (list, tuple)):
+        raise InputError(f"one_shot_sparsities is a list of numbers in [0, 1); got {sparsities!r}.")
+    for value in sparsities:
         check_number("a one-shot sparsity", value, 0, 0.9999)
-    problems = [sources.missing(profile, config.pretraining, config.source_eps_255, roots)]
-    if profile.source_transforms is None and not (imagenet_root and Path(imagenet_root, "train").is_dir()):
-        problems.append(
-            f"IMP on ImageNet needs its training images, and {imagenet_root or 'no imagenet_root'} has no "
-            "train/ folder: pass -p imagenet_root /path/to/imagenet (with train/ and val/ image folders)"
-        )
-    elif profile.source_transforms is not None:
-        problems.append(missing_phrase(profile.source_dataset, roots.data_root, download=False))
-    problems = [p for p in problems if p]
-    if problems:
-        raise MissingInputError("Cannot run this ladder: " + "; ".join(problems) + ".")
-    return levels or profile.levels
+    imagenet = session.folder("imagenet_root", parameters["imagenet_root"], optional=True)
+    directory = session.roots.imp_ladder(ladder, session.seed)
+    top = levels or session.profile.levels
+    return LadderPlan(parameters, ladder, directory, top, launch, imagenet, tuple(sparsities))
 
 
 def ladder_table(masks: list[Mask]) -> pd.DataFrame:
@@ -212,9 +239,9 @@ def ladder_table(masks: list[Mask]) -> pd.DataFrame:
     ).set_index("level")
 
 
-def _job_ladder(fields: dict) -> tuple[ImpConfig, Roots]:
-    roots = Roots(*(Path(fields["roots"][name]) for name in ("data_root", "run_root", "weights_dir")))
-    return ImpConfig(**fields["config"]), roots
+def _spec_ladder(spec: dict) -> tuple[ImpConfig, Roots]:
+    roots = Roots(*(Path(spec["roots"][name]) for name in ("data_root", "run_root", "weights_dir")))
+    return ImpConfig(**spec["config"]), roots
 
 
 @dataclass
@@ -237,44 +264,53 @@ class LevelTrainer:
             PROFILES[self.config.profile], self.config.pretraining, self.config.source_eps_255, self.roots
         )
 
-    def job(self) -> str:
-        """This trainer as the JSON a torchrun worker rebuilds it from (`from_job`), its ranks left out."""
-        return json.dumps(
-            {
-                "config": to_plain(self.config),
-                "roots": to_plain(self.roots),
-                "device": self.precision.device.type,
-                "bf16": self.precision.bf16,
-                "seed": self.seed,
-                "imagenet_root": str(self.imagenet_root or ""),
-                "workers": self.workers,
-                "progress": "phases" if self.progress == "bar" else self.progress,  # a worker shows no bar
-            }
-        )
+    def spec(self) -> dict:
+        """This trainer as a torchrun worker rebuilds it (`from_spec`; it crosses as JSON), its ranks left out."""
+        return {
+            "config": to_plain(self.config),
+            "roots": to_plain(self.roots),
+            "device": self.precision.device.type,
+            "bf16": self.precision.bf16,
+            "seed": self.seed,
+            "imagenet_root": str(self.imagenet_root or ""),
+            "workers": self.workers,
+            "progress": "phases" if self.progress == "bar" else self.progress,  # a worker shows no bar
+        }
 
     @classmethod
-    def from_job(cls, job: str, ranks: Ranks) -> LevelTrainer:
-        """The trainer of `job` on one rank of a torchrun worker: its own GPU, and progress shown by rank 0."""
-        fields = json.loads(job)
-        config, roots = _job_ladder(fields)
-        device = f"cuda:{ranks.local}" if fields["device"] == "cuda" else "cpu"
+    def from_spec(cls, spec: dict, ranks: Ranks) -> LevelTrainer:
+        """The trainer of `spec` on one rank of a torchrun worker: its own GPU, and progress shown by rank 0."""
+        config, roots = _spec_ladder(spec)
+        device = f"cuda:{ranks.local}" if spec["device"] == "cuda" else "cpu"
         return cls(
             config,
             roots,
-            Precision.for_device(device, bf16=fields["bf16"]),
-            fields["seed"],
-            Path(fields["imagenet_root"]) if fields["imagenet_root"] else None,
-            fields["workers"],
-            fields["progress"] if ranks.main else "off",
+            Precision.for_device(device, bf16=spec["bf16"]),
+            spec["seed"],
+            Path(spec["imagenet_root"]) if spec["imagenet_root"] else None,
+            spec["workers"],
+            spec["progress"] if ranks.main else "off",
             ranks,
         )
 
     @staticmethod
-    def job_training_dir(job: str, level: int) -> Path:
-        """Where a job's level trains into the next one, known even when its trainer cannot be built."""
-        fields = json.loads(job)
-        config, roots = _job_ladder(fields)
-        return paths.level_training_dir(roots.imp_ladder(config, fields["seed"]), level)
+    def spec_training_dir(spec: dict, level: int) -> Path:
+        """Where a spec's level trains into the next one, known even when its trainer cannot be built."""
+        config, roots = _spec_ladder(spec)
+        return paths.level_training_dir(roots.imp_ladder(config, spec["seed"]), level)
+
+    def require_inputs(self) -> None:
+        """Find what the levels train on before anything of the ladder is written. A ladder of several
+        processes reads ImageNet in its workers, so here its folder is only looked for."""
+        reads_jpegs = PROFILES[self.config.profile].source_transforms is None
+        if reads_jpegs and self.config.processes > 1:
+            if not (self.imagenet_root and (self.imagenet_root / "train").is_dir()):
+                raise MissingInputError(
+                    f"IMP on ImageNet needs its training images, and {self.imagenet_root or 'no imagenet_root'} has "
+                    "no train/ folder: pass -p imagenet_root /path/to/imagenet (with train/ and val/ image folders)."
+                )
+        else:
+            _ = self._inputs  # read and verified once, kept for the levels
 
     @cached_property
     def _inputs(self) -> tuple[Batches, tuple, tuple]:
@@ -333,8 +369,12 @@ def run_imp_ladder(
     launch: Launch | None = None,
 ) -> list[Mask]:
     """The IMP ladder of `config` up to `levels`, resuming whatever is on disk; a ladder of several processes
-    trains each level as a torchrun job of `launch` (`imp_worker`)."""
+    trains each level as a torchrun job of `launch` (by default on one node, or nodes of `GPUS_PER_NODE`).
+    Notebook 02 passes what `plan` made of its parameters."""
     check_number("levels", levels, 1, 40, integer=True)
+    launch = launch or Launch(**node_split(config.processes))
+    if launch.world != config.processes:
+        raise InputError(f"This ladder trains on {config.processes} processes, but the launch starts {launch.world}.")
     profile, roots, precision, seed = PROFILES[config.profile], session.roots, session.precision, session.seed
     if precision.name != config.precision:
         raise InputError(
@@ -344,6 +384,8 @@ def run_imp_ladder(
     ladder = roots.imp_ladder(config, seed)
     trainer = LevelTrainer(config, roots, precision, seed, imagenet_root, workers, session.progress)
     state = trainer.source_state  # read before anything of the ladder is written
+    if not Mask.exists(paths.level_dir(ladder, levels)):
+        trainer.require_inputs()
     # The device is kept for plans that price IMP levels from the ladder's recorded epochs (`costs`).
     write_config(
         paths.config_file(ladder),
@@ -354,18 +396,13 @@ def run_imp_ladder(
         device_batch=config.device_batch,
     )
     if config.processes > 1:
-        launch = launch or Launch(nproc_per_node=config.processes)
-        if launch.world != config.processes:
-            raise InputError(
-                f"This ladder trains on {config.processes} processes, but the launch starts {launch.world}."
-            )
-        job = trainer.job()
+        spec = json.dumps(trainer.spec())
 
         def train_level(level: int) -> None:
             distributed.launch(
                 launch,
                 "dwlt_utils.imp_worker",
-                [job, str(level)],
+                [spec, str(level)],
                 folder=paths.level_training_dir(ladder, level),
                 what=f"IMP level {level} → {level + 1} on {config.processes} processes",
             )
@@ -382,10 +419,11 @@ def export_official(config: ImpConfig, roots: Roots, seed: int, masks: list[Mask
     ]
 
 
-def _not_computed(config: ImpConfig, directory: Path, level: int, seed: int) -> str:
+def _not_computed(config: ImpConfig, roots: Roots, directory: Path, level: int, seed: int) -> str:
+    command = shell_line([config.notebook_parameters(seed).but(levels=level).at(roots)])
     return (
         f"the IMP ticket at level {level} ({sparsity_at_level(level):.2%}) of {config.describe()} is not in "
-        f"{directory}: run notebooks/02_imp.ipynb with {config.notebook_flags(seed)} -p levels {level} first"
+        f"{directory}: run `{command}` first"
     )
 
 
@@ -397,7 +435,7 @@ def imp_ticket_missing(config: ImpConfig, roots: Roots, seed: int, level: int) -
     """None when level `level` of the ladder is there and reads, else a phrase saying what to do."""
     directory = roots.imp_level(config, seed, level)
     if not Mask.exists(directory):
-        return _not_computed(config, directory, level, seed)
+        return _not_computed(config, roots, directory, level, seed)
     try:
         Mask.load(directory, remedy=_level_remedy(directory))
     except DwltError as err:
@@ -408,20 +446,30 @@ def imp_ticket_missing(config: ImpConfig, roots: Roots, seed: int, level: int) -
 def imp_ticket(config: ImpConfig, roots: Roots, seed: int, level: int) -> Mask:
     directory = roots.imp_level(config, seed, level)
     if not Mask.exists(directory):
-        raise MissingInputError(sentence(_not_computed(config, directory, level, seed)))
+        raise MissingInputError(sentence(_not_computed(config, roots, directory, level, seed)))
     return Mask.load(directory, remedy=_level_remedy(directory))
 
 
 def one_shot_ticket(
-    profile: Profile, pretraining: str, eps_255: float, method: str, sparsity: float, roots: Roots, *, seed: int
+    profile: Profile,
+    pretraining: str,
+    eps_255: float,
+    method: str,
+    sparsity: float,
+    roots: Roots,
+    *,
+    seed: int,
+    source: Callable[[], dict] | None = None,
 ) -> Mask:
-    """One-shot magnitude (OMP) or random pruning of θ_p at any sparsity, saved on first use."""
+    """One-shot magnitude (OMP) or random pruning of θ_p at any sparsity, saved on first use; `source` gives
+    θ_p when it was read already."""
     check_choice("one-shot method", method, ONE_SHOT_METHODS)
     check_number("sparsity", sparsity, 0, 1)
     directory = roots.one_shot(profile.name, pretraining, eps_255, method, sparsity, seed)
     if Mask.exists(directory):
         return Mask.load(directory, remedy="delete it: the next run that asks for this ticket makes it again")
-    backbone = backbone_holding(profile.arch, sources.load(profile, pretraining, eps_255, roots))
+    state = source() if source else sources.load(profile, pretraining, eps_255, roots)
+    backbone = backbone_holding(profile.arch, state)
     mask = one_shot_mask(backbone, sparsity, method, torch.Generator().manual_seed(seed))
     mask.save(directory)
     return mask

@@ -9,8 +9,8 @@ cell whose records exist is read back, not recomputed (unless forced).
 
 from __future__ import annotations
 
-import inspect
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -21,18 +21,20 @@ import torch
 import torch.nn as nn
 
 from . import io, paths, plotting, results, sources, vocabulary
+from .autoattack import Check
 from .batches import ArrayBatches
 from .config import config_hash, write_config
-from .data import DatasetInfo, ImageArrays, check_trainable, dataset_info, limit_train, load_splits, missing_phrase
-from .errors import DwltError, InputError, MissingInputError, check_choice, check_number
-from .evaluate import evaluate
+from .data import DatasetInfo, DataSplits, ImageArrays, check_trainable, dataset_info, limit_train, load_splits
+from .engine import Precision
+from .errors import DwltError, InputError, MissingInputError, check_choice, check_number, phrase
+from .evaluate import correct_per_image, evaluate
 from .models import backbone_holding, replace_fc, with_normalization
-from .notebook import Session
+from .notebook import Parameters, Session
 from .paths import Roots
 from .profiles import PROFILES, Profile
 from .pruning import Mask, level_for_sparsity, printed_sparsity
-from .tickets import ImpConfig, imp_ticket, imp_ticket_missing, one_shot_ticket
-from .train import TrainConfig, fit, load_selected, read_metrics
+from .tickets import ImpConfig, imp_ticket, one_shot_ticket
+from .train import FitResult, TrainConfig, fit, load_selected, read_metrics
 from .vocabulary import PRETRAININGS, REGIMES, STD_BUDGET_DEVIATION, STD_DATA, SUBSETS, TICKETS, source_key
 
 
@@ -57,33 +59,19 @@ class TransferConfig:
     test_images: int = 0
 
     @classmethod
-    def create(
-        cls,
-        *,
-        profile: Profile,
-        pretraining: str,
-        dataset: str,
-        regime: str,
-        ticket: str,
-        sparsity: float,
-        source_eps_255: float = 4,
-        imp_variant: str = "auto",
-        imp_epochs: int = 0,
-        imp_processes: int = 1,
-        imp_precision: str = "fp32",
-        imp_decoder: str = "auto",
-        ticket_seed: int = 1,
-        data_fraction: float = 1.0,
-        subset: str = "first",
-        std_data: str = "budget",
-        epochs: int = 0,
-        eps_255: float = 8,
-        train_steps: int = 10,
-        eval_steps: int = 20,
-        val_images: int = 0,
-        test_images: int = 0,
-    ) -> TransferConfig:
-        """Validate notebook parameters and resolve them into a cell; raises one clear sentence."""
+    def create(cls, profile: Profile, regime: str, parameters: Mapping[str, Any]) -> TransferConfig:
+        """The cell of one regime that a transfer notebook's parameters name (those it does not have keep the
+        protocol's values), validated and resolved; raises one clear sentence."""
+
+        def given(name: str, default: Any) -> Any:
+            return parameters.get(name, default)
+
+        pretraining, dataset, ticket = (parameters[name] for name in ("pretraining", "dataset", "ticket"))
+        sparsity, source_eps_255 = parameters["sparsity"], given("source_eps_255", 4)
+        data_fraction, subset, epochs = given("data_fraction", 1.0), given("subset", "first"), given("epochs", 0)
+        ticket_seed, eps_255 = given("ticket_seed", 1), given("eps_255", 8)
+        train_steps, eval_steps = given("train_steps", 10), given("eval_steps", 20)
+        val_images, test_images = given("val_images", 0), given("test_images", 0)
         check_choice("pre-training", pretraining, PRETRAININGS)
         profile.dataset(dataset)  # validates the name (and that the profile can run it)
         check_choice("regime", regime, REGIMES)
@@ -92,6 +80,7 @@ class TransferConfig:
         used = dataset_info(profile.dataset(dataset))
         check_trainable("data_fraction", data_fraction, used.train_size, f"{used.name} training images")
         check_choice("subset", subset, SUBSETS)
+        std_data = given("std_data", "budget")
         check_choice("std_data", std_data, STD_DATA)
         if regime == "std" and std_data == "all":  # the official code: the full-data cell, whatever the budget
             data_fraction, subset = 1.0, "first"
@@ -117,11 +106,11 @@ class TransferConfig:
                 profile=profile,
                 pretraining=pretraining,
                 source_eps_255=source_eps_255,
-                variant=imp_variant,
-                epochs_per_level=imp_epochs,
-                processes=imp_processes,
-                precision=imp_precision,
-                decoder=imp_decoder,
+                variant=given("imp_variant", "auto"),
+                epochs_per_level=given("imp_epochs", 0),
+                processes=given("imp_processes", 1),
+                precision=given("imp_precision", "fp32"),
+                decoder=given("imp_decoder", "auto"),
             )
             if ticket == "imp"
             else None
@@ -194,6 +183,37 @@ class TransferConfig:
         """The dense baseline of this cell (same pre-training, data, regime and recipe)."""
         return replace(self, ticket="dense", level=0, imp=None, ticket_seed=0)
 
+    def notebook_parameters(self, notebook: str, seed: int, precision: str) -> Parameters:
+        """The parameters of `notebook` (03-05) that make this run, with this seed and precision: `create`
+        read backwards, those at their defaults left as they are."""
+        profile = PROFILES[self.profile]
+        protocol = profile.transfer_recipe(self.regime, self.dataset)
+        values = {
+            "quick": self.profile != PROFILES["paper"].name,
+            "seed": seed,
+            "precision": precision,
+            "pretraining": self.pretraining,
+            "dataset": self.dataset,
+            "ticket": self.ticket,
+            "sparsity": self.sparsity if self.level else 0,
+            "regimes": [self.regime],
+            "data_fraction": self.data_fraction,
+            "subset": self.subset,
+            "epochs": self.recipe.epochs if self.recipe.epochs != protocol.epochs else 0,
+            "val_images": self.val_images,
+            "test_images": self.test_images,
+        }
+        if vocabulary.is_robust(self.pretraining):
+            values["source_eps_255"] = self.source_eps_255
+        if self.ticket in ("imp", "random"):
+            values["ticket_seed"] = self.ticket_seed
+        if self.recipe.attack is not None:
+            attack, val_attack = self.recipe.attack, self.recipe.val_attack
+            values.update(eps_255=attack.eps_255, train_steps=attack.steps, eval_steps=val_attack.steps)
+        if self.imp is not None:
+            values.update(self.imp.transfer_parameters(precision))
+        return Parameters.of(notebook, values)
+
 
 def check_regimes(regimes: list) -> list[str]:
     if not isinstance(regimes, (list, tuple)) or not regimes:
@@ -203,78 +223,165 @@ def check_regimes(regimes: list) -> list[str]:
     return list(dict.fromkeys(regimes))
 
 
-def missing_inputs(config: TransferConfig, roots: Roots, *, download: bool = True) -> list[str]:
-    """What a cell needs and does not find, each as a phrase that says how to provide it."""
-    profile = PROFILES[config.profile]
-    problems = [sources.missing(profile, config.pretraining, config.source_eps_255, roots)]
-    if config.ticket == "imp":
-        problems.append(imp_ticket_missing(config.imp, roots, config.ticket_seed, config.level))
-    problems.append(missing_phrase(profile.dataset(config.dataset), roots.data_root, download=download))
-    return [p for p in problems if p]
+@dataclass(frozen=True)
+class TransferPlan:
+    """What a transfer notebook's parameters make: its cells (one per regime), every run they make (each
+    cell's dense baseline first, when asked for) with its run directory, and the AutoAttack check asked for."""
+
+    parameters: Parameters
+    cells: tuple[TransferConfig, ...]
+    runs: tuple[tuple[TransferConfig, Path], ...]
+    check: Check | None
+
+    @property
+    def notebook(self) -> str:
+        return self.parameters.notebook
+
+    def finished(self, config: TransferConfig, directory: Path) -> bool:
+        """Whether a run's records are complete (what makes a notebook read it back instead of training it)."""
+        return finished_records(config, directory) is not None
+
+    def done(self) -> bool:
+        """Whether every run is finished, with its AutoAttack check when one is asked for."""
+        return all(
+            self.finished(config, directory) and (self.check is None or self.check.done(config, directory))
+            for config, directory in self.runs
+        )
+
+    def locks(self) -> list[Path]:
+        """The locks its runs hold while one trains them."""
+        return [paths.lock_file(directory) for _, directory in self.runs]
+
+    def finished_wall_s(self) -> float:
+        """The wall seconds its finished runs took, from their records."""
+        return sum(
+            float(records.wall_s.iloc[0])
+            for config, directory in self.runs
+            if (records := finished_records(config, directory)) is not None and len(records)
+        )
+
+    def describe(self) -> str:
+        return "\n".join(
+            f"cell: {cell.describe()}\n  deviations from the protocol: {'; '.join(cell.deviations()) or 'none'}"
+            for cell in self.cells
+        )
 
 
-def require_inputs(config: TransferConfig, roots: Roots, *, download: bool = True) -> None:
-    missing = missing_inputs(config, roots, download=download)
-    if missing:
-        raise MissingInputError("Cannot run this cell: " + "; ".join(missing) + ".")
-
-
-def _ladder_precision(parameters: dict[str, Any], session: Session) -> dict[str, Any]:
-    """The parameters with an `imp_precision` of "auto" read as the session's own: a ticket comes by default
-    from the ladder that notebook 02 computes with the same `precision` on the same machine."""
+def plan(session: Session, parameters: Parameters) -> TransferPlan:
+    """The runs a transfer notebook (03-05) makes with these parameters, validated (one clear sentence on
+    bad input); nothing is read from disk. An `imp_precision` of "auto" is the session's own: a ticket comes
+    by default from the ladder that notebook 02 computes with the same `precision` on the same machine."""
     if parameters.get("imp_precision", "auto") == "auto":
-        return {**parameters, "imp_precision": session.precision.name}
-    return parameters
+        parameters = parameters.but(imp_precision=session.precision.name)
+    regimes = check_regimes(parameters["regimes"])
+    cells = [TransferConfig.create(session.profile, regime, parameters) for regime in regimes]
+    dense_baseline = parameters.get("dense_baseline", True)
+    for name in ("dense_baseline", "force", "download"):
+        if not isinstance(parameters.get(name, True), bool):
+            raise InputError(f"{name} is True or False; got {parameters[name]!r}.")
+    runs = [run for cell in cells for run in with_dense(cell, dense_baseline)]
+    check = Check.create(
+        session.profile, cells, parameters.get("eval_attack", "pgd20"), parameters.get("autoattack_images", 0)
+    )
+    directories = tuple((run, session.roots.transfer_cell(run, session.seed)) for run in runs)
+    return TransferPlan(parameters, tuple(cells), directories, check)
 
 
-def plan(session: Session, *, regimes: list, download: bool = True, **parameters: Any) -> list[TransferConfig]:
-    """The cells of one transfer notebook (one per regime), validated, with their inputs found; the
-    parameters are `TransferConfig.create`'s."""
-    parameters = _ladder_precision(parameters, session)
-    cells = [
-        TransferConfig.create(profile=session.profile, regime=regime, **parameters) for regime in check_regimes(regimes)
+def with_dense(config: TransferConfig, dense_baseline: bool = True) -> list[TransferConfig]:
+    """The runs of a cell: its dense baseline first when asked for (a dense cell is its own), then the cell."""
+    return [config.dense(), config] if dense_baseline and config.ticket != "dense" else [config]
+
+
+class Inputs:
+    """What runs are made of, each read once, where it is loaded, and verified as it is read: θ_p of each
+    pre-training, the ticket masks, the data sets. A missing or damaged one raises its one sentence there."""
+
+    def __init__(self, roots: Roots, *, download: bool = True):
+        self.roots, self.download = roots, download
+        self._sources: dict[tuple, dict] = {}
+        self._masks: dict[tuple, Mask | None] = {}
+        self._splits: dict[str, DataSplits] = {}
+
+    def source(self, config: TransferConfig) -> dict[str, torch.Tensor]:
+        """θ_p of the cell's pre-training."""
+        key = (config.profile, config.pretraining, config.source_eps_255)
+        if key not in self._sources:
+            self._sources[key] = sources.load(PROFILES[config.profile], *key[1:], self.roots)
+        return self._sources[key]
+
+    def mask(self, config: TransferConfig) -> Mask | None:
+        """The cell's ticket (None: the dense model); a one-shot ticket is made on first use."""
+        key = (config.profile, config.pretraining, config.source_eps_255, config.ticket, config.level, config.imp)
+        key += (config.ticket_seed,)
+        if key not in self._masks:
+            self._masks[key] = self._ticket(config)
+        return self._masks[key]
+
+    def _ticket(self, config: TransferConfig) -> Mask | None:
+        if config.ticket == "dense":
+            return None
+        if config.ticket == "imp":
+            return imp_ticket(config.imp, self.roots, config.ticket_seed, config.level)
+        method = "magnitude" if config.ticket == "omp" else "random"
+        profile = PROFILES[config.profile]
+        args = (profile, config.pretraining, config.source_eps_255, method, config.sparsity, self.roots)
+        return one_shot_ticket(*args, seed=config.ticket_seed, source=lambda: self.source(config))
+
+    def splits(self, config: TransferConfig) -> DataSplits:
+        """The three splits of the data set the cell trains on (its stand-in in a profile that has one)."""
+        name = PROFILES[config.profile].dataset(config.dataset)
+        if name not in self._splits:
+            self._splits[name] = load_splits(name, self.roots.data_root, download=self.download)
+        return self._splits[name]
+
+    def require(self, configs: list[TransferConfig]) -> None:
+        """Read every input of these runs before any trains. One problem raises its own sentence; several are
+        said together in one."""
+        problems: dict[str, DwltError] = {}
+        for config in configs:
+            for read in (self.source, self.mask, self.splits):
+                try:
+                    read(config)
+                except DwltError as err:  # missing or damaged, in the words of the load that found it
+                    problems.setdefault(phrase(err), err)
+        if len(problems) == 1:
+            raise next(iter(problems.values()))
+        if problems:
+            said = [p[0].lower() + p[1:] if p[1:2].islower() else p for p in problems]
+            raise MissingInputError("Cannot run this cell: " + "; ".join(said) + ".")
+
+
+def run_plan(plan: TransferPlan, session: Session) -> pd.DataFrame:
+    """Every run of a plan: read back when finished (unless its notebook's `force` retrains its cells), else
+    trained once its inputs are all read; returns their records."""
+    force = plan.parameters.get("force", False)
+    inputs = Inputs(session.roots, download=plan.parameters.get("download", True))
+    forced = [force and run in plan.cells for run, _ in plan.runs]
+    inputs.require([run for (run, d), f in zip(plan.runs, forced) if f or not plan.finished(run, d)])
+    frames = [
+        run_transfer(run, session, notebook=plan.notebook, inputs=inputs, force=f)
+        for (run, _), f in zip(plan.runs, forced)
     ]
-    for cell in cells:
-        require_inputs(cell, session.roots, download=download)
-    return cells
-
-
-def describe_plan(cells: list[TransferConfig]) -> str:
-    return "\n".join(
-        f"cell: {cell.describe()}\n  deviations from the protocol: {'; '.join(cell.deviations()) or 'none'}"
-        for cell in cells
-    )
-
-
-def ticket_mask(config: TransferConfig, roots: Roots) -> Mask | None:
-    if config.ticket == "dense":
-        return None
-    if config.ticket == "imp":
-        return imp_ticket(config.imp, roots, config.ticket_seed, config.level)
-    method = "magnitude" if config.ticket == "omp" else "random"
-    return one_shot_ticket(
-        PROFILES[config.profile],
-        config.pretraining,
-        config.source_eps_255,
-        method,
-        config.sparsity,
-        roots,
-        seed=config.ticket_seed,
-    )
+    return pd.concat(frames, ignore_index=True)
 
 
 def run_transfer(
-    config: TransferConfig, session: Session, *, notebook: str, download: bool = True, force: bool = False
+    config: TransferConfig,
+    session: Session,
+    *,
+    notebook: str,
+    inputs: Inputs | None = None,
+    force: bool = False,
 ) -> pd.DataFrame:
-    """Train and test one cell; returns its records (those on disk when the cell is already done)."""
+    """Train and test one run; returns its records (those on disk when the run is already done)."""
     directory = session.roots.transfer_cell(config, session.seed)
     if not force and (finished := finished_records(config, directory)) is not None:
         return finished
-    require_inputs(config, session.roots, download=download)
+    inputs = inputs or Inputs(session.roots)
     with io.exclusive(paths.lock_file(directory)):  # parallel sweep jobs asking for one cell train it once
         if not force and (finished := finished_records(config, directory, quiet=False)) is not None:
             return finished
-        return _train_and_test(config, session, directory, notebook=notebook, download=download, force=force)
+        return _train_and_test(config, session, directory, inputs, notebook=notebook, force=force)
 
 
 def finished_records(config: TransferConfig, directory: Path, *, quiet: bool = True) -> pd.DataFrame | None:
@@ -298,10 +405,10 @@ def finished_records(config: TransferConfig, directory: Path, *, quiet: bool = T
 
 
 def _train_and_test(
-    config: TransferConfig, session: Session, directory: Path, *, notebook: str, download: bool, force: bool
+    config: TransferConfig, session: Session, directory: Path, inputs: Inputs, *, notebook: str, force: bool
 ) -> pd.DataFrame:
     profile, roots, precision, seed = PROFILES[config.profile], session.roots, session.precision, session.seed
-    splits = load_splits(profile.dataset(config.dataset), roots.data_root, download=download)
+    splits = inputs.splits(config)
     if config.data_fraction < 1:
         splits = limit_train(splits, config.data_fraction, config.subset, seed)
     splits = replace(
@@ -309,8 +416,8 @@ def _train_and_test(
         val=first_images(splits.val, config.val_images),
         test=first_images(splits.test, config.test_images),
     )
-    model, backbone = cell_model(config, roots, splits.info, seed)
-    mask = ticket_mask(config, roots)
+    model, backbone = cell_model(config, inputs, splits.info, seed)
+    mask = inputs.mask(config)
 
     if force:
         for stale in directory.iterdir():  # a forced rerun starts from nothing
@@ -322,6 +429,7 @@ def _train_and_test(
         config,
         seed=seed,
         notebook=notebook,
+        parameters=config.notebook_parameters(notebook, seed, precision.name).changed(),
         deviations=deviations,
         cell=config.describe(),
         data_root=roots.data_root,
@@ -397,11 +505,10 @@ def _train_and_test(
     return results.to_frame(records)
 
 
-def cell_model(config: TransferConfig, roots: Roots, info: DatasetInfo, seed: int) -> tuple[nn.Module, nn.Module]:
+def cell_model(config: TransferConfig, inputs: Inputs, info: DatasetInfo, seed: int) -> tuple[nn.Module, nn.Module]:
     """The cell's model before training (θ_p, a fresh classifier of the seed, the data set's normalisation
     inside) and its backbone."""
-    profile = PROFILES[config.profile]
-    backbone = backbone_holding(profile.arch, sources.load(profile, config.pretraining, config.source_eps_255, roots))
+    backbone = backbone_holding(PROFILES[config.profile].arch, inputs.source(config))
     replace_fc(backbone, info.num_classes, seed)
     return with_normalization(backbone, info.mean, info.std), backbone
 
@@ -416,60 +523,51 @@ def _denominator(backbone: torch.nn.Module) -> str:
     return f"all {sum(m.weight.numel() for m in convs):,} weights of the {len(convs)} backbone Conv2d layers"
 
 
-def run_cell_with_dense(
-    config: TransferConfig,
-    session: Session,
-    *,
-    notebook: str,
-    dense_baseline: bool = True,
-    download: bool = True,
-    force: bool = False,
-) -> pd.DataFrame:
-    """A cell and, when asked, its dense baseline (run once, then read from disk: `force` is the cell's)."""
-    frames = [
-        run_transfer(run, session, notebook=notebook, download=download, force=force and run == config)
-        for run in with_dense(config, dense_baseline)
-    ]
+def run_check(plan: TransferPlan, session: Session) -> pd.DataFrame:
+    """The AutoAttack check's records of every adversarial run of a plan, measured once (each run must be
+    finished) and then read from disk."""
+    check, inputs = plan.check, Inputs(session.roots)
+    frames = []
+    for config, directory in plan.runs:
+        if config.regime != "adv":
+            continue
+        cell_records = finished_records(config, directory)
+        if cell_records is None:
+            raise MissingInputError(f"The AutoAttack check needs the finished run in {directory}; run its cell first.")
+        with io.exclusive(paths.lock_file(directory)):
+            if not check.done(config, directory):
+                _measure_check(check, config, session, inputs, directory, cell_records)
+        frames.append(results.load(directory, check.file(directory).name))
     return pd.concat(frames, ignore_index=True)
 
 
-def with_dense(config: TransferConfig, dense_baseline: bool = True) -> list[TransferConfig]:
-    """The runs of a cell: its dense baseline first when asked for (a dense cell is its own), then the cell."""
-    return [config.dense(), config] if dense_baseline and config.ticket != "dense" else [config]
-
-
-def run_plan(cells: list[TransferConfig], session: Session, *, notebook: str, **kwargs: Any) -> pd.DataFrame:
-    """Every cell of a notebook's plan with its dense baseline (`run_cell_with_dense`'s options)."""
-    return pd.concat(
-        [run_cell_with_dense(cell, session, notebook=notebook, **kwargs) for cell in cells], ignore_index=True
-    )
-
-
-# The regimes each transfer notebook runs (05 takes them as its `regimes` parameter).
-NOTEBOOK_REGIMES = {"03_std_transfer": ["std"], "04_adv_transfer": ["adv"]}
-
-
-def notebook_runs(notebook: str, parameters: dict[str, Any], session: Session) -> list[tuple[TransferConfig, Path]]:
-    """The runs a transfer notebook makes for these parameters (its notebook defaults filled in), dense
-    baselines included, each with its run directory; parameters it cannot run raise their one sentence."""
-    regimes = parameters["regimes"] if notebook == "05_data_limited" else NOTEBOOK_REGIMES[notebook]
-    wanted = inspect.signature(TransferConfig.create).parameters
-    arguments = {k: v for k, v in parameters.items() if k in wanted and k not in ("profile", "regime")}
-    arguments = _ladder_precision(arguments, session)
-    runs = [
-        run
-        for regime in check_regimes(regimes)
-        for run in with_dense(
-            TransferConfig.create(profile=session.profile, regime=regime, **arguments),
-            parameters.get("dense_baseline", True),
-        )
-    ]
-    return [(config, session.roots.transfer_cell(config, session.seed)) for config in runs]
-
-
-def run_finished(config: TransferConfig, directory: Path) -> bool:
-    """Whether a run's records are complete (what makes a notebook read it back instead of training it)."""
-    return finished_records(config, directory) is not None
+def _measure_check(
+    check: Check, config: TransferConfig, session: Session, inputs: Inputs, directory: Path, cell_records: pd.DataFrame
+) -> None:
+    profile = PROFILES[config.profile]
+    splits = inputs.splits(config)
+    test = first_images(splits.test, check.images)
+    # fp32, as AutoAttack's reference runs: a low-precision attack can be a weaker one.
+    precision = Precision.for_device(session.precision.device, bf16=False, channels_last=False)
+    batches = ArrayBatches(test, profile.transforms, precision.device)
+    model, _ = cell_model(config, inputs, splits.info, session.seed)
+    precision.prepare(model)
+    rows = []
+    for checkpoint in config.recipe.keep:
+        load_selected(model, FitResult(directory), checkpoint)
+        ra = cell_records[(cell_records.metric == "RA") & (cell_records.checkpoint == checkpoint)]
+        measured = ["attack", "value", "wall_s", "timestamp", "torch_version", "dwlt_version", "git_rev"]
+        fields = ra.iloc[0].drop(measured).to_dict()
+        robust_under_all = None
+        for attack, name in zip(check.attacks(config), check.attack_names(config)):
+            started = time.perf_counter()
+            _, robust = correct_per_image(
+                model.eval(), batches, attack=attack, precision=precision, batch_size=profile.eval_batch_size
+            )
+            rows.append(check.record(fields, name, robust, time.perf_counter() - started))
+            robust_under_all = robust if robust_under_all is None else robust_under_all & robust
+        rows.append(check.record(fields, check.attack_names(config)[-1], robust_under_all, 0.0))
+    results.write_records(directory, rows, check.file(directory))
 
 
 def results_table(records: pd.DataFrame) -> pd.DataFrame:

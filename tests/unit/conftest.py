@@ -10,14 +10,11 @@ from dwlt_utils.profiles import QUICK
 @pytest.fixture()
 def session(tmp_path):
     """A quick-profile session on the CPU with its folders in a temporary directory."""
-    return notebook.start(
-        quick=True,
-        seed=1,
-        device="cpu",
-        data_root=str(tmp_path / "data"),
-        run_root=str(tmp_path / "runs"),
-        weights_dir=str(tmp_path / "weights"),
+    folders = dict(
+        data_root=str(tmp_path / "data"), run_root=str(tmp_path / "runs"), weights_dir=str(tmp_path / "weights")
     )
+    session, _ = notebook.start("01_load_pretrained", dict(quick=True, seed=1, device="cpu", **folders))
+    return session
 
 
 @pytest.fixture()

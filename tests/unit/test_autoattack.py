@@ -6,11 +6,12 @@ import torch
 import torch.nn as nn
 from test_results import record
 
-from dwlt_utils import autoattack, results
+from dwlt_utils import autoattack, results, transfer
 from dwlt_utils.attacks import PGD20_EVAL
 from dwlt_utils.autoattack import AutoAttack, Check, side_by_side
 from dwlt_utils.errors import InputError
 from dwlt_utils.evaluate import EVAL_SEED, evaluate
+from dwlt_utils.notebook import Parameters
 from dwlt_utils.profiles import QUICK
 from dwlt_utils.transfer import TransferConfig
 
@@ -84,9 +85,7 @@ def test_autoattack_breaks_at_least_what_pgd20_breaks_on_the_same_images(model, 
 
 def quick_cells(regimes=("adv",)):
     return [
-        TransferConfig.create(
-            profile=QUICK, pretraining="adv", dataset="cifar10", regime=r, ticket="imp", sparsity=0.36
-        )
+        TransferConfig.create(QUICK, r, dict(pretraining="adv", dataset="cifar10", ticket="imp", sparsity=0.36))
         for r in regimes
     ]
 
@@ -107,15 +106,15 @@ def test_bad_eval_attack_or_image_count_is_one_sentence(eval_attack, images, reg
     assert str(err.value).count(". ") == 0 and "\n" not in str(err.value)
 
 
-def test_the_check_resolves_its_image_count_and_the_runs_it_covers():
+def test_the_check_resolves_its_image_count_and_is_part_of_a_notebooks_plan(session):
     cells = quick_cells(("std", "adv"))
     assert Check.create(QUICK, cells, "pgd20", 0) is None
     check = Check.create(QUICK, cells, "autoattack", 0)
     assert check.images == QUICK.autoattack_images
     assert Check.create(QUICK, cells, "autoattack", 7).images == 7
-    runs = check.runs(cells)
-    assert [(r.regime, r.ticket) for r in runs] == [("adv", "dense"), ("adv", "imp")]
-    assert [(r.ticket) for r in check.runs(cells, dense_baseline=False)] == ["imp"]
+    given = dict(quick=True, ticket="imp", sparsity=0.36, eval_attack="autoattack", autoattack_images=7)
+    planned = transfer.plan(session, Parameters.of("05_data_limited", given))
+    assert planned.check == Check(7)
 
 
 def check_record(ticket, seed, kind, value, images=1000, checkpoint="best_ra"):
@@ -208,7 +207,5 @@ def test_a_check_measured_with_other_attacks_is_not_done(tmp_path):
     assert check.done(cell, tmp_path)
     check.file(tmp_path).write_text("")  # damaged: measured again
     assert not check.done(cell, tmp_path)
-    std = TransferConfig.create(
-        profile=QUICK, pretraining="adv", dataset="cifar10", regime="std", ticket="dense", sparsity=0
-    )
+    std = TransferConfig.create(QUICK, "std", dict(pretraining="adv", dataset="cifar10", ticket="dense", sparsity=0))
     assert check.done(std, tmp_path / "elsewhere")  # standard transfer has no check to do

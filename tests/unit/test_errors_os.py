@@ -156,9 +156,9 @@ def notebook_of(tmp_path: Path, *sources: str) -> Path:
 def test_a_notebook_cell_refused_by_the_system_ends_in_the_sentence(tmp_path):
     """open() in a cell, not the package: after notebook.start every refusal of the system reads as one."""
     start = (
-        f"from dwlt_utils import notebook\nnotebook.start(quick=True, seed=1, device='cpu', data_root='{tmp_path}', "
+        "from dwlt_utils import notebook\nnotebook.start('06_figures', "
+        f"dict(quick=True, seed=1, device='cpu', data_root='{tmp_path}', run_root='{tmp_path}'))"
     )
-    start += f"run_root='{tmp_path}')"
     notebook = notebook_of(tmp_path, start, f"open('{tmp_path}/{TOO_LONG}', 'w')")
     with pytest.raises(pm.PapermillExecutionError) as err:
         pm.execute_notebook(str(notebook), str(tmp_path / "out.ipynb"), progress_bar=False, cwd=str(tmp_path))

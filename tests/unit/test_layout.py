@@ -32,7 +32,7 @@ FLOORS = [
     ),
     ("profiles", "plotting"),
     ("notebook",),
-    ("sources", "tickets", "imp_worker", "transfer", "autoattack", "report"),
+    ("sources", "tickets", "imp_worker", "autoattack", "transfer", "commands", "report"),
     ("jobs", "sweeps", "search", "bench", "gpu_check", "costs", "plans", "cli", "prerequisites"),
 ]
 ORDER = [name for floor in FLOORS for name in floor]

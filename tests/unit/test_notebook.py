@@ -9,7 +9,8 @@ REPO = Path(notebook.__file__).resolve().parent.parent
 
 
 def start(**overrides):
-    return notebook.start(**{**dict(quick=True, seed=1, device="cpu", data_root="data", run_root="runs"), **overrides})
+    given = {**dict(quick=True, seed=1, device="cpu", data_root="data", run_root="runs"), **overrides}
+    return notebook.start("03_std_transfer", given)[0]
 
 
 def test_relative_folders_mean_the_same_from_jupyterlab_and_from_papermill(monkeypatch, tmp_path):
@@ -65,3 +66,30 @@ def test_every_relative_folder_of_a_notebook_starts_at_the_same_place(monkeypatc
     assert session.folder("imagenet_root", "", optional=True) is None
     with pytest.raises(InputError, match="results_dir is a folder path"):
         session.folder("results_dir", "")
+
+
+def test_a_notebook_starts_with_its_parameters_and_a_papermill_command_gives_them_back(monkeypatch):
+    """`start` reads every declared parameter from the notebook's namespace; `command` writes the ones that
+    differ from the defaults as papermill's command line reads them back (a number-like string stays one)."""
+    monkeypatch.delenv("JPY_SESSION_NAME", raising=False)
+    namespace = dict(quick=True, seed=2, device="cpu", dataset="svhn", regimes=["adv", "std"], subset="1", x=0)
+    session, parameters = notebook.start("05_data_limited", namespace)
+    assert session.seed == 2 and parameters.notebook == "05_data_limited" and "x" not in parameters
+    assert parameters["ticket"] == "imp" and parameters["regimes"] == ["adv", "std"]
+    assert parameters.changed() == {
+        "quick": True,
+        "seed": 2,
+        "device": "cpu",
+        "dataset": "svhn",
+        "regimes": ["adv", "std"],
+        "subset": "1",
+    }
+    command = parameters.command()
+    assert command.startswith(
+        "papermill notebooks/05_data_limited.ipynb runs/executed/05_data_limited/quick-True_seed-2"
+    )
+    assert command.endswith(
+        '-p quick True -p seed 2 -p device cpu -p dataset svhn -y \'regimes: ["adv", "std"]\' -r subset 1'
+    )
+    with pytest.raises(InputError, match=r"^05_data_limited.ipynb has no parameter sparsty; it takes quick, seed"):
+        parameters.but(sparsty=0.5)

@@ -11,7 +11,7 @@ from dataclasses import asdict
 import pytest
 from test_results import record
 
-from dwlt_utils import bench, cli, costs, paths, plans, results, search, sweeps, transfer
+from dwlt_utils import bench, cli, costs, paths, plans, results, search, sweeps, tickets, transfer
 from dwlt_utils.attacks import PGD20_EVAL
 from dwlt_utils.autoattack import AutoAttack, Check
 from dwlt_utils.costs import Work
@@ -23,9 +23,9 @@ IMAGENET = 1_281_167
 TRAININGS = 18 * 30 * IMAGENET  # images a paper ladder trains on: 18 levels of 30 epochs over ImageNet
 
 
-def paper_cell(**overrides) -> transfer.TransferConfig:
-    args = dict(profile=PAPER, pretraining="adv", dataset="cifar10", regime="adv", ticket="dense", sparsity=0)
-    return transfer.TransferConfig.create(**{**args, **overrides})
+def paper_cell(regime="adv", **overrides) -> transfer.TransferConfig:
+    given = dict(pretraining="adv", dataset="cifar10", ticket="dense", sparsity=0)
+    return transfer.TransferConfig.create(PAPER, regime, {**given, **overrides})
 
 
 @pytest.mark.parametrize(
@@ -151,12 +151,16 @@ def test_the_paper_plan_is_its_bench_figures_times_its_work(tmp_path, capsys):
     assert "Priced off a GPU" not in out
 
 
-QUICK_STD = dict(profile=QUICK, pretraining="adv", dataset="cifar10", regime="std", ticket="dense", sparsity=0)
+QUICK_STD = dict(pretraining="adv", dataset="cifar10", ticket="dense", sparsity=0)
+
+
+def quick_std(**overrides) -> transfer.TransferConfig:
+    return transfer.TransferConfig.create(QUICK, "std", {**QUICK_STD, **overrides})
 
 
 def test_recorded_runs_price_by_their_seconds_per_forward(session, roots, plant_source):
     plant_source()
-    full = transfer.TransferConfig.create(**QUICK_STD)
+    full = quick_std()
     wall = transfer.run_transfer(full, session, notebook="03_std_transfer").wall_s.iloc[0]
     pricer = costs.Pricer(roots.run_root)
     prices = pricer.price(QUICK, "std")
@@ -165,7 +169,7 @@ def test_recorded_runs_price_by_their_seconds_per_forward(session, roots, plant_
     assert (prices.forward, prices.train, prices.attack) == pytest.approx(
         (per_forward, 3 * per_forward, 3 * per_forward)
     )
-    quarter = costs.run_work(transfer.TransferConfig.create(**QUICK_STD, data_fraction=0.25))
+    quarter = costs.run_work(quick_std(data_fraction=0.25))
     assert prices.seconds(quarter) == pytest.approx(wall * quarter.forwards / costs.run_work(full).forwards)
     with pytest.raises(MissingInputError, match="Nothing prices adv runs of the quick profile"):
         pricer.price(QUICK, "adv")
@@ -176,11 +180,11 @@ def test_a_recorded_price_predicts_a_run_it_never_saw(session, roots, plant_sour
     """The price of one quick standard-transfer run on all the data predicts the wall time of one on a
     quarter of it (a model that ignored the data budget would be four times off)."""
     plant_source()
-    transfer.run_transfer(transfer.TransferConfig.create(**QUICK_STD, epochs=2), session, notebook="03_std_transfer")
+    transfer.run_transfer(quick_std(epochs=2), session, notebook="03_std_transfer")
     shutil.rmtree(roots.run_root / "transfer")  # a warm-up, which prices nothing
-    transfer.run_transfer(transfer.TransferConfig.create(**QUICK_STD), session, notebook="03_std_transfer")
+    transfer.run_transfer(quick_std(), session, notebook="03_std_transfer")
     prices = costs.Pricer(roots.run_root).price(QUICK, "std")
-    quarter = transfer.TransferConfig.create(**QUICK_STD, data_fraction=0.25)
+    quarter = quick_std(data_fraction=0.25)
     predicted = prices.seconds(costs.run_work(quarter))
     measured = transfer.run_transfer(quarter, session, notebook="03_std_transfer").wall_s.iloc[0]
     assert 0.4 < predicted / measured < 2.5, (predicted, measured)
@@ -302,9 +306,9 @@ def test_a_sweep_asked_for_autoattack_adds_the_check_to_its_adversarial_runs_unl
     assert checked.seconds == pytest.approx(plain.seconds + 2 * 2 * 1000 * 10_764 * forward)
     assert checked.what == "adv transfer + AutoAttack"
     # a check on disk, measured by today's attacks, is done
-    parameters = {**sweeps.notebook_defaults(checked_cells[0].notebook), **checked_cells[0].parameters}
     check = Check(images=1000)
-    for config, directory in transfer.notebook_runs("04_adv_transfer", parameters, sweeps.session_for(parameters)):
+    _, planned = sweeps.planned(checked_cells[0])
+    for config, directory in planned.runs:
         rows = [
             record(
                 ticket=config.ticket,
@@ -348,8 +352,9 @@ def test_plan_paper_counts_one_check_per_adversarial_run_when_asked(tmp_path, ca
 def test_a_ladder_takes_the_most_gpus_that_split_its_batch():
     assert [plans.ddp_processes(gpus, 2048) for gpus in (1, 2, 3, 21, 64, 5000)] == [1, 2, 2, 16, 64, 2048]
     assert plans.ddp_processes(64, 96) == 32
-    assert plans.notebook_02_flags(4) == "-p nproc_per_node 4"
-    assert plans.notebook_02_flags(32) == "-p nproc_per_node 8 -p nnodes 4"
+    assert tickets.node_split(4) == {"nproc_per_node": 4, "nnodes": 1}
+    assert tickets.node_split(32) == {"nproc_per_node": 8, "nnodes": 4}
+    assert tickets.node_split(12) == {"nproc_per_node": 6, "nnodes": 2}
 
 
 def search_fixed(tmp_path) -> dict:

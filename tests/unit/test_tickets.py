@@ -5,6 +5,7 @@ import pytest
 from dwlt_utils import paths, tickets, train
 from dwlt_utils.engine import generator_for
 from dwlt_utils.errors import FileFormatError, InputError, MissingInputError
+from dwlt_utils.notebook import Parameters
 from dwlt_utils.profiles import PAPER, QUICK
 
 
@@ -19,15 +20,21 @@ def test_one_shot_tickets_are_saved_and_reused(roots, plant_source):
         tickets.one_shot_ticket(QUICK, "adv", 4, "lottery", 0.5, roots, seed=3)
 
 
-def test_imp_inputs_are_checked(roots):
-    ladder = tickets.ImpConfig.create(profile=QUICK, pretraining="adv")
-    with pytest.raises(MissingInputError, match="Cannot run this ladder: the dense adv_linf4 source"):
-        tickets.check_imp_inputs(ladder, roots, levels=3, imagenet_root=None, one_shot_sparsities=[])
-    paper = tickets.ImpConfig.create(profile=PAPER, pretraining="standard")
-    with pytest.raises(MissingInputError, match="imagenet_root"):
-        tickets.check_imp_inputs(paper, roots, levels=3, imagenet_root=None, one_shot_sparsities=[])
+def ladder_plan(session, **given):
+    return tickets.plan(session, Parameters.of("02_imp", {"quick": True, **given}))
+
+
+def test_notebook_02s_parameters_make_one_ladder_and_its_inputs_are_found_where_they_are_read(session):
+    planned = ladder_plan(session, pretraining="adv", nproc_per_node=2, nnodes=2, rdzv_endpoint="host:29500")
+    assert planned.ladder.processes == planned.launch.world == 4 and planned.levels == QUICK.levels
+    assert planned.ladder == tickets.ImpConfig.create(profile=QUICK, pretraining="adv", processes=4)
     with pytest.raises(InputError, match="one-shot sparsity"):
-        tickets.check_imp_inputs(ladder, roots, levels=3, imagenet_root=None, one_shot_sparsities=[1.0])
+        ladder_plan(session, one_shot_sparsities=[1.0])
+    with pytest.raises(InputError, match="rdzv_endpoint"):
+        ladder_plan(session, nnodes=2)
+    with pytest.raises(MissingInputError, match="^The dense adv_linf4 source is not in"):
+        tickets.run_imp_ladder(ladder_plan(session, pretraining="adv").ladder, session, levels=3)
+    assert not (session.roots.run_root / "imp").exists()  # refused before anything of the ladder is written
 
 
 @pytest.mark.usefixtures("fashion_mnist")  # the ladder trains on the quick source data
@@ -38,9 +45,13 @@ def test_a_ladder_is_computed_once_and_exported_in_the_official_layout(session, 
     masks = tickets.run_imp_ladder(ladder, session, levels=2)
     assert [round(m.sparsity, 2) for m in masks] == [0.2, 0.36]
     assert capsys.readouterr().out.startswith("IMP level 1 → 2: epoch 1 of 1 in ")
-    assert tickets.imp_ticket_missing(ladder, roots, session.seed, 2) is None
-    hint = tickets.imp_ticket_missing(ladder, roots, session.seed, 3)
-    assert "with -p pretraining adv -p source_fraction 0.05 -p precision fp32 -p quick True -p levels 3 first" in hint
+    with pytest.raises(MissingInputError) as hint:
+        tickets.imp_ticket(ladder, roots, session.seed, 3)
+    command = str(hint.value).split("`")[1]
+    assert command.startswith(f"mkdir -p {roots.run_root}/executed/02_imp && papermill notebooks/02_imp.ipynb ")
+    flags = ["-p quick True", "-p precision fp32", f"-p run_root {roots.run_root}", "-p pretraining adv"]
+    flags += ["-p levels 3", "-p source_fraction 0.05"]
+    assert all(flag in command for flag in flags) and command.count(" -p ") == len(flags) + 2  # + data_root, mkdir
     assert tickets.imp_ticket(ladder, roots, session.seed, 2) == masks[1]
     files = tickets.export_official(ladder, roots, session.seed, masks)
     assert [f.parent for f in files] == [roots.imp_level(ladder, session.seed, k) for k in (1, 2)]
@@ -62,8 +73,6 @@ def test_degenerate_ladders_and_damaged_levels_are_one_sentence(session, roots, 
         tickets.imp_ticket(ladder, roots, session.seed, 2)
     assert str(err.value).startswith(str(paths.mask_file(level)))
     assert str(err.value).endswith(f"delete {level} and re-run notebooks/02_imp.ipynb, which makes it again.")
-    # a transfer cell finds it in its validation, before its dense baseline trains
-    assert tickets.imp_ticket_missing(ladder, roots, session.seed, 2) == str(err.value).removesuffix(".")
 
 
 def test_a_ladders_precision_and_decoder_are_part_of_its_identity(roots, session):
@@ -77,7 +86,9 @@ def test_a_ladders_precision_and_decoder_are_part_of_its_identity(roots, session
     directories = {roots.imp_ladder(c, 1) for c in [base, *others]}
     assert len(directories) == 4
     assert any("nvJPEG" in d for d in others[1].deviations()) and not others[2].deviations()
-    assert "-p decoder nvjpeg -p precision fp32" in others[1].notebook_flags(1)
+    assert "-p precision fp32 -p decoder nvjpeg" in others[1].notebook_parameters(1).command()
+    wide = tickets.ImpConfig.create(profile=PAPER, pretraining="standard", processes=32).notebook_parameters(1)
+    assert (wide["nproc_per_node"], wide["nnodes"]) == (8, 4)
     # the quick profile reads arrays: its decoder is no part of what it computes
     quick = tickets.ImpConfig.create(profile=QUICK, pretraining="adv", decoder="nvjpeg")
     assert quick == tickets.ImpConfig.create(profile=QUICK, pretraining="adv")

@@ -6,13 +6,14 @@ import pytest
 from dwlt_utils import paths, results, transfer
 from dwlt_utils.config import config_hash
 from dwlt_utils.errors import InputError, MissingInputError
+from dwlt_utils.notebook import Parameters
 from dwlt_utils.profiles import QUICK
 from dwlt_utils.vocabulary import STD_BUDGET_DEVIATION
 
 
-def quick_cell(**overrides):
-    args = dict(profile=QUICK, pretraining="adv", dataset="cifar10", regime="std", ticket="omp", sparsity=0.36)
-    return transfer.TransferConfig.create(**{**args, **overrides})
+def quick_cell(regime="std", **overrides):
+    given = dict(pretraining="adv", dataset="cifar10", ticket="omp", sparsity=0.36)
+    return transfer.TransferConfig.create(QUICK, regime, {**given, **overrides})
 
 
 def test_cells_resolve_defaults_into_their_identity():
@@ -78,27 +79,66 @@ def test_bad_cells_are_one_sentence(overrides, message):
 def test_missing_inputs_are_named_together_with_how_to_provide_them(roots, plant_source):
     cell = quick_cell(ticket="imp", sparsity=0.9141)
     with pytest.raises(MissingInputError) as err:
-        transfer.require_inputs(cell, roots)
+        transfer.Inputs(roots).require([cell.dense(), cell])
     text = str(err.value)
     assert text.startswith("Cannot run this cell: the dense adv_linf4 source is not in")
-    assert "01_load_pretrained.ipynb with -p quick True" in text
-    hint = "run notebooks/02_imp.ipynb with -p pretraining adv -p precision fp32 -p quick True -p levels 11 first"
-    assert hint in text
+    assert "01_load_pretrained.ipynb with -p quick True" in text and text.count("adv_linf4 source") == 1
+    assert "run `papermill notebooks/02_imp.ipynb" in text and "-p levels 11" in text
     assert "\n" not in text
     plant_source()
-    assert transfer.missing_inputs(quick_cell(), roots) == []  # digits needs no files; OMP needs no ladder
+    transfer.Inputs(roots).require([quick_cell()])  # digits needs no files; OMP needs no ladder
     assert not (roots.run_root / "transfer").exists()
 
 
-def test_a_plan_is_one_cell_per_regime_with_its_inputs_found(session, plant_source):
-    plant_source()
-    cells = transfer.plan(
-        session, regimes=["std", "adv", "std"], pretraining="adv", dataset="cifar10", ticket="omp", sparsity=0.36
-    )
-    assert [cell.regime for cell in cells] == ["std", "adv"]
-    assert "deviations from the protocol: none" in transfer.describe_plan(cells)
+def cell_parameters(notebook="05_data_limited", **given):
+    base = dict(quick=True, pretraining="adv", dataset="cifar10", ticket="omp", sparsity=0.36)
+    return Parameters.of(notebook, {**base, **given})
+
+
+def test_a_plan_is_one_cell_per_regime_with_nothing_read(session):
+    planned = transfer.plan(session, cell_parameters(regimes=["std", "adv", "std"]))
+    assert [cell.regime for cell in planned.cells] == ["std", "adv"] and planned.check is None
+    assert [run.ticket for run, _ in planned.runs] == ["dense", "omp", "dense", "omp"]
+    assert "deviations from the protocol: none" in planned.describe()
+    assert not planned.done()  # its inputs are not there, and a plan never looks for them
     with pytest.raises(InputError, match="regimes is a non-empty list"):
-        transfer.plan(session, regimes=[], pretraining="adv", dataset="cifar10", ticket="omp", sparsity=0.36)
+        transfer.plan(session, cell_parameters(regimes=[]))
+    with pytest.raises(InputError, match="dense_baseline is True or False"):
+        transfer.plan(session, cell_parameters(dense_baseline="yes"))
+
+
+@pytest.mark.parametrize(
+    ("notebook", "given"),
+    [
+        ("03_std_transfer", {}),
+        ("03_std_transfer", dict(ticket="dense", sparsity=0, data_fraction=0.25, subset="random", epochs=2)),
+        ("04_adv_transfer", dict(ticket="imp", sparsity=0.9141, eps_255=4, train_steps=3, test_images=5)),
+        ("04_adv_transfer", dict(ticket="random", ticket_seed=3, imp_epochs=2, val_images=9, seed=2)),
+        ("05_data_limited", dict(ticket="imp", sparsity=0.36, imp_epochs=2, imp_precision="bf16", std_data="all")),
+        ("05_data_limited", dict(pretraining="standard", ticket="imp", sparsity=0.2, regimes=["adv"], eval_steps=5)),
+    ],
+)
+def test_every_run_knows_the_notebook_parameters_that_make_it(session, notebook, given):
+    """`notebook_parameters` is `create` read backwards: the parameters it gives make the same run."""
+    planned = transfer.plan(session, cell_parameters(notebook, **given))
+    for config, directory in planned.runs:
+        parameters = config.notebook_parameters(notebook, session.seed, session.precision.name)
+        again = transfer.plan(session, parameters)
+        assert [d for _, d in again.runs if _ == config] == [directory]
+        assert all(name in cell_parameters(notebook) for name in parameters.changed())
+
+
+def test_a_plans_inputs_are_each_read_once(session, plant_source, monkeypatch):
+    """θ_p is read (and its hash verified) once for the cell and its dense baseline, the ticket made once."""
+    plant_source()
+    reads = []
+    loading = transfer.sources.load
+    monkeypatch.setattr(transfer.sources, "load", lambda *a: reads.append(a[1:3]) or loading(*a))
+    planned = transfer.plan(session, cell_parameters("03_std_transfer", epochs=1))
+    records = transfer.run_plan(planned, session)
+    assert reads == [("adv", 4)] and set(records.ticket) == {"dense", "omp"}
+    assert transfer.run_plan(planned, session).timestamp.tolist() == records.timestamp.tolist()
+    assert reads == [("adv", 4)]  # finished runs are read back: no input is looked for
 
 
 def test_a_cell_trains_once_and_its_records_say_what_it_is(session, roots, plant_source, capsys):
