@@ -3,6 +3,7 @@ the reproduced ones, what each figure leaves out, and the tidy tables it writes.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import pandas as pd
@@ -10,7 +11,9 @@ from matplotlib.figure import Figure
 
 from . import io, paths, results
 from .autoattack import GAP_FLAG
+from .commands import RowCommands, with_commands
 from .errors import InputError, MissingInputError, check_choice, check_number
+from .notebook import declared_parameters, notebook_path
 from .plotting import missing_cells
 from .profiles import Profile
 from .vocabulary import CHECKPOINTS, STD_DATA
@@ -54,14 +57,21 @@ def require_records(records: pd.DataFrame, run_root: Path, profile: str, *, seed
         )
 
 
-def thresholds(records: pd.DataFrame, **decision) -> pd.DataFrame:
-    """`results.highest_double_win` with 06's decision options (tol, adv_checkpoint, rule, std_data)."""
-    return results.highest_double_win(records, **decision)
-
-
-def decisions(records: pd.DataFrame, **decision) -> pd.DataFrame:
-    """`results.double_win_table` with 06's decision options."""
-    return results.double_win_table(records, **decision)
+def decide(
+    records: pd.DataFrame, run_root: Path, parameters: Mapping, **decision
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """The double-win decisions (`results.double_win_table`), the thresholds (`results.highest_double_win`)
+    and the thresholds beside the paper's, with 06's decision options (tol, adv_checkpoint, rule, std_data).
+    Each row carries the commands that make it again (`commands`): given notebook 06's own run_root and
+    data_root, so that they run where 06 read the records."""
+    decisions = results.double_win_table(records, **decision)
+    thresholds = results.highest_double_win(records, **decision)
+    comparison = results.compare_with_paper(thresholds, results.paper_reference())
+    defaults = declared_parameters(notebook_path("06_figures"))
+    folders = {k: parameters[k] for k in ("run_root", "data_root") if parameters[k] != defaults[k]}
+    rows = RowCommands(run_root, folders)
+    seeds = sorted(int(s) for s in records.seed.unique())
+    return tuple(with_commands(table, rows, seeds=seeds) for table in (decisions, thresholds, comparison))
 
 
 SENSITIVITY_TOLS = (0.0, 0.5, 1.0)
@@ -116,11 +126,6 @@ def autoattack_note(robustness: pd.DataFrame) -> str:
     )
 
 
-def paper_comparison(highest: pd.DataFrame) -> pd.DataFrame:
-    """The paper's six thresholds beside the reproduced ones (`results.compare_with_paper`), a note on each row."""
-    return results.compare_with_paper(highest, results.paper_reference())
-
-
 def paper_table(table: pd.DataFrame) -> pd.DataFrame:
     """`paper_comparison` as notebook 06 shows it: percentages, and the columns a reader needs."""
     shown = pd.DataFrame(
@@ -137,6 +142,7 @@ def paper_table(table: pd.DataFrame) -> pd.DataFrame:
             "reproduced level": table.reproduced_level,
             "levels apart": table.level_difference,
             "note": table.note,
+            "commands": table.commands,
         }
     )
     return shown

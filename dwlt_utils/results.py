@@ -444,16 +444,25 @@ def double_win_table(
         grid[column] = grid[column].fillna("")
     # Mean over seeds and seed count per cell and quantity
     cells = rows.groupby([*base, "ladder_dev", "transfer_dev", "ticket", "level", "quantity"])
-    means = cells.agg(value=("value", "mean"), n=("seed", "size"), sd=("value", "std")).reset_index()
+    means = cells.agg(
+        value=("value", "mean"), n=("seed", "size"), sd=("value", "std"), runs=("run_id", joined_runs)
+    ).reset_index()
     table = grid
     for q, (regime, _) in QUANTITIES.items():
         recipe = REGIME_DEV[regime]
         of_q = means[means.quantity == q].rename(
-            columns={"transfer_dev": recipe, "value": q, "n": f"{q}_n", "sd": f"{q}_sd"}
+            columns={"transfer_dev": recipe, "value": q, "n": f"{q}_n", "sd": f"{q}_sd", "runs": f"{q}_runs"}
         )
         ticket_q = of_q[of_q.ticket == ticket].drop(columns=["ticket", "quantity"])
         dense_q = of_q[of_q.ticket == "dense"].drop(columns=["ticket", "quantity", "level", "ladder_dev"])
-        dense_q = dense_q.rename(columns={q: f"{q}_dense", f"{q}_n": f"{q}_dense_n", f"{q}_sd": f"{q}_dense_sd"})
+        dense_q = dense_q.rename(
+            columns={
+                q: f"{q}_dense",
+                f"{q}_n": f"{q}_dense_n",
+                f"{q}_sd": f"{q}_dense_sd",
+                f"{q}_runs": f"{q}_dense_runs",
+            }
+        )
         table = table.merge(ticket_q, on=[*base, "ladder_dev", recipe, "level"], how="left")
         table = table.merge(dense_q, on=[*base, recipe], how="left")
     table["ticket"] = ticket
@@ -480,6 +489,8 @@ def double_win_table(
         oks.isna().any(axis=1), "missing", np.where(oks.fillna(False).all(axis=1), "double-win", "not")
     )
     table["adv_checkpoint"], table["tol"], table["rule"], table["std_data"] = adv_checkpoint, float(tol), rule, std_data
+    behind = table[[f"{q}{part}_runs" for q in QUANTITIES for part in ("", "_dense")]]
+    table["run_ids"] = [joined_runs(" ".join(ids.dropna()).split()) for _, ids in behind.iterrows()]
 
     keys = list(GROUP_KEYS)
     per_value = [
@@ -500,8 +511,14 @@ def double_win_table(
         "std_data",
         *per_value,
         "status",
+        "run_ids",
     ]
     return table[columns].sort_values([*keys, "level"], ignore_index=True)
+
+
+def joined_runs(run_ids) -> str:
+    """The run directories (`run_id`, relative to the run root) behind a row, each once, space-separated."""
+    return " ".join(sorted(set(run_ids)))
 
 
 def _setting(std: str, adv: str, ladder: str) -> str:
@@ -595,6 +612,7 @@ def highest_double_win(df: pd.DataFrame, **options) -> pd.DataFrame:
                 "first_failure_sparsity": first_failure.sparsity if first_failure is not None else np.nan,
                 "first_failure_level": first_failure.level if first_failure is not None else pd.NA,
                 "n_levels": len(levels),
+                "run_ids": joined_runs(" ".join(levels.run_ids).split()),
                 "n_missing": len(missing),
                 "missing_above": bool((missing.sparsity > best.sparsity).any())
                 if best is not None
@@ -616,6 +634,7 @@ def highest_double_win(df: pd.DataFrame, **options) -> pd.DataFrame:
         "n_missing",
         "missing_above",
         "failure_below",
+        "run_ids",
     ]
     out = pd.DataFrame(rows, columns=columns)
     return out.astype(

@@ -20,9 +20,15 @@ def test_report_options_and_notes():
     assert notes == [f"Standard transfer, {d}: no records." for d in ("cifar10", "cifar100", "svhn")]
     assert "CIFAR-10 only" in report.figure_notes(empty, QUICK, "adv")[-1]
     assert "05_data_limited" in report.figure_notes(empty, PAPER, "data-limited")[0]
-    table = report.paper_table(report.paper_comparison(report.thresholds(empty, tol=0, adv_checkpoint="best_ra")))
+    _, _, comparison = report.decide(empty, Path("/nonexistent"), {"run_root": "r", "data_root": "data"}, tol=0)
+    table = report.paper_table(comparison)
     assert list(table["paper: highest double-win (%)"]) == [89.26, 73.79, 89.26, 79.03, 91.41, 83.22]
     assert set(table.note) == {"not reproduced yet"} and isinstance(table, pd.DataFrame)
+    # a paper cell not reproduced yet names the search that would reproduce it, where 06 read its records
+    assert (
+        table.commands[0]
+        == "python -m dwlt_utils.cli search --pretraining standard --dataset cifar10 --seeds 1 -p run_root r"
+    )
 
 
 def test_06_names_every_group_whose_ladder_fails_below_its_threshold():
@@ -57,7 +63,7 @@ def test_06_names_every_group_whose_ladder_fails_below_its_threshold():
         for level in (0, 1, 2)
         for regime, metric, value in (("std", "SA", 90.0), ("adv", "SA", 80.0), ("adv", "RA", 40.0))
     ]
-    highest = report.thresholds(results.to_frame(rows), tol=0, adv_checkpoint="best_ra")
+    highest = results.highest_double_win(results.to_frame(rows), tol=0, adv_checkpoint="best_ra")
     assert report.non_monotone(highest) == [
         "adv on cifar10 (quick profile, data fraction 1): level 1 is not double-win but level 2 above it is; a "
         "search that bisects the ladder assumes this never happens."
