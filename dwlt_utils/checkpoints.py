@@ -1,7 +1,8 @@
 """Pre-trained ImageNet ResNet-50 sources (PROTOCOL.md section 2) and one safe loader for all their layouts.
 
-`load_backbone_state` turns any of the four layouts below into a torchvision ResNet state dict that loads
-with `strict=True`; the layout is read from the keys, never from the file name:
+`load_backbone_state` turns any of the four layouts below into a state dict of the architecture it is given
+(`models.ARCHITECTURES`; each source names its own) that loads with `strict=True`; the layout is read from
+the keys, never from the file name:
 
 - `torchvision`: a plain state dict (`conv1.weight`, `layer1.0.downsample.0.weight`, `fc.weight`, ...);
 - `dataparallel`: the same keys prefixed `module.`, possibly under `state_dict` beside `epoch`, `arch`,
@@ -33,7 +34,7 @@ import torch.nn as nn
 from . import paths
 from .errors import FileFormatError, InputError, MissingInputError, UntrustedFileError, check_choice
 from .io import read_weights_only, save_torch, sha256_of, torch_format, unreadable, unsupported_global, write_json
-from .models import ARCHS, build_backbone
+from .models import ARCHITECTURES, Architecture, architecture
 from .vocabulary import PRETRAININGS
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -44,9 +45,10 @@ DEFAULT_EPS_255 = 4  # the ε of the paper's robust sources is not known [choice
 
 @dataclass(frozen=True)
 class PretrainedSource:
-    """One published ResNet-50 checkpoint: where it comes from, how to check it, what it should score."""
+    """One published checkpoint: where it comes from, what it is, how to check it, what it should score."""
 
     name: str  # a pre-training of `vocabulary.PRETRAININGS`
+    arch: str  # its architecture in `models.ARCHITECTURES`
     variant: str  # human-readable threat model, e.g. "linf 4/255", "l2 3"
     description: str
     citation: str
@@ -77,6 +79,7 @@ _HF_PAGES = f"{_HF}/blob/3f04ac96136001cfe402022100728124cbe3fac5"
 def _wong(eps_255: int, top1: float | None) -> PretrainedSource:
     return PretrainedSource(
         name="fast_adv",
+        arch="resnet50",
         variant=f"linf {eps_255}/255",
         description=f"ResNet-50 trained by FGSM with random start at ℓ∞ ε = {eps_255}/255 (Wong et al.); the "
         f"file is in the authors' Google Drive folder linked from {_WONG_README}",
@@ -101,6 +104,7 @@ def _salman(norm: str, eps: float, sha256: str | None, top1: float) -> Pretraine
     radius = f"{eps:g}/255" if linf else f"{eps:g}"
     return PretrainedSource(
         name="adv",
+        arch="resnet50",
         variant=f"{norm} {radius}",
         description=f"ResNet-50 trained by PGD adversarial training at {'ℓ∞' if linf else 'ℓ2'} ε = {radius} "
         "(Salman et al., robustness library)",
@@ -122,6 +126,7 @@ def _salman(norm: str, eps: float, sha256: str | None, top1: float) -> Pretraine
 SOURCES: tuple[PretrainedSource, ...] = (
     PretrainedSource(
         name="standard",
+        arch="resnet50",
         variant="IMAGENET1K_V1",
         description="torchvision ResNet-50 V1 weights (ResNet50_Weights.IMAGENET1K_V1, not the V2 weights)",
         citation='K. He, X. Zhang, S. Ren, J. Sun, "Deep residual learning for image recognition", CVPR 2016',
@@ -247,20 +252,22 @@ def _json_value(value: Any) -> Any:
     return f"<{type(value).__name__}>"
 
 
-def _unknown_layout(path: Path, found: list[str] | str) -> FileFormatError:
+def _unknown_layout(path: Path, arch: Architecture, found: list[str] | str) -> FileFormatError:
     """`found`: the offending keys, or what the file holds instead of a dict."""
     if isinstance(found, list):
         names = ", ".join(repr(k) for k in found[:3])
         found = f"{len(found)} key{'s' if len(found) != 1 else ''} such as {names}" if found else "no keys"
     return FileFormatError(
-        f"{path} has an unknown key layout (found {found}); expected a torchvision "
-        "ResNet state dict (conv1.weight, layer1.0.conv1.weight, fc.weight, ...), the same prefixed 'module.', a "
+        f"{path} has an unknown key layout (found {found}); expected a {arch.name} state dict "
+        f"({', '.join(arch.example_keys)}, ...), the same prefixed 'module.', a "
         "robustness-library checkpoint (module.model.*, module.attacker.model.*, module.normalizer.*) or a "
         "dwlt model (normalize.mean, normalize.std, model.*), each possibly under a 'state_dict' or 'model' entry."
     )
 
 
-def _state_dict_in(obj: Any, path: Path) -> tuple[dict[str, torch.Tensor], str | None, dict[str, Any]]:
+def _state_dict_in(
+    obj: Any, path: Path, arch: Architecture
+) -> tuple[dict[str, torch.Tensor], str | None, dict[str, Any]]:
     """The tensor dict, the entry that held it (None: the top level), and the other entries."""
     if _is_tensor_dict(obj):
         return dict(obj), None, {}
@@ -269,11 +276,10 @@ def _state_dict_in(obj: Any, path: Path) -> tuple[dict[str, torch.Tensor], str |
             if _is_tensor_dict(obj.get(entry)):
                 extras = {str(k): _json_value(v) for k, v in obj.items() if k != entry}
                 return dict(obj[entry]), entry, extras
-        raise _unknown_layout(path, [str(k) for k in obj])
-    raise _unknown_layout(path, f"a {type(obj).__name__}, not a dict")
+        raise _unknown_layout(path, arch, [str(k) for k in obj])
+    raise _unknown_layout(path, arch, f"a {type(obj).__name__}, not a dict")
 
 
-_BACKBONE_KEY = re.compile(r"(conv1|bn1|layer[1-4]|fc)\.")
 # Layouts that wrap the backbone under `model.`: (prefixes of the keys dropped, keys of the input normaliser).
 _WRAPPED = {
     "robustness": (("attacker.", "normalizer."), ("normalizer.new_mean", "normalizer.new_std")),
@@ -281,7 +287,9 @@ _WRAPPED = {
 }
 
 
-def _convert(sd: dict[str, torch.Tensor], path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def _convert(
+    sd: dict[str, torch.Tensor], path: Path, arch: Architecture
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Backbone weights from one of LAYOUTS, with what was dropped and the input normaliser recorded."""
     module_prefix = all(k.startswith("module.") for k in sd)
     if module_prefix:
@@ -297,7 +305,7 @@ def _convert(sd: dict[str, torch.Tensor], path: Path) -> tuple[dict[str, torch.T
     if dropped_prefixes:
         strays = [k for k in kept if not k.startswith("model.")]
         if strays:
-            raise _unknown_layout(path, strays)
+            raise _unknown_layout(path, arch, strays)
         weights = {k[len("model.") :]: sd[k] for k in kept}
     else:
         weights = {k: sd[k] for k in kept}
@@ -314,10 +322,14 @@ def _convert(sd: dict[str, torch.Tensor], path: Path) -> tuple[dict[str, torch.T
                 f"model weights (first at {differing[0]!r}), so it is not a consistent checkpoint; download it "
                 f"again {_download_hint(path)}."
             )
-    strays = [k for k in weights if not _BACKBONE_KEY.match(k)]
-    absent = " or ".join(repr(k) for k in ("conv1.weight", "fc.weight") if k not in weights)
+    # A backbone key starts with one of the architecture's top-level modules; its first prunable weight and
+    # its classifier's must be there.
+    modules = {key.split(".")[0] for key in arch.state_keys}
+    strays = [k for k in weights if k.split(".")[0] not in modules or "." not in k]
+    required = (arch.example_keys[0], arch.classifier_weight)
+    absent = " or ".join(repr(k) for k in required if k not in weights)
     if strays or absent:
-        raise _unknown_layout(path, strays or f"{len(weights)} backbone keys but no {absent}")
+        raise _unknown_layout(path, arch, strays or f"{len(weights)} backbone keys but no {absent}")
     # BatchNorm fills a missing counter with 0 when loading; doing it here gives every caller the full key set.
     added = [f"{k[: -len('running_mean')]}num_batches_tracked" for k in weights if k.endswith(".running_mean")]
     added = [k for k in added if k not in weights]
@@ -335,12 +347,16 @@ def _convert(sd: dict[str, torch.Tensor], path: Path) -> tuple[dict[str, torch.T
     return weights, meta
 
 
-def load_backbone_state(path: str | Path, *, trust: bool = False) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """A torchvision ResNet state dict from a checkpoint in any of LAYOUTS, and a JSON-ready record of the file.
+def load_backbone_state(
+    path: str | Path, arch: str, *, trust: bool = False
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """A state dict of the architecture named `arch` from a checkpoint in any of LAYOUTS, and a JSON-ready
+    record of the file.
 
     Full unpickling (which can run code from the file) happens only when the file's SHA-256 is registered in
     SOURCES or `trust=True`; otherwise such a file raises UntrustedFileError before any of it is unpickled.
     """
+    record = architecture(arch)
     path = Path(path)
     if not path.is_file():
         url = _published_at(path)
@@ -356,8 +372,8 @@ def load_backbone_state(path: str | Path, *, trust: bool = False) -> tuple[dict[
     sha256 = sha256_of(path)
     source = source_for_sha256(sha256)
     obj, unpickled = _read(path, fmt, sha256, trusted=trust or source is not None)
-    sd, container, extras = _state_dict_in(obj, path)
-    weights, conversion = _convert(sd, path)
+    sd, container, extras = _state_dict_in(obj, path, record)
+    weights, conversion = _convert(sd, path, record)
     meta = {
         "file": str(path),
         "sha256": sha256,
@@ -383,11 +399,12 @@ def load_pretrained_backbone(
 ) -> tuple[nn.Module, dict[str, Any]]:
     """`models.build_backbone(arch, ...)` with the checkpoint's weights loaded strictly.
 
-    The classifier size comes from the checkpoint's `fc.weight` unless `num_classes` is given.
+    The classifier size comes from the checkpoint's classifier weight unless `num_classes` is given.
     """
-    state, meta = load_backbone_state(path, trust=trust)
-    classes = state["fc.weight"].shape[0] if num_classes is None else num_classes
-    net = build_backbone(arch, classes)
+    record = architecture(arch)
+    state, meta = load_backbone_state(path, arch, trust=trust)
+    classes = record.classes_in(state) if num_classes is None else num_classes
+    net = record.build(classes)
     expected = net.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
@@ -406,7 +423,7 @@ def load_pretrained_backbone(
     if problems:
         raise FileFormatError(
             f"{path} does not fit architecture {arch!r} with {classes} classes ({'; '.join(problems)}); give "
-            f"the architecture the checkpoint was trained as (accepted: {', '.join(ARCHS)})."
+            f"the architecture the checkpoint was trained as (accepted: {', '.join(ARCHITECTURES)})."
         )
     net.load_state_dict(state, strict=True)
     return net, {**meta, "arch": arch, "num_classes": classes}

@@ -33,6 +33,11 @@ def _title(records: pd.DataFrame, what: str) -> str:
     return "\n".join(lines)
 
 
+def _sparsity_label(records: pd.DataFrame) -> str:
+    """The sparsity axis as the architectures of the records' profiles name their prunable weights."""
+    return " / ".join(sorted({PROFILES[name].architecture.axis_label for name in set(records.profile)}))
+
+
 def _panel(ax, rows: pd.DataFrame, metric: str, thresholds: pd.DataFrame | None, stands_for: str) -> None:
     """One pre-training per colour: IMP tickets as a line with ±1 standard deviation over seeds (a hollow
     marker where one seed is all there is), the dense model as a dashed line in a ±1 sd band. Records of
@@ -69,7 +74,7 @@ def _panel(ax, rows: pd.DataFrame, metric: str, thresholds: pd.DataFrame | None,
             ]
             for value in hit.highest_sparsity.dropna():
                 ax.axvline(100 * value, color=color, linestyle=":", linewidth=1.5)
-    ax.set_xlabel("sparsity (% of backbone Conv2d weights)")
+    ax.set_xlabel(_sparsity_label(rows))
     ax.set_ylabel(f"{metric} (%)")
 
 
@@ -218,7 +223,7 @@ def layer_sparsity_figure(masks: dict[str, Mask], title: str) -> plt.Figure:
     fig, ax = plt.subplots(figsize=(11, 3.6), constrained_layout=True)
     names = None
     for label, mask in masks.items():
-        report = mask.report()["layers"]
+        report = mask.layers()
         names = list(report)
         ax.plot(range(len(names)), [100 * layer["sparsity"] for layer in report.values()], ".-", label=label)
     ax.set_xticks(range(len(names)), [n.removesuffix(".weight") for n in names], rotation=90, fontsize=6)

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field, replace
 from .attacks import PGD3_IMP, AttackSpec
 from .augment import PAPER_224, QUICK_16, Transforms
 from .errors import InputError, check_choice
+from .models import Architecture, architecture
 from .train import (
     ADV_TRANSFER_CIFAR,
     ADV_TRANSFER_SVHN,
@@ -47,7 +48,7 @@ class Profile:
     name: str
     label: str  # how banners and figures name the profile's results
     flag: str  # the notebook parameters that select it, for the hints that tell a user what to run
-    arch: str
+    arch: str  # the name of its backbone's architecture in `models.ARCHITECTURES`
     transforms: Transforms  # downstream input pipeline
     paper_datasets: tuple[str, ...]  # the paper's downstream data sets this profile can run
     stand_ins: Mapping[str, str]  # paper data set → the data set trained on in its place (none: itself)
@@ -67,6 +68,10 @@ class Profile:
     def source_dataset(self) -> str:
         """The data set the sources and IMP train on: ImageNet (an image folder) or its stand-in."""
         return self.stand_ins.get(SOURCE_DATASET, SOURCE_DATASET)
+
+    @property
+    def architecture(self) -> Architecture:
+        return architecture(self.arch)
 
     @property
     def pretrains_sources(self) -> bool:

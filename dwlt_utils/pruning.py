@@ -1,8 +1,9 @@
-"""Masks and pruning over the backbone's Conv2d weights.
+"""Masks and pruning over the backbone's prunable weights.
 
 A `Mask` maps backbone parameter names (`layer1.0.conv1.weight`) to boolean tensors (True = kept). The
-pruning domain, and the sparsity denominator, is every Conv2d weight of the backbone: the fc layer, biases
-and BatchNorm are never pruned and never counted.
+pruning domain, and the sparsity denominator, is what the backbone's architecture names prunable
+(`models.Architecture`; every Conv2d weight of the ResNets here): the classifier, biases and BatchNorm are
+never pruned and never counted.
 
 `prune_global_magnitude` reproduces `torch.nn.utils.prune.global_unstructured(..., L1Unstructured,
 amount=0.2)` as the official code applies it, mask for mask: the weights still kept are flattened in module
@@ -22,7 +23,7 @@ import torch.nn as nn
 
 from . import io, paths
 from .errors import FileFormatError, InputError, MissingInputError
-from .models import prunable_weight_names
+from .models import Architecture, architecture_of
 
 PRUNE_FRACTION = 0.2  # each IMP event removes 20% of the weights still kept
 MAX_LEVEL = 40
@@ -32,12 +33,14 @@ _WRAPPER_PREFIX = re.compile(r"^(?:module\.|1\.|model\.)+")
 
 
 class Mask(Mapping[str, torch.Tensor]):
-    """Backbone parameter name → bool tensor of the same shape (True = weight kept)."""
+    """Backbone parameter name → bool tensor of the same shape (True = weight kept), and the architecture it
+    was made for (None for a mask read from a file, which holds the tensors alone)."""
 
-    def __init__(self, tensors: Mapping[str, torch.Tensor]):
+    def __init__(self, tensors: Mapping[str, torch.Tensor], architecture: Architecture | None = None):
         if not tensors:
             raise InputError("A mask needs at least one tensor; got an empty mapping.")
         self._tensors = {name: t.detach().to(device="cpu", dtype=torch.bool) for name, t in tensors.items()}
+        self.architecture = architecture
 
     # Mapping protocol
     def __getitem__(self, name: str) -> torch.Tensor:
@@ -63,7 +66,7 @@ class Mask(Mapping[str, torch.Tensor]):
 
     @property
     def sparsity(self) -> float:
-        """Fraction of zeros over every tensor of the mask (all backbone Conv2d weights)."""
+        """Fraction of zeros over every tensor of the mask (all the backbone's prunable weights)."""
         return 1.0 - self.kept / self.total
 
     def digest(self) -> str:
@@ -74,18 +77,26 @@ class Mask(Mapping[str, torch.Tensor]):
             sha.update(self[name].to(torch.uint8).cpu().numpy().tobytes())
         return sha.hexdigest()
 
-    def report(self) -> dict:
-        """The sparsity with its denominator, in total and per layer."""
-        layers = {
+    def layers(self) -> dict[str, dict]:
+        """Per layer, in module order: its weights, those kept, and its sparsity."""
+        return {
             name: {"total": t.numel(), "kept": int(t.sum()), "sparsity": 1.0 - int(t.sum()) / t.numel()}
             for name, t in self._tensors.items()
         }
+
+    def report(self) -> dict:
+        """The sparsity with its denominator (which its architecture words), in total and per layer."""
+        if self.architecture is None:
+            raise InputError(
+                "A mask read from a file does not know its architecture, so its sparsity report cannot name its "
+                "denominator; read the report saved beside it instead."
+            )
         return {
-            "denominator": f"all {len(self)} backbone Conv2d weights (fc, biases and BatchNorm excluded)",
+            "denominator": self.architecture.mask_denominator(len(self)),
             "total": self.total,
             "kept": self.kept,
             "sparsity": self.sparsity,
-            "layers": layers,
+            "layers": self.layers(),
         }
 
     def __eq__(self, other: object) -> bool:
@@ -96,14 +107,17 @@ class Mask(Mapping[str, torch.Tensor]):
     # Construction
     @classmethod
     def ones_like(cls, backbone: nn.Module) -> Mask:
+        arch = architecture_of(backbone)
         params = dict(backbone.named_parameters())
-        return cls({name: torch.ones_like(params[name], dtype=torch.bool) for name in prunable_weight_names(backbone)})
+        names = arch.prunable_weight_names(backbone)
+        return cls({name: torch.ones_like(params[name], dtype=torch.bool) for name in names}, arch)
 
     @classmethod
     def from_weights(cls, backbone: nn.Module) -> Mask:
-        """The mask of a backbone's nonzero Conv2d weights (what the official `generate_mask` does)."""
+        """The mask of a backbone's nonzero prunable weights (what the official `generate_mask` does)."""
+        arch = architecture_of(backbone)
         params = dict(backbone.named_parameters())
-        return cls({name: params[name] != 0 for name in prunable_weight_names(backbone)})
+        return cls({name: params[name] != 0 for name in arch.prunable_weight_names(backbone)}, arch)
 
     @classmethod
     def from_state_dict(cls, state_dict: Mapping[str, torch.Tensor]) -> Mask:
@@ -120,7 +134,7 @@ class Mask(Mapping[str, torch.Tensor]):
             some = ", ".join(list(state_dict)[:4])
             raise FileFormatError(
                 f"No `<module>.weight_mask` entries found (keys start: {some}); "
-                "a ticket file holds the masks of every Conv2d as `conv1.weight_mask`, "
+                "a ticket file holds the masks of every pruned layer as `conv1.weight_mask`, "
                 "`layer1.0.conv1.weight_mask`, ..."
             )
         return cls(tensors)
@@ -155,14 +169,16 @@ class Mask(Mapping[str, torch.Tensor]):
 
     # Use on a backbone
     def check_matches(self, backbone: nn.Module) -> None:
-        """Raise when the mask does not cover exactly the backbone's Conv2d weights with their shapes."""
-        names = prunable_weight_names(backbone)
+        """Raise when the mask does not cover exactly the backbone's prunable weights with their shapes."""
+        arch = architecture_of(backbone)
+        names = arch.prunable_weight_names(backbone)
         params = dict(backbone.named_parameters())
         if list(self) != names:
             missing = [n for n in names if n not in self._tensors]
             extra = [n for n in self._tensors if n not in params]
             raise InputError(
-                f"The mask does not match the backbone's {len(names)} Conv2d weights "
+                f"The mask does not match the {arch.name} backbone's {len(names)} {arch.prunable_kind.__name__} "
+                "weights "
                 f"(missing: {missing[:3]}, unknown: {extra[:3]}); masks are made for one architecture."
             )
         for name in names:
@@ -210,7 +226,7 @@ def _kept_vector(backbone: nn.Module, mask: Mask) -> tuple[torch.Tensor, torch.T
     return weights[positions], positions
 
 
-def _drop(mask: Mask, flat_positions: torch.Tensor) -> Mask:
+def _drop(mask: Mask, flat_positions: torch.Tensor, arch: Architecture) -> Mask:
     flat = torch.cat([mask[name].flatten() for name in mask])
     flat[flat_positions] = False
     out, start = {}, 0
@@ -218,7 +234,7 @@ def _drop(mask: Mask, flat_positions: torch.Tensor) -> Mask:
         n = mask[name].numel()
         out[name] = flat[start : start + n].view_as(mask[name])
         start += n
-    return Mask(out)
+    return Mask(out, arch)
 
 
 def _count_to_prune(fraction: float, kept: int) -> int:
@@ -229,25 +245,27 @@ def _count_to_prune(fraction: float, kept: int) -> int:
 
 def prune_global_magnitude(backbone: nn.Module, mask: Mask, fraction: float = PRUNE_FRACTION) -> Mask:
     """A new mask without the round(fraction × kept) kept weights of smallest |w|, ranked over all
-    Conv2d weights together. Neither the backbone nor `mask` is modified."""
+    prunable weights together. Neither the backbone nor `mask` is modified."""
+    arch = architecture_of(backbone)
     kept_weights, positions = _kept_vector(backbone, mask)
     k = _count_to_prune(fraction, kept_weights.numel())
     if k == 0:
-        return Mask(dict(mask))
+        return Mask(dict(mask), arch)
     smallest = torch.topk(kept_weights.abs(), k=k, largest=False).indices
-    return _drop(mask, positions[smallest])
+    return _drop(mask, positions[smallest], arch)
 
 
 def prune_global_random(
     backbone: nn.Module, mask: Mask, fraction: float, generator: torch.Generator | None = None
 ) -> Mask:
     """A new mask without round(fraction × kept) kept weights drawn uniformly at random (the baseline)."""
+    arch = architecture_of(backbone)
     kept_weights, positions = _kept_vector(backbone, mask)
     k = _count_to_prune(fraction, kept_weights.numel())
     if k == 0:
-        return Mask(dict(mask))
+        return Mask(dict(mask), arch)
     chosen = torch.randperm(kept_weights.numel(), generator=generator)[:k]
-    return _drop(mask, positions[chosen])
+    return _drop(mask, positions[chosen], arch)
 
 
 def one_shot_mask(

@@ -1,10 +1,11 @@
 """Notebook 01: the dense pre-trained sources θ_p that every ticket and transfer starts from.
 
 In the paper profile a source is a published ImageNet ResNet-50 checkpoint (PROTOCOL.md section 2),
-read safely, converted to a torchvision state dict and checked against its published hash (and, with
-ImageNet at hand, its top-1). A profile that pre-trains its own sources (the quick profile) trains them
-here on its stand-in source data set: clean, FGSM with random start, or PGD. Either way the backbone is
-saved where `paths.Roots.source` says, with a JSON record beside it, and later notebooks `load` it.
+read safely, converted to a state dict of the architecture the source names and checked against its
+published hash (and, with ImageNet at hand, its top-1). A profile that pre-trains its own sources (the
+quick profile) trains them here on its stand-in source data set: clean, FGSM with random start, or PGD.
+Either way the backbone is saved where `paths.Roots.source` says, with a JSON record beside it, and
+later notebooks `load` it.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from .errors import (
     sentence,
 )
 from .evaluate import evaluate
-from .models import build_backbone, build_model, with_normalization
+from .models import backbone_holding, build_model, with_normalization
 from .notebook import Session
 from .paths import Roots
 from .profiles import Profile
@@ -156,7 +157,8 @@ def prepare(
     )
     if imagenet_root:
         backbone = session.roots.source(session.profile.name, pretraining, eps_255)
-        top1 = imagenet_top1(backbone, imagenet_root, imagenet_images, session.precision)
+        arch = get_source(pretraining, source_eps_255(pretraining, eps_255)).arch
+        top1 = imagenet_top1(backbone, arch, imagenet_root, imagenet_images, session.precision)
         # On record beside the converted weights, so a later reader sees what the source scored.
         sidecar = paths.sidecar_file(backbone)
         meta = {**io.read_json(sidecar), "imagenet_top1_subset": top1, "imagenet_top1_images": imagenet_images}
@@ -175,8 +177,8 @@ def convert_published(
     progress: bool = True,
 ) -> dict:
     """Convert a published checkpoint from `weights_dir` (downloaded there first when possible, with a
-    progress bar when `progress`) into a torchvision ResNet-50 state dict that loads strictly; returns the
-    record of the file."""
+    progress bar when `progress`) into a state dict of the source's architecture that loads strictly; returns
+    the record of the file."""
     eps_255 = source_eps_255(pretraining, eps_255)
     src = get_source(pretraining, eps_255)
     target = roots.source(profile.name, pretraining, eps_255)
@@ -189,7 +191,7 @@ def convert_published(
     checked_against = _verify_hash(src, original, roots.weights_dir)
     # A file the user registered by its hash is one they vouch for, like trust=True.
     user_registered = checked_against == str(paths.checksums_file(roots.weights_dir))
-    backbone, meta = load_pretrained_backbone("resnet50", original, trust=trust or user_registered)
+    backbone, meta = load_pretrained_backbone(src.arch, original, trust=trust or user_registered)
     meta["sha256_checked_against"] = checked_against
     meta.update(
         registry={
@@ -249,13 +251,13 @@ def _download_weights(src: PretrainedSource, destination: Path, download: bool, 
 
 
 def imagenet_top1(
-    backbone_path: Path, imagenet_root: Path, images: int, precision: Precision, *, seed: int = 0
+    backbone_path: Path, arch: str, imagenet_root: Path, images: int, precision: Precision, *, seed: int = 0
 ) -> float:
-    """Clean top-1 (%) of a converted ImageNet backbone on a class-stratified subset of the validation set."""
+    """Clean top-1 (%) of a converted ImageNet backbone of architecture `arch` on a class-stratified subset of
+    the validation set."""
     val = imagenet_folder(imagenet_root, "val")
     positions = subset_positions(torch.tensor(val.targets), min(images / len(val), 1.0), "stratified", seed)
-    backbone = build_backbone("resnet50", 1000)
-    backbone.load_state_dict(io.load_torch(backbone_path, remedy="convert it again with notebook 01"), strict=True)
+    backbone = backbone_holding(arch, io.load_torch(backbone_path, remedy="convert it again with notebook 01"))
     model = with_normalization(backbone, IMAGENET_MEAN, IMAGENET_STD)
     precision.prepare(model).eval()
     batches = FolderBatches(None, Subset(val, positions.tolist()), precision.device)

@@ -44,7 +44,7 @@ IMP_VARIANTS = {
 }
 
 ONE_SHOT_METHODS = {
-    "magnitude": "the weights of smallest magnitude go, ranked over all Conv2d weights together",
+    "magnitude": "the weights of smallest magnitude go, ranked over all the backbone's prunable weights together",
     "random": "weights drawn uniformly at random go",
 }
 

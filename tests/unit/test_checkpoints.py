@@ -105,7 +105,7 @@ def test_every_layout_converts_to_the_same_resnet50_tensors(case, r50, tmp_path)
     path = tmp_path / f"{case}.pt"
     torch.save(build(r50), path, **save_kwargs)
     try:
-        state, meta = ck.load_backbone_state(path, trust=trust)
+        state, meta = ck.load_backbone_state(path, "resnet50", trust=trust)
         assert_same_tensors(state, r50)
         resnet50().load_state_dict(state, strict=True)
         assert {k: meta[k] for k in expected_meta} == expected_meta
@@ -117,7 +117,7 @@ def test_every_layout_converts_to_the_same_resnet50_tensors(case, r50, tmp_path)
 def test_robustness_layout_drops_attacker_copy_and_normalisers(small, tmp_path):
     path = tmp_path / "robust.ckpt"
     torch.save(robustness_checkpoint(small), path, pickle_module=dill)
-    state, meta = ck.load_backbone_state(path, trust=True)
+    state, meta = ck.load_backbone_state(path, "small_resnet", trust=True)
     assert_same_tensors(state, small)
     assert len(meta["dropped_keys"]) == len(small) + 4
     assert all(k.startswith(("module.attacker.", "module.normalizer.")) for k in meta["dropped_keys"])
@@ -130,14 +130,14 @@ def test_robustness_layout_with_a_different_attacker_copy_is_refused(small, tmp_
     path = tmp_path / "inconsistent.ckpt"
     torch.save(checkpoint, path, pickle_module=dill)
     with pytest.raises(FileFormatError, match="attacker copy") as err:
-        ck.load_backbone_state(path, trust=True)
+        ck.load_backbone_state(path, "small_resnet", trust=True)
     assert "'fc.bias'" in assert_one_sentence(err, path)
 
 
 def test_missing_batchnorm_counters_are_added_as_zero(small, tmp_path):
     path = tmp_path / "old.pth"
     torch.save({k: v for k, v in small.items() if not k.endswith("num_batches_tracked")}, path)
-    state, meta = ck.load_backbone_state(path)
+    state, meta = ck.load_backbone_state(path, "small_resnet")
     assert sorted(meta["added_keys"]) == sorted(k for k in small if k.endswith("num_batches_tracked"))
     assert all(state[k].item() == 0 for k in meta["added_keys"])
     build_backbone("small_resnet", 10).load_state_dict(state, strict=True)
@@ -148,17 +148,17 @@ def test_full_pickle_is_refused_without_trust_or_registered_hash(small, tmp_path
     torch.save(robustness_checkpoint(small), path, pickle_module=dill)
     digest = ck.sha256_of(path)
     with pytest.raises(UntrustedFileError) as err:
-        ck.load_backbone_state(path)
+        ck.load_backbone_state(path, "small_resnet")
     message = assert_one_sentence(err, path)
     assert digest in message and "trust=True" in message and "registry" in message
 
-    state, meta = ck.load_backbone_state(path, trust=True)
+    state, meta = ck.load_backbone_state(path, "small_resnet", trust=True)
     assert_same_tensors(state, small)
     assert meta["source"] is None
 
     registered = dataclasses.replace(ck.get_source("adv"), sha256=digest)
     monkeypatch.setattr(ck, "SOURCES", ck.SOURCES + (registered,))
-    state, meta = ck.load_backbone_state(path)
+    state, meta = ck.load_backbone_state(path, "small_resnet")
     assert_same_tensors(state, small)
     assert meta["source"]["name"] == "adv" and meta["source"]["variant"] == "linf 4/255"
 
@@ -179,7 +179,7 @@ def test_malicious_pickle_is_refused_and_never_runs(legacy, small, tmp_path):
     path = tmp_path / "evil.pt"
     torch.save({"state_dict": small, "hook": Malicious(marker)}, path, _use_new_zipfile_serialization=not legacy)
     with pytest.raises(UntrustedFileError) as err:
-        ck.load_backbone_state(path)
+        ck.load_backbone_state(path, "small_resnet")
     assert "exec" in assert_one_sentence(err, path)
     assert not marker.exists()
     with pytest.raises(UntrustedFileError):
@@ -256,7 +256,8 @@ def test_bad_files_give_one_clear_sentence(make, error, words, trust, small, tmp
     path = tmp_path / "weights.pt"
     make(path, small)
     with pytest.raises(error) as err:
-        ck.load_backbone_state(path, trust=trust)  # trust must not turn a broken file into a raw torch error
+        # trust must not turn a broken file into a raw torch error
+        ck.load_backbone_state(path, "small_resnet", trust=trust)
     message = assert_one_sentence(err, path)
     for word in words:
         assert word in message
@@ -268,7 +269,7 @@ def test_registered_file_names_point_to_their_download_location(html, tmp_path):
     if html:
         path.write_text("<html><body>consent</body></html>")
     with pytest.raises(FileFormatError if html else MissingInputError) as err:
-        ck.load_backbone_state(path)
+        ck.load_backbone_state(path, "small_resnet")
     assert ck.get_source("adv", eps_255=4).url in assert_one_sentence(err, path)
 
 
@@ -312,11 +313,11 @@ def test_load_pretrained_backbone_small_resnet_from_dwlt_model(small, tmp_path):
 def test_save_backbone_state_writes_plain_tensors_and_a_json_sidecar(small, tmp_path):
     source = tmp_path / "robust.ckpt"
     torch.save(robustness_checkpoint(small), source, pickle_module=dill)
-    state, meta = ck.load_backbone_state(source, trust=True)
+    state, meta = ck.load_backbone_state(source, "small_resnet", trust=True)
     target = ck.save_backbone_state(tmp_path / "converted" / "backbone.pt", state, meta)
     assert_same_tensors(load_torch(target), small)  # weights_only=True
     assert read_json(paths.sidecar_file(target)) == {**meta, "backbone_sha256": sha256_of(target)}
-    again, again_meta = ck.load_backbone_state(target)
+    again, again_meta = ck.load_backbone_state(target, "small_resnet")
     assert_same_tensors(again, small)
     assert again_meta["layout"] == "torchvision" and not again_meta["full_unpickling"]
     with pytest.raises(InputError):

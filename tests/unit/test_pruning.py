@@ -9,7 +9,7 @@ import torch.nn.utils.prune as prune
 from torchvision.models import resnet50
 
 from dwlt_utils.errors import InputError
-from dwlt_utils.models import SmallResNet, prunable_weight_names
+from dwlt_utils.models import SmallResNet, build_backbone, prunable_weight_names
 from dwlt_utils.pruning import (
     Mask,
     expected_kept,
@@ -90,7 +90,7 @@ def run_both(official: nn.Module, levels: int) -> list[Mask]:
 
 def test_imp_masks_equal_torch_global_unstructured_on_resnet50():
     torch.manual_seed(0)
-    masks = run_both(resnet50(), levels=6)
+    masks = run_both(build_backbone("resnet50", 1000), levels=6)
     total = masks[0].total
     assert total == 23_454_912  # all 53 Conv2d weights of ResNet-50
     for level, mask in enumerate(masks, start=1):
@@ -172,7 +172,7 @@ def test_official_ticket_files_import_with_the_same_mask(tmp_path):
 
 def test_exported_ticket_reapplies_with_custom_from_mask(tmp_path):
     torch.manual_seed(5)
-    source = resnet50()
+    source = build_backbone("resnet50", 1000)
     mask = one_shot_mask(source, sparsity_at_level(3))
     export_ticket(tmp_path / "ticket.pth.tar", mask)
     # What the official main_*_eval.py does with --tickets_file:
@@ -203,15 +203,24 @@ def test_mask_save_load_and_report(tmp_path):
     report = __import__("json").loads((tmp_path / "ticket" / "sparsity.json").read_text())
     assert report["total"] == mask.total and report["kept"] == mask.kept
     assert report["sparsity"] == pytest.approx(0.36, abs=1 / mask.total)
-    assert "Conv2d" in report["denominator"]
+    assert report["denominator"] == "all 12 backbone Conv2d weights (fc, biases and BatchNorm excluded)"
     assert set(report["layers"]) == set(prunable_weight_names(model))
     assert sum(layer["kept"] for layer in report["layers"].values()) == mask.kept
+    assert again.layers() == report["layers"]
+    with pytest.raises(InputError, match="does not know its architecture"):
+        again.report()  # the file holds the tensors alone: the report saved beside it says the rest
 
 
 def test_mask_for_another_architecture_is_refused():
     mask = Mask.ones_like(SmallResNet(10))
     with pytest.raises(InputError, match="architecture"):
-        mask.apply_(resnet50())
+        mask.apply_(build_backbone("resnet50", 1000))
+
+
+def test_a_backbone_of_no_registered_architecture_is_refused():
+    with pytest.raises(InputError, match="not built from a registered architecture") as err:
+        Mask.ones_like(resnet50())
+    assert "\n" not in str(err.value) and "accepted: resnet50, resnet50_32px, small_resnet" in str(err.value)
 
 
 def test_missing_mask_and_empty_ticket_are_clear_errors(tmp_path):

@@ -73,7 +73,7 @@ def test_a_published_checkpoint_is_converted_once_and_checked_against_its_hash(r
     from dwlt_utils.engine import Precision
 
     top1 = sources.imagenet_top1(
-        roots.source("paper", "standard", 0), tmp_path / "imagenet", 4, Precision.for_device("cpu")
+        roots.source("paper", "standard", 0), source.arch, tmp_path / "imagenet", 4, Precision.for_device("cpu")
     )
     assert top1 in (0.0, 25.0, 50.0, 75.0, 100.0)
 
