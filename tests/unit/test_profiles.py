@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 
 from dwlt_utils.errors import InputError
@@ -25,3 +27,10 @@ def test_profiles_are_chosen_by_the_quick_switch_only():
     assert set(PROFILES) == {"paper", "quick"}
     with pytest.raises(InputError, match="quick is True or False"):
         get_profile("yes")
+
+
+def test_a_profile_names_its_architecture_which_resolves_through_the_registry():
+    assert (PAPER.arch, PAPER.architecture.input_px) == ("resnet50", 224)
+    assert (QUICK.arch, QUICK.architecture.input_px) == ("small_resnet", 32)
+    with pytest.raises(InputError, match="Unknown architecture 'vgg16'; accepted: resnet50"):
+        assert dataclasses.replace(QUICK, arch="vgg16").architecture
