@@ -106,14 +106,16 @@ def _torchattacks():
 
 
 @dataclass(frozen=True)
-class Check:
+class AutoAttackCheck:
     """What `eval_attack = "autoattack"` adds to a notebook's adversarial cells: PGD and AutoAttack RA of
     every kept checkpoint on the first `images` test images."""
 
     images: int
 
     @classmethod
-    def create(cls, profile: Profile, cells: list[TransferRun], eval_attack: str, images: int) -> Check | None:
+    def create(
+        cls, profile: Profile, cells: list[TransferRun], eval_attack: str, images: int
+    ) -> AutoAttackCheck | None:
         """Validate a notebook's `eval_attack` and `autoattack_images` (0: the profile's count, at most the
         test split) for its cells; None for "pgd20". Raises one sentence."""
         check_choice("eval_attack", eval_attack, EVAL_ATTACKS)

@@ -24,7 +24,7 @@ second, whatever the GPU could train. Each image is priced at the slower of its 
 input at the bench's `imagenet_input` figure of the ladder's decoder (`ours_img_s` is that decoder's rate,
 `reference_img_s` PIL's). With no such figure the ladder is priced by its training alone, and the plan says so.
 
-An AutoAttack check (`eval_attack="autoattack"`, `autoattack.Check`) is evaluation forwards: see
+An AutoAttack check (`eval_attack="autoattack"`, `autoattack.AutoAttackCheck`) is evaluation forwards: see
 `check_forwards`.
 """
 

@@ -34,7 +34,7 @@ from torchvision import transforms
 from torchvision.datasets import CIFAR10, CIFAR100, SVHN, FashionMNIST, ImageFolder
 from torchvision.datasets.utils import check_integrity
 
-from .errors import FileFormatError, InputError, MissingInputError, UntrustedFileError, phrase
+from .errors import FileFormatError, InputError, MissingInputError, UntrustedFileError
 from .io import atomic_write, unreachable
 from .vocabulary import SUBSETS
 
@@ -436,16 +436,6 @@ def _missing_files(info: DatasetInfo, root: Path, download: bool) -> list[str]:
     return _require_files(
         files.folder, files.names, what=info.name, source=files.source, url=files.url, download=download
     )
-
-
-def missing_phrase(name: str, root: str | Path, *, download: bool = False) -> str | None:
-    """None when the data set's files are there (or can be downloaded), else what `ensure_available` would
-    say, as a phrase to join with others."""
-    try:
-        ensure_available(name, root, download=download)
-    except MissingInputError as err:
-        return phrase(err)
-    return None
 
 
 def ensure_available(name: str, root: str | Path, *, download: bool = False) -> None:

@@ -162,7 +162,7 @@ def write_error(folder: Path, ranks: Ranks, err: BaseException) -> None:
     io.write_text(paths.rank_error_file(folder, ranks.rank), lines[0] + "\n")
 
 
-def launch(launch: Launch, module: str, arguments: Sequence[str], *, folder: Path, what: str) -> None:
+def run_torchrun(launch: Launch, module: str, arguments: Sequence[str], *, folder: Path, what: str) -> None:
     """Run `module` on every process of `launch` through torchrun, showing its output as it comes; a failing
     rank raises one sentence naming the rank and the cause (its own sentence, or the signal that killed it).
     Ranks write their sentences to `folder`."""

@@ -300,26 +300,24 @@ def _search_stages(
 ) -> list[Stage]:
     """Searches of several groups side by side: their dense cells, then each bisection step's cells."""
     dense, step = Stage("dense models"), []
-    for fixed in groups:
+    for group in groups:
         for seed in seeds:
-            dense_jobs = runs.price(search.level_parameters(fixed, 0, seed))
+            dense_jobs = runs.price(search.level_parameters(group, 0, seed))
             if dense_jobs:
                 dense.jobs.append(_merged(dense_jobs, "dense, std + adv transfer"))
-            ticket = search.level_parameters(fixed, top_level, seed)
+            ticket = search.level_parameters(group, top_level, seed)
             step.append(_merged(runs.price(ticket, fresh=True), "ticket, std + adv transfer"))
     steps = worst_bisection(top_level) + (2 if confirm else 0)
     # Which level a step decides is known only after the step before it: each is priced as a level to run.
     return [dense, Stage(f"{steps} bisection steps", step, repeat=steps)]
 
 
-def _ladder_stage(
-    fixed_groups: list[dict[str, Any]], top_level: int, pricer: Pricer, gpus: int
-) -> tuple[Stage, list[str]]:
+def _ladder_stage(groups: list[dict[str, Any]], top_level: int, pricer: Pricer, gpus: int) -> tuple[Stage, list[str]]:
     """The IMP ladders the groups' tickets come from, each once, up to `top_level`, spread over the GPUs
     (`spread_ladders`), and the notes that say how."""
     ladders: Ladders = {}
-    for fixed in fixed_groups:
-        ladder, session = search.ladder_needed(fixed, top_level)
+    for group in groups:
+        ladder, session = search.ladder_needed(group, top_level)
         ladders.setdefault((ladder, session.seed), session)
     spread, notes = spread_ladders(ladders, top_level, gpus)
     stage = Stage("IMP ladders")
@@ -330,29 +328,29 @@ def _ladder_stage(
 
 
 def search_plan(
-    fixed: dict[str, Any], *, top_level: int, seeds: list[int], pricer: Pricer, confirm: bool = False, gpus: int = 1
+    group: dict[str, Any], *, top_level: int, seeds: list[int], pricer: Pricer, confirm: bool = False, gpus: int = 1
 ) -> Plan:
     """The most a search (`search.search`) costs: its ladder where levels are missing, its dense cells, and
     the most bisection steps its ladder can take, each step a cell per seed."""
     check_number("top level", top_level, 1, 40, integer=True)
-    ladders, ladder_notes = _ladder_stage([fixed], top_level, pricer, gpus)
+    ladders, ladder_notes = _ladder_stage([group], top_level, pricer, gpus)
     runs = _Runs(pricer)
-    stages = [ladders, *_search_stages([fixed], top_level, seeds, runs, confirm)]
+    stages = [ladders, *_search_stages([group], top_level, seeds, runs, confirm)]
     steps = stages[-1].repeat
     cells, exhaustive = (1 + steps) * len(seeds), (top_level + 1) * len(seeds)
     notes = [
         f"At most {cells} cells of notebook 05 instead of {exhaustive} for every level: a ladder of {top_level} levels "
         f"takes at most {worst_bisection(top_level)} bisection steps{' and the 2 of --confirm' if confirm else ''}."
     ]
-    title = f"Plan of the search of {search.group_name(fixed)}:"
+    title = f"Plan of the search of {search.group_name(group)}:"
     return Plan(title, [s for s in stages if s.jobs], [*ladder_notes, *notes, *runs.notes()])
 
 
-def paper_groups(fixed: dict[str, Any]) -> tuple[Profile, list[dict[str, Any]]]:
+def paper_groups(given: dict[str, Any]) -> tuple[Profile, list[dict[str, Any]]]:
     """Every (pre-training, data set, data budget) of the paper that the profile runs."""
-    profile = get_profile(Parameters.of(search.NOTEBOOK.stem, fixed)["quick"])
+    profile = get_profile(Parameters.of(search.NOTEBOOK.stem, given)["quick"])
     groups = [
-        {**fixed, "pretraining": p, "dataset": d, "data_fraction": b}
+        {**given, "pretraining": p, "dataset": d, "data_fraction": b}
         for p in PRETRAININGS
         for d in profile.paper_datasets
         for b in PAPER_BUDGETS
@@ -360,16 +358,16 @@ def paper_groups(fixed: dict[str, Any]) -> tuple[Profile, list[dict[str, Any]]]:
     return profile, groups
 
 
-def paper_plans(fixed: dict[str, Any], *, seeds: list[int], pricer: Pricer, gpus: int = 1) -> tuple[Plan, Plan]:
+def paper_plans(given: dict[str, Any], *, seeds: list[int], pricer: Pricer, gpus: int = 1) -> tuple[Plan, Plan]:
     """The whole paper (every group of `paper_groups`, both regimes, its ladders): every level, and by search."""
-    profile, groups = paper_groups(fixed)
+    profile, groups = paper_groups(given)
     top = profile.levels
     ladders, ladder_notes = _ladder_stage(groups, top, pricer, gpus)
     runs, every = _Runs(pricer), Stage("transfer, every level")
-    for fixed_group in groups:
+    for group in groups:
         for seed in seeds:
             for level in range(top + 1):
-                every.jobs += runs.price(search.level_parameters(fixed_group, level, seed))
+                every.jobs += runs.price(search.level_parameters(group, level, seed))
     what = (
         f"{len(PRETRAININGS)} pre-trainings × {len(profile.paper_datasets)} data sets × {len(PAPER_BUDGETS)} data "
         f"budgets × {len(seeds)} seed{'s' * (len(seeds) != 1)}, {profile.name} profile"

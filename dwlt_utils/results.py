@@ -98,10 +98,10 @@ GROUP_KEYS = (
 # A transfer record's deviations join its recipe's (shared with the dense model of its regime) and, for an
 # IMP ticket, its ladder's, which start with this (`tickets.ImpConfig.deviations`).
 LADDER_DEVIATION = "IMP "
-REGIME_DEV = {"std": "std_dev", "adv": "adv_dev"}  # the decision's column for each regime's recipe deviations
+RECIPE_COLUMN = {"std": "std_dev", "adv": "adv_dev"}  # the decision's column for each regime's recipe deviations
 # The three values the decision reads: (regime, metric); std rows always use the best-SA checkpoint.
-QUANTITIES = {"sa_std": ("std", "SA"), "sa_adv": ("adv", "SA"), "ra_adv": ("adv", "RA")}
-EPS = 1e-9  # percentage points: float noise must not turn a tie into a loss
+DECIDED_VALUES = {"sa_std": ("std", "SA"), "sa_adv": ("adv", "SA"), "ra_adv": ("adv", "RA")}
+TIE_MARGIN = 1e-9  # percentage points: float noise must not turn a tie into a loss
 # How a ticket's mean "reaches" its dense model's: "tol", at least the dense mean − tol; "sd", the lottery-ticket
 # convention, at least the dense mean − its standard deviation over seeds (or − tol, when that is larger),
 # which needs two seeds of the dense model (one seed leaves the condition undecided: "missing").
@@ -438,7 +438,7 @@ def double_win_table(
     # level missing under one recipe shows as missing there.
     tickets = rows[rows.ticket == ticket]
     grid = tickets[[*base, "ladder_dev", "level"]].drop_duplicates()
-    for regime, column in REGIME_DEV.items():
+    for regime, column in RECIPE_COLUMN.items():
         recipes = tickets[tickets.regime == regime][[*base, "ladder_dev", "transfer_dev"]].drop_duplicates()
         grid = grid.merge(recipes.rename(columns={"transfer_dev": column}), on=[*base, "ladder_dev"], how="left")
         grid[column] = grid[column].fillna("")
@@ -448,8 +448,8 @@ def double_win_table(
         value=("value", "mean"), n=("seed", "size"), sd=("value", "std"), runs=("run_id", joined_runs)
     ).reset_index()
     table = grid
-    for q, (regime, _) in QUANTITIES.items():
-        recipe = REGIME_DEV[regime]
+    for q, (regime, _) in DECIDED_VALUES.items():
+        recipe = RECIPE_COLUMN[regime]
         of_q = means[means.quantity == q].rename(
             columns={"transfer_dev": recipe, "value": q, "n": f"{q}_n", "sd": f"{q}_sd", "runs": f"{q}_runs"}
         )
@@ -475,27 +475,27 @@ def double_win_table(
     ra_rows = rows[rows.quantity == "ra_adv"].rename(columns={"transfer_dev": "adv_dev"})
     table = table.merge(_one_per(ra_rows, [*base, "adv_dev"], "attack"), on=[*base, "adv_dev"], how="left")
 
-    for q in QUANTITIES:
+    for q in DECIDED_VALUES:
         ticket_value, dense_value = table[q], table[f"{q}_dense"]
         margin = pd.Series(float(tol), index=table.index)
         if rule == "sd":
             margin = table[f"{q}_dense_sd"].clip(lower=tol)  # NaN with one dense seed: undecided
-        ok = (ticket_value >= dense_value - margin - EPS).astype("boolean")
+        ok = (ticket_value >= dense_value - margin - TIE_MARGIN).astype("boolean")
         table[f"{q}_ok"] = ok.mask(ticket_value.isna() | dense_value.isna() | margin.isna())
         for n in (f"{q}_n", f"{q}_dense_n"):
             table[n] = table[n].astype("Int64")
-    oks = table[[f"{q}_ok" for q in QUANTITIES]]
+    oks = table[[f"{q}_ok" for q in DECIDED_VALUES]]
     table["status"] = np.where(
         oks.isna().any(axis=1), "missing", np.where(oks.fillna(False).all(axis=1), "double-win", "not")
     )
     table["adv_checkpoint"], table["tol"], table["rule"], table["std_data"] = adv_checkpoint, float(tol), rule, std_data
-    behind = table[[f"{q}{part}_runs" for q in QUANTITIES for part in ("", "_dense")]]
+    behind = table[[f"{q}{part}_runs" for q in DECIDED_VALUES for part in ("", "_dense")]]
     table["run_ids"] = [joined_runs(" ".join(ids.dropna()).split()) for _, ids in behind.iterrows()]
 
     keys = list(GROUP_KEYS)
     per_value = [
         c
-        for q in QUANTITIES
+        for q in DECIDED_VALUES
         for c in (q, f"{q}_n", f"{q}_sd", f"{q}_dense", f"{q}_dense_n", f"{q}_dense_sd", f"{q}_ok")
     ]
     columns = [
@@ -549,7 +549,7 @@ def _decision_rows(df: pd.DataFrame, *, tol: float, adv_checkpoint: str, ticket:
                 & (df.checkpoint == checkpoint[regime])
                 & df.ticket.isin(["dense", ticket])
             ].assign(quantity=q)
-            for q, (regime, metric) in QUANTITIES.items()
+            for q, (regime, metric) in DECIDED_VALUES.items()
         ],
         ignore_index=True,
     )

@@ -92,35 +92,35 @@ class Runner:
         return len(todo)
 
 
-def level_parameters(fixed: dict[str, Any], level: int, seed: int) -> Parameters:
+def level_parameters(group: dict[str, Any], level: int, seed: int) -> Parameters:
     """Notebook 05's parameters of one level (0: the dense model) and seed, both regimes: one step's cell."""
     ticket = {"ticket": "imp", "sparsity": printed_sparsity(level)} if level else {"ticket": "dense", "sparsity": 0}
-    return Parameters.of(NOTEBOOK.stem, {**fixed, **ticket, "seed": seed, "regimes": ["std", "adv"]})
+    return Parameters.of(NOTEBOOK.stem, {**group, **ticket, "seed": seed, "regimes": ["std", "adv"]})
 
 
-def level_cells(fixed: dict[str, Any], level: int, seeds: list[int], out: Path) -> list[Cell]:
+def level_cells(group: dict[str, Any], level: int, seeds: list[int], out: Path) -> list[Cell]:
     """The cells of one level (0: the dense model), one per seed."""
-    folder = out / "search" / group_name(fixed)
-    given = [{**fixed, **level_parameters(fixed, level, seed).changed()} for seed in seeds]
+    folder = out / "search" / group_name(group)
+    given = [{**group, **level_parameters(group, level, seed).changed()} for seed in seeds]
     return [
         Cell(NOTEBOOK, parameters, {"level": level, "seed": seed}, folder) for parameters, seed in zip(given, seeds)
     ]
 
 
-def status_table(fixed: dict[str, Any], *, top_level: int, seeds: list[int], out: Path) -> pd.DataFrame:
+def status_table(group: dict[str, Any], *, top_level: int, seeds: list[int], out: Path) -> pd.DataFrame:
     """The state of a search's cells (`sweeps.cell_status`): its dense models' and those of every level it
     has reached (a level with none of its cells submitted or done is left out: bisection may never need it)."""
     tables = []
     for level in range(top_level + 1):
-        cells = level_cells(fixed, level, seeds, out)
+        cells = level_cells(group, level, seeds, out)
         table = sweeps.status_table(cells)
         if level == 0 or (table.status != "missing").any() or any(cell.state_file.is_file() for cell in cells):
             tables.append(table)
     return pd.concat(tables, ignore_index=True)
 
 
-def group_name(fixed: dict[str, Any]) -> str:
-    return slug({k: fixed[k] for k in ("pretraining", "dataset", "data_fraction") if k in fixed})
+def group_name(group: dict[str, Any]) -> str:
+    return slug({k: group[k] for k in ("pretraining", "dataset", "data_fraction") if k in group})
 
 
 def _decide(cells: list[Cell], level: int) -> tuple[str, float]:
@@ -142,17 +142,17 @@ def _decide(cells: list[Cell], level: int) -> tuple[str, float]:
     return str(row.status.iloc[0]), wall
 
 
-def ladder_needed(fixed: dict[str, Any], top_level: int) -> tuple[tickets.ImpConfig, Session]:
+def ladder_needed(group: dict[str, Any], top_level: int) -> tuple[tickets.ImpConfig, Session]:
     """The IMP ladder the cells of a search transfer tickets of, as notebook 05 names it at the top level,
     and a session to find it with."""
-    parameters = Parameters.of(NOTEBOOK.stem, {**fixed, "ticket": "imp", "sparsity": printed_sparsity(top_level)})
+    parameters = Parameters.of(NOTEBOOK.stem, {**group, "ticket": "imp", "sparsity": printed_sparsity(top_level)})
     session = open_session(parameters, device="cpu")
     return transfer.plan(session, parameters).cells[0].imp, session
 
 
-def check_ladder(fixed: dict[str, Any], top_level: int) -> None:
+def check_ladder(group: dict[str, Any], top_level: int) -> None:
     """Refuse a search above the IMP ladder that exists: it must reach the highest level searched."""
-    ladder, session = ladder_needed(fixed, top_level)
+    ladder, session = ladder_needed(group, top_level)
     try:
         tickets.imp_ticket(ladder, session.roots, session.seed, top_level)
     except DwltError as err:
@@ -181,7 +181,7 @@ def bisection_levels(top_level: int, highest: int) -> list[int]:
 
 
 def search(
-    fixed: dict[str, Any],
+    group: dict[str, Any],
     *,
     top_level: int,
     seeds: list[int],
@@ -190,16 +190,16 @@ def search(
     confirm: bool = False,
     say=print,
 ) -> Search:
-    """Bisect levels 1..top_level for the highest double-win level of the cells `fixed` describes."""
+    """Bisect levels 1..top_level for the highest double-win level of the cells `group` describes."""
     check_number("top level", top_level, 1, 40, integer=True)
     if not seeds:
         raise InputError("--seeds lists at least one seed, e.g. 1 or 1,2,3.")
-    check_ladder(fixed, top_level)
+    check_ladder(group, top_level)
     found = Search(top_level)
-    found.cells_run += runner.run(level_cells(fixed, 0, seeds, out))
+    found.cells_run += runner.run(level_cells(group, 0, seeds, out))
 
     def decide(level: int) -> str:
-        cells = level_cells(fixed, level, seeds, out)
+        cells = level_cells(group, level, seeds, out)
         found.cells_run += runner.run(cells)
         found.levels[level], found.wall_s[level] = _decide(cells, level)
         say(f"level {level} ({printed_sparsity(level):.2%}): {found.levels[level]}")

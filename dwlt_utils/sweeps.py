@@ -128,7 +128,7 @@ def planned(cell: Cell) -> tuple[Session, TransferPlan | LadderPlan | None]:
     return session, door(session, parameters) if door else None
 
 
-def _made(cell: Cell) -> tuple[bool | None, bool, float]:
+def _made_so_far(cell: Cell) -> tuple[bool | None, bool, float]:
     """(done, lock held, wall seconds of the runs that are finished) from what the notebook makes; done is
     None for a notebook whose results this cannot see (01, 06): its job's state decides."""
     _, made = planned(cell)
@@ -143,7 +143,7 @@ def cell_status(cell: Cell) -> dict[str, Any]:
     job), the GPU-hours that makes with the GPUs its job asked for, and what to read about it."""
     state = read_state(cell)
     try:
-        done, held, wall = _made(cell)
+        done, held, wall = _made_so_far(cell)
     except DwltError as err:
         # Parameters its notebook refuses (an InputError) make the cell invalid: it would fail however it ran.
         return _status_row(cell, "failed", 0.0, 0, str(err), invalid=isinstance(err, InputError))

@@ -23,7 +23,7 @@ from .config import to_plain, write_config
 from .data import check_trainable, imagenet_folder, load_splits, subset_positions
 from .distributed import SINGLE, Launch, Ranks
 from .engine import Precision
-from .errors import DwltError, InputError, MissingInputError, check_choice, check_number, phrase, sentence
+from .errors import InputError, MissingInputError, check_choice, check_number, sentence
 from .imp import next_level, run_imp
 from .models import backbone_holding
 from .notebook import Parameters, Session, shell_line
@@ -399,7 +399,7 @@ def run_imp_ladder(
         spec = json.dumps(trainer.spec())
 
         def train_level(level: int) -> None:
-            distributed.launch(
+            distributed.run_torchrun(
                 launch,
                 "dwlt_utils.imp_worker",
                 [spec, str(level)],
@@ -429,18 +429,6 @@ def _not_computed(config: ImpConfig, roots: Roots, directory: Path, level: int, 
 
 def _level_remedy(directory: Path) -> str:
     return f"delete {directory} and re-run notebooks/02_imp.ipynb, which makes it again"
-
-
-def imp_ticket_missing(config: ImpConfig, roots: Roots, seed: int, level: int) -> str | None:
-    """None when level `level` of the ladder is there and reads, else a phrase saying what to do."""
-    directory = roots.imp_level(config, seed, level)
-    if not Mask.exists(directory):
-        return _not_computed(config, roots, directory, level, seed)
-    try:
-        Mask.load(directory, remedy=_level_remedy(directory))
-    except DwltError as err:
-        return phrase(err)
-    return None
 
 
 def imp_ticket(config: ImpConfig, roots: Roots, seed: int, level: int) -> Mask:

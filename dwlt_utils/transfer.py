@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 
 from . import io, paths, plotting, results, sources, vocabulary
-from .autoattack import Check
+from .autoattack import AutoAttackCheck
 from .batches import ArrayBatches
 from .config import config_hash, write_config
 from .data import DatasetInfo, DataSplits, ImageArrays, check_trainable, dataset_info, limit_train, load_splits
@@ -231,7 +231,7 @@ class TransferPlan:
     parameters: Parameters
     cells: tuple[TransferConfig, ...]
     runs: tuple[tuple[TransferConfig, Path], ...]
-    check: Check | None
+    check: AutoAttackCheck | None
 
     @property
     def notebook(self) -> str:
@@ -280,7 +280,7 @@ def plan(session: Session, parameters: Parameters) -> TransferPlan:
         if not isinstance(parameters.get(name, True), bool):
             raise InputError(f"{name} is True or False; got {parameters[name]!r}.")
     runs = [run for cell in cells for run in with_dense(cell, dense_baseline)]
-    check = Check.create(
+    check = AutoAttackCheck.create(
         session.profile, cells, parameters.get("eval_attack", "pgd20"), parameters.get("autoattack_images", 0)
     )
     directories = tuple((run, session.roots.transfer_cell(run, session.seed)) for run in runs)
@@ -542,7 +542,12 @@ def run_check(plan: TransferPlan, session: Session) -> pd.DataFrame:
 
 
 def _measure_check(
-    check: Check, config: TransferConfig, session: Session, inputs: Inputs, directory: Path, cell_records: pd.DataFrame
+    check: AutoAttackCheck,
+    config: TransferConfig,
+    session: Session,
+    inputs: Inputs,
+    directory: Path,
+    cell_records: pd.DataFrame,
 ) -> None:
     profile = PROFILES[config.profile]
     splits = inputs.splits(config)

@@ -8,7 +8,7 @@ from test_results import record
 
 from dwlt_utils import autoattack, results, transfer
 from dwlt_utils.attacks import PGD20_EVAL
-from dwlt_utils.autoattack import AutoAttack, Check, side_by_side
+from dwlt_utils.autoattack import AutoAttack, AutoAttackCheck, side_by_side
 from dwlt_utils.errors import InputError
 from dwlt_utils.evaluate import EVAL_SEED, evaluate
 from dwlt_utils.notebook import Parameters
@@ -102,19 +102,19 @@ def quick_cells(regimes=("adv",)):
 )
 def test_bad_eval_attack_or_image_count_is_one_sentence(eval_attack, images, regimes, message):
     with pytest.raises(InputError, match=message) as err:
-        Check.create(QUICK, quick_cells(regimes), eval_attack, images)
+        AutoAttackCheck.create(QUICK, quick_cells(regimes), eval_attack, images)
     assert str(err.value).count(". ") == 0 and "\n" not in str(err.value)
 
 
 def test_the_check_resolves_its_image_count_and_is_part_of_a_notebooks_plan(session):
     cells = quick_cells(("std", "adv"))
-    assert Check.create(QUICK, cells, "pgd20", 0) is None
-    check = Check.create(QUICK, cells, "autoattack", 0)
+    assert AutoAttackCheck.create(QUICK, cells, "pgd20", 0) is None
+    check = AutoAttackCheck.create(QUICK, cells, "autoattack", 0)
     assert check.images == QUICK.autoattack_images
-    assert Check.create(QUICK, cells, "autoattack", 7).images == 7
+    assert AutoAttackCheck.create(QUICK, cells, "autoattack", 7).images == 7
     given = dict(quick=True, ticket="imp", sparsity=0.36, eval_attack="autoattack", autoattack_images=7)
     planned = transfer.plan(session, Parameters.of("05_data_limited", given))
-    assert planned.check == Check(7)
+    assert planned.check == AutoAttackCheck(7)
 
 
 def check_record(ticket, seed, kind, value, images=1000, checkpoint="best_ra"):
@@ -183,12 +183,12 @@ def test_a_missing_torchattacks_is_one_sentence(monkeypatch):
 
     monkeypatch.setattr(builtins, "__import__", refuse)
     with pytest.raises(autoattack.MissingInputError, match="pip install --no-deps torchattacks"):
-        Check.create(QUICK, quick_cells(), "autoattack", 0)
+        AutoAttackCheck.create(QUICK, quick_cells(), "autoattack", 0)
 
 
 def test_a_check_measured_with_other_attacks_is_not_done(tmp_path):
     (cell,) = quick_cells()
-    check = Check(images=20)
+    check = AutoAttackCheck(images=20)
     assert not check.done(cell, tmp_path)
 
     def write(names):

@@ -65,7 +65,7 @@ def tests_importable(monkeypatch):
 def ddp_step(tmp_path, kind: str) -> dict[str, torch.Tensor]:
     """The parameters after one DDP step on two gloo processes (tests/ddp_step.py through torchrun)."""
     out = tmp_path / f"{kind}.pt"
-    distributed.launch(Launch(nproc_per_node=2), "ddp_step", [str(out), kind], folder=tmp_path, what="a DDP step")
+    distributed.run_torchrun(Launch(nproc_per_node=2), "ddp_step", [str(out), kind], folder=tmp_path, what="a DDP step")
     return torch.load(out, weights_only=True)
 
 
@@ -106,7 +106,7 @@ def test_a_failing_rank_stops_the_run_with_one_sentence_that_names_it(tmp_path, 
     with pytest.raises(
         DwltError, match=r"^a DDP step failed: rank 1 stopped with InputError: rank 1 was told to fail\.$"
     ):
-        distributed.launch(
+        distributed.run_torchrun(
             Launch(nproc_per_node=2), "ddp_step", [str(tmp_path / "x.pt"), "fail"], folder=tmp_path, what="a DDP step"
         )
 

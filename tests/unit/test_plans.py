@@ -13,7 +13,7 @@ from test_results import record
 
 from dwlt_utils import bench, cli, costs, paths, plans, results, search, sweeps, tickets, transfer
 from dwlt_utils.attacks import PGD20_EVAL
-from dwlt_utils.autoattack import AutoAttack, Check
+from dwlt_utils.autoattack import AutoAttack, AutoAttackCheck
 from dwlt_utils.costs import Work
 from dwlt_utils.errors import InputError, MissingInputError
 from dwlt_utils.profiles import PAPER, QUICK
@@ -306,7 +306,7 @@ def test_a_sweep_asked_for_autoattack_adds_the_check_to_its_adversarial_runs_unl
     assert checked.seconds == pytest.approx(plain.seconds + 2 * 2 * 1000 * 10_764 * forward)
     assert checked.what == "adv transfer + AutoAttack"
     # a check on disk, measured by today's attacks, is done
-    check = Check(images=1000)
+    check = AutoAttackCheck(images=1000)
     _, planned = sweeps.planned(checked_cells[0])
     for config, directory in planned.runs:
         rows = [

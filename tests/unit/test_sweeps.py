@@ -202,7 +202,7 @@ def test_a_failing_cell_is_failed_with_its_sentence_and_log(roots, capsys):
     capsys.readouterr()
     assert cli.main(["status", *arguments]) == 0
     row = capsys.readouterr().out.splitlines()[1]
-    assert "failed" in row and "MissingInputError: Cannot run this cell: the dense adv_linf4 source" in row
+    assert "failed" in row and "MissingInputError: The dense adv_linf4 source is not in" in row
     assert "Log: " in row and ".out" in row
 
 

@@ -83,7 +83,7 @@ def test_missing_inputs_are_named_together_with_how_to_provide_them(roots, plant
     text = str(err.value)
     assert text.startswith("Cannot run this cell: the dense adv_linf4 source is not in")
     assert "01_load_pretrained.ipynb with -p quick True" in text and text.count("adv_linf4 source") == 1
-    assert "run `papermill notebooks/02_imp.ipynb" in text and "-p levels 11" in text
+    assert "&& papermill notebooks/02_imp.ipynb" in text and "-p levels 11" in text
     assert "\n" not in text
     plant_source()
     transfer.Inputs(roots).require([quick_cell()])  # digits needs no files; OMP needs no ladder
