@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import io, paths, transfer
+from .errors import DwltError
 from .notebook import Parameters, open_session, shell_line
 from .vocabulary import REGIMES
 
@@ -31,9 +32,13 @@ class RowCommands:
         self._covers: dict[str, set[str]] = {}
 
     def made_by(self, run_id: str) -> Parameters | None:
-        """The notebook parameters that made a run (None: a run recorded before runs kept them)."""
+        """The notebook parameters that made a run (None: a run recorded before runs kept them, or whose
+        configuration is missing)."""
         if run_id not in self._made_by:
-            config = io.read_json(paths.config_file(self.run_root / run_id))
+            try:
+                config = io.read_json(paths.config_file(self.run_root / run_id))
+            except DwltError:  # a run directory without its configuration cannot say how it was made
+                config = {}
             given = config.get("parameters")
             self._made_by[run_id] = None if given is None else Parameters.of(config["notebook"], given)
         return self._made_by[run_id]

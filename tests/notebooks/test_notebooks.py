@@ -6,10 +6,12 @@ the validation cell with one sentence, having written nothing.
 """
 
 import json
+import os
 import re
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import nbformat
 import pandas as pd
@@ -169,9 +171,10 @@ def test_a_row_of_each_06_table_is_made_by_its_commands_and_they_find_it_done(ch
     assert {c.split()[1] for c in papermills} == notebooks
     run_root = chain["base"] / "runs"
     before = run_root_files(run_root)
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}  # papermill, as installed
     for line in dict.fromkeys(chosen):  # each row's line as a shell runs it, from the checkout's root
         assert line.startswith("mkdir -p ") and f"-p run_root {run_root}" in line
-        done = subprocess.run(["bash", "-c", line], cwd=REPO, capture_output=True, text=True, timeout=600)
+        done = subprocess.run(["bash", "-c", line], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stderr[-2000:]
     assert run_root_files(run_root) == before
 
