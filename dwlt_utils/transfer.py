@@ -28,7 +28,7 @@ from .data import DatasetInfo, DataSplits, ImageArrays, check_trainable, dataset
 from .engine import Precision
 from .errors import DwltError, InputError, MissingInputError, check_choice, check_number, phrase
 from .evaluate import correct_per_image, evaluate
-from .models import backbone_holding, replace_fc, with_normalization
+from .models import backbone_holding, replace_fc, sparsity_denominator, with_normalization
 from .notebook import Parameters, Session
 from .paths import Roots
 from .profiles import PROFILES, Profile
@@ -490,7 +490,7 @@ def _train_and_test(
             sparsity=config.sparsity,
             seed=seed,
             deviations="; ".join(deviations),
-            sparsity_denominator=_denominator(backbone),
+            sparsity_denominator=sparsity_denominator(backbone),
             device=precision.describe(),
             precision=precision.name,
             git_rev=results.git_revision(),
@@ -516,11 +516,6 @@ def cell_model(config: TransferConfig, inputs: Inputs, info: DatasetInfo, seed: 
 def first_images(images: ImageArrays, n: int) -> ImageArrays:
     """The first n images (0: all of them)."""
     return images.take(torch.arange(min(n, len(images)))) if n else images
-
-
-def _denominator(backbone: torch.nn.Module) -> str:
-    convs = [m for m in backbone.modules() if isinstance(m, torch.nn.Conv2d)]
-    return f"all {sum(m.weight.numel() for m in convs):,} weights of the {len(convs)} backbone Conv2d layers"
 
 
 def run_check(plan: TransferPlan, session: Session) -> pd.DataFrame:
