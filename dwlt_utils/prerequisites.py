@@ -55,7 +55,7 @@ def fashion_mnist_remedy(folder: Path = data.DOWNLOADED_FASHION_MNIST) -> str:
     )
 
 
-def fashion_mnist_missing() -> str | None:
+def fashion_mnist_problem() -> str | None:
     """None when Fashion-MNIST is on this machine, else the sentence saying how to get it."""
     if fashion_mnist_present():
         return None

@@ -78,10 +78,10 @@ def _damage(path: Path) -> str | None:
 
 def prepared(profile: Profile, pretraining: str, eps_255: float, roots: Roots) -> bool:
     """Whether the source's file is there and verifies."""
-    return missing(profile, pretraining, eps_255, roots) is None
+    return source_problem(profile, pretraining, eps_255, roots) is None
 
 
-def missing(profile: Profile, pretraining: str, eps_255: float, roots: Roots) -> str | None:
+def source_problem(profile: Profile, pretraining: str, eps_255: float, roots: Roots) -> str | None:
     """None when the source is prepared and its file verifies, else a phrase saying what is wrong and what to do."""
     where = roots.source(profile.name, pretraining, eps_255)
     if where.is_file():
@@ -104,7 +104,7 @@ def missing(profile: Profile, pretraining: str, eps_255: float, roots: Roots) ->
 
 def load(profile: Profile, pretraining: str, eps_255: float, roots: Roots) -> dict[str, torch.Tensor]:
     """θ_p of one pre-training as a backbone state dict."""
-    problem = missing(profile, pretraining, eps_255, roots)
+    problem = source_problem(profile, pretraining, eps_255, roots)
     if problem:
         raise MissingInputError(sentence(problem))
     return io.load_torch(roots.source(profile.name, pretraining, eps_255))

@@ -47,7 +47,7 @@ def pytest_configure(config):
 @pytest.fixture(scope="session")
 def fashion_mnist() -> None:
     """The quick profile's source data (Debian's package or the downloaded files), which every notebook reads."""
-    if problem := prerequisites.fashion_mnist_missing():
+    if problem := prerequisites.fashion_mnist_problem():
         pytest.fail(problem, pytrace=False)
 
 

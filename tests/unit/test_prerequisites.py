@@ -118,9 +118,9 @@ def write_gz(folder: Path) -> None:
 @pytest.mark.parametrize("where", ["debian", "downloaded"])
 def test_either_copy_is_what_the_data_module_reads(tmp_path, copies, where):
     assert prerequisites.missing_packages()[0] == "dataset-fashion-mnist"
-    assert "make install" in prerequisites.fashion_mnist_missing()
+    assert "make install" in prerequisites.fashion_mnist_problem()
     write_gz(copies[where])
-    assert prerequisites.fashion_mnist_present() and prerequisites.fashion_mnist_missing() is None
+    assert prerequisites.fashion_mnist_present() and prerequisites.fashion_mnist_problem() is None
     data.ensure_available("fashion_mnist", tmp_path / "root")
     splits = data._load_splits(data.DATASETS["fashion_mnist"], tmp_path / "root", False, 55, 5)
     assert len(splits.test) == 12
