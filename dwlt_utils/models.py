@@ -240,7 +240,7 @@ def sparsity_denominator(backbone: nn.Module) -> str:
     return architecture_of(backbone).sparsity_denominator(backbone)
 
 
-def replace_fc(backbone: nn.Module, num_classes: int, seed: int) -> nn.Module:
+def replace_classifier(backbone: nn.Module, num_classes: int, seed: int) -> nn.Module:
     """Swap the classifier (whatever its architecture calls it) for a fresh Linear(in_features, num_classes),
     initialised from `seed` alone."""
     return architecture_of(backbone).fresh_classifier(backbone, num_classes, seed)

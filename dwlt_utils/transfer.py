@@ -28,7 +28,7 @@ from .data import DatasetInfo, DataSplits, ImageArrays, check_trainable, dataset
 from .engine import Precision
 from .errors import DwltError, InputError, MissingInputError, check_choice, check_number, phrase
 from .evaluate import correct_per_image, evaluate
-from .models import backbone_holding, replace_fc, sparsity_denominator, with_normalization
+from .models import backbone_holding, replace_classifier, sparsity_denominator, with_normalization
 from .notebook import Parameters, Session
 from .paths import Roots
 from .profiles import PROFILES, Profile
@@ -509,7 +509,7 @@ def cell_model(config: TransferConfig, inputs: Inputs, info: DatasetInfo, seed: 
     """The cell's model before training (θ_p, a fresh classifier of the seed, the data set's normalisation
     inside) and its backbone."""
     backbone = backbone_holding(PROFILES[config.profile].arch, inputs.source(config))
-    replace_fc(backbone, info.num_classes, seed)
+    replace_classifier(backbone, info.num_classes, seed)
     return with_normalization(backbone, info.mean, info.std), backbone
 
 
