@@ -27,8 +27,8 @@ def test_the_choice_of_sources_is_checked():
 
 
 def test_a_missing_source_says_how_to_get_it(roots, plant_source):
-    assert "run notebooks/01_load_pretrained.ipynb with -p quick True" in sources.missing(QUICK, "adv", 4, roots)
-    assert "converts resnet50_linf_eps4.0.ckpt" in sources.missing(PAPER, "adv", 4, roots)
+    assert "run notebooks/01_load_pretrained.ipynb with -p quick True" in sources.source_problem(QUICK, "adv", 4, roots)
+    assert "converts resnet50_linf_eps4.0.ckpt" in sources.source_problem(PAPER, "adv", 4, roots)
     with pytest.raises(MissingInputError, match="^The dense standard source is not in"):
         sources.load(QUICK, "standard", 4, roots)
     plant_source("standard")
@@ -91,7 +91,7 @@ def test_a_damaged_source_is_named_and_never_counts_as_prepared(roots, plant_sou
     path = roots.source("quick", "adv", 4)
     assert sources.prepared(QUICK, "adv", 4, roots)
     path.write_bytes(b"<html>consent</html>")  # the file changed after it was written
-    problem = sources.missing(QUICK, "adv", 4, roots)
+    problem = sources.source_problem(QUICK, "adv", 4, roots)
     assert problem == (
         f"the dense adv_linf4 source {path} differs from the file written (its SHA-256 changed): delete it and "
         "re-run notebooks/01_load_pretrained.ipynb with -p quick True, which makes it again"
@@ -99,9 +99,9 @@ def test_a_damaged_source_is_named_and_never_counts_as_prepared(roots, plant_sou
     with pytest.raises(MissingInputError, match="^The dense adv_linf4 source .* differs from the file written"):
         sources.load(QUICK, "adv", 4, roots)
     paths.sidecar_file(path).unlink()  # without a recorded hash, the file is read (safely) to be verified
-    assert "cannot be read as a weights-only state dict" in sources.missing(QUICK, "adv", 4, roots)
+    assert "cannot be read as a weights-only state dict" in sources.source_problem(QUICK, "adv", 4, roots)
     torch.save({"conv1.weight": RunsCode(tmp_path / "ran")}, path)
-    assert "holds a pickle that would run code (it was not read)" in sources.missing(QUICK, "adv", 4, roots)
+    assert "holds a pickle that would run code (it was not read)" in sources.source_problem(QUICK, "adv", 4, roots)
     assert not (tmp_path / "ran").exists()
 
 
