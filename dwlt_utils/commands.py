@@ -64,7 +64,7 @@ class RowCommands:
             best = max(candidates, key=lambda p: (len(self.covers(p) & left), -len(p.changed())))
             chosen.append(best)
             left -= self.covers(best)
-        return shell_line([p.but(**self.folders) for p in chosen])
+        return shell_line(sorted((p.but(**self.folders) for p in chosen), key=lambda p: p.command()))
 
 
 def _both_regimes(candidates: list[Parameters]) -> list[Parameters]:

@@ -30,6 +30,7 @@ from .vocabulary import PRECISIONS
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 DEFAULT_RUN_ROOT = "runs"  # every notebook's run_root default
+FOLDERS = ("data_root", "run_root", "weights_dir")  # where a notebook's files are, not what it computes
 
 
 def notebook_path(name: str) -> Path:
@@ -103,8 +104,9 @@ class Parameters(Mapping):
 
     def output(self) -> Path:
         """Where the command writes the executed notebook: where a sweep puts it, named after the parameters
-        that differ from the defaults."""
-        return Path(self["run_root"]) / "executed" / self.notebook / f"{slug(self.changed())}.ipynb"
+        that differ from the defaults (its folders left out)."""
+        named = {k: v for k, v in self.changed().items() if k not in FOLDERS}
+        return Path(self["run_root"]) / "executed" / self.notebook / f"{slug(named)}.ipynb"
 
     def command(self) -> str:
         """The papermill command, run from the checkout's root, that runs the notebook with these parameters
