@@ -135,8 +135,10 @@ def sentence(phrase: str) -> str:
 
 
 def phrase(err: BaseException) -> str:
-    """An error's sentence as a phrase, to join with others into one sentence."""
-    return str(err).removesuffix(".")
+    """An error's sentence as a phrase, to join with others into one sentence: no full stop, and a first word
+    that is not a name ("The", not "IMP" or "ImageNet") in lower case."""
+    said = str(err).removesuffix(".")
+    return said[:1].lower() + said[1:] if said[1:2].islower() else said
 
 
 def _show(bound: float) -> str:

@@ -347,8 +347,7 @@ class Inputs:
         if len(problems) == 1:
             raise next(iter(problems.values()))
         if problems:
-            said = [p[0].lower() + p[1:] if p[1:2].islower() else p for p in problems]
-            raise MissingInputError("Cannot run this cell: " + "; ".join(said) + ".")
+            raise MissingInputError("Cannot run this cell: " + "; ".join(problems) + ".")
 
 
 def run_plan(plan: TransferPlan, session: Session) -> pd.DataFrame:

@@ -130,8 +130,8 @@ def test_a_sweep_with_cells_its_notebook_refuses_submits_none_of_them(roots, sta
         assert (
             "sparsity-1.5_pretraining-adv (A sparsity is a fraction in [0, 1), e.g. 0.9141 for 91.41%; got 1.5)" in err
         )
-        assert "sparsity-0.5_pretraining-adv (Sparsity 0.5 is not on the IMP ladder" in err
-        assert "sparsity-0.36_pretraining-robust (Unknown pre-training 'robust'" in err
+        assert "sparsity-0.5_pretraining-adv (sparsity 0.5 is not on the IMP ladder" in err
+        assert "sparsity-0.36_pretraining-robust (unknown pre-training 'robust'" in err
         assert "sparsity-0.36_pretraining-adv " not in err
         assert not stand_in_slurm.exists() and not (roots.run_root / "executed").exists()  # nothing submitted
 
