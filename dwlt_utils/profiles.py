@@ -187,6 +187,11 @@ QUICK = Profile(
 PROFILES = {profile.name: profile for profile in (PAPER, QUICK)}
 
 
+def quick_parameter(profile: str) -> bool:
+    """The notebooks' `quick` parameter that selects the profile named `profile` (`get_profile` read backwards)."""
+    return profile != PAPER.name
+
+
 def get_profile(quick: bool) -> Profile:
     if not isinstance(quick, bool):
         raise InputError(f"quick is True or False; got {quick!r}.")

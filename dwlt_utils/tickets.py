@@ -28,7 +28,7 @@ from .imp import next_level, run_imp
 from .models import backbone_holding
 from .notebook import Parameters, Session, shell_line
 from .paths import Roots
-from .profiles import DEFAULT_IMP, PROFILES, Profile
+from .profiles import DEFAULT_IMP, PROFILES, Profile, quick_parameter
 from .pruning import Mask, export_ticket, one_shot_mask, sparsity_at_level
 from .results import LADDER_DEVIATION
 from .train import TrainConfig
@@ -129,7 +129,7 @@ class ImpConfig:
         return Parameters.of(
             "02_imp",
             {
-                "quick": self.profile != PROFILES["paper"].name,
+                "quick": quick_parameter(self.profile),
                 "seed": seed,
                 "precision": self.precision,  # "auto" means another one on another machine
                 "pretraining": self.pretraining,

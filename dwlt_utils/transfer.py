@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ from .evaluate import correct_per_image, evaluate
 from .models import backbone_holding, replace_classifier, sparsity_denominator, with_normalization
 from .notebook import Parameters, Session
 from .paths import Roots
-from .profiles import PROFILES, Profile
+from .profiles import PROFILES, Profile, quick_parameter
 from .pruning import Mask, level_for_sparsity, printed_sparsity
 from .tickets import ImpConfig, imp_ticket, one_shot_ticket
 from .train import FitResult, TrainConfig, fit, load_selected, read_metrics
@@ -189,7 +189,7 @@ class TransferConfig:
         profile = PROFILES[self.profile]
         protocol = profile.transfer_recipe(self.regime, self.dataset)
         values = {
-            "quick": self.profile != PROFILES["paper"].name,
+            "quick": quick_parameter(self.profile),
             "seed": seed,
             "precision": precision,
             "pretraining": self.pretraining,
@@ -232,6 +232,7 @@ class TransferPlan:
     cells: tuple[TransferConfig, ...]
     runs: tuple[tuple[TransferConfig, Path], ...]
     check: AutoAttackCheck | None
+    inputs: Inputs = field(compare=False, repr=False)  # read on first use, shared by training and the check
 
     @property
     def notebook(self) -> str:
@@ -284,7 +285,8 @@ def plan(session: Session, parameters: Parameters) -> TransferPlan:
         session.profile, cells, parameters.get("eval_attack", "pgd20"), parameters.get("autoattack_images", 0)
     )
     directories = tuple((run, session.roots.transfer_cell(run, session.seed)) for run in runs)
-    return TransferPlan(parameters, tuple(cells), directories, check)
+    inputs = Inputs(session.roots, download=parameters.get("download", True))
+    return TransferPlan(parameters, tuple(cells), directories, check, inputs)
 
 
 def with_dense(config: TransferConfig, dense_baseline: bool = True) -> list[TransferConfig]:
@@ -311,8 +313,15 @@ class Inputs:
 
     def mask(self, config: TransferConfig) -> Mask | None:
         """The cell's ticket (None: the dense model); a one-shot ticket is made on first use."""
-        key = (config.profile, config.pretraining, config.source_eps_255, config.ticket, config.level, config.imp)
-        key += (config.ticket_seed,)
+        key = (
+            config.profile,
+            config.pretraining,
+            config.source_eps_255,
+            config.ticket,
+            config.level,
+            config.imp,
+            config.ticket_seed,
+        )
         if key not in self._masks:
             self._masks[key] = self._ticket(config)
         return self._masks[key]
@@ -353,8 +362,7 @@ class Inputs:
 def run_plan(plan: TransferPlan, session: Session) -> pd.DataFrame:
     """Every run of a plan: read back when finished (unless its notebook's `force` retrains its cells), else
     trained once its inputs are all read; returns their records."""
-    force = plan.parameters.get("force", False)
-    inputs = Inputs(session.roots, download=plan.parameters.get("download", True))
+    force, inputs = plan.parameters.get("force", False), plan.inputs
     forced = [force and run in plan.cells for run, _ in plan.runs]
     inputs.require([run for (run, d), f in zip(plan.runs, forced) if f or not plan.finished(run, d)])
     frames = [
@@ -520,7 +528,7 @@ def first_images(images: ImageArrays, n: int) -> ImageArrays:
 def run_check(plan: TransferPlan, session: Session) -> pd.DataFrame:
     """The AutoAttack check's records of every adversarial run of a plan, measured once (each run must be
     finished) and then read from disk."""
-    check, inputs = plan.check, Inputs(session.roots)
+    check, inputs = plan.check, plan.inputs
     frames = []
     for config, directory in plan.runs:
         if config.regime != "adv":

@@ -4,6 +4,7 @@ import threading
 import pytest
 
 from dwlt_utils import paths, results, transfer
+from dwlt_utils.autoattack import AutoAttack
 from dwlt_utils.config import config_hash
 from dwlt_utils.errors import InputError, MissingInputError
 from dwlt_utils.notebook import Parameters
@@ -139,6 +140,20 @@ def test_a_plans_inputs_are_each_read_once(session, plant_source, monkeypatch):
     assert reads == [("adv", 4)] and set(records.ticket) == {"dense", "omp"}
     assert transfer.run_plan(planned, session).timestamp.tolist() == records.timestamp.tolist()
     assert reads == [("adv", 4)]  # finished runs are read back: no input is looked for
+
+
+def test_the_autoattack_check_reads_the_plans_inputs_again_never(session, plant_source, monkeypatch):
+    plant_source()
+    reads = []
+    loading = transfer.sources.load
+    monkeypatch.setattr(transfer.sources, "load", lambda *a: reads.append(a[1:3]) or loading(*a))
+    # The attack itself is tested in test_autoattack; this one keeps the images, which is quick.
+    monkeypatch.setattr(AutoAttack, "__call__", lambda self, model, x, *_: x)
+    given = dict(ticket="dense", sparsity=0, epochs=1, eval_attack="autoattack", autoattack_images=4)
+    planned = transfer.plan(session, cell_parameters("04_adv_transfer", **given))
+    transfer.run_plan(planned, session)
+    checked = transfer.run_check(planned, session)
+    assert reads == [("adv", 4)] and set(checked.checkpoint) == {"best_sa", "best_ra"}
 
 
 def test_a_cell_trains_once_and_its_records_say_what_it_is(session, roots, plant_source, capsys):
