@@ -13,7 +13,7 @@ result matches torchvision's transforms of the same box up to PIL's 8-bit roundi
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -197,8 +197,13 @@ class Transforms:
     def eval_batch(self, images: torch.Tensor) -> torch.Tensor:
         return resize_center_crop(images, self.resize, self.size)
 
+    def without_center_crop(self) -> Transforms:
+        """Evaluation by Resize(size) alone: the whole image, none of its border cropped away."""
+        return replace(self, resize=self.size)
 
-# The protocol's pipelines (PROTOCOL.md §4, §7) and the quick profile's scaled copy of the 224 px one.
+
+# The protocol's pipelines (PROTOCOL.md §4, §7) and the quick profile's scaled copies of them.
 PAPER_224 = Transforms(train="rrc", size=224, resize=256)
 PAPER_32 = Transforms(train="crop", size=32, resize=32)
 QUICK_16 = Transforms(train="rrc", size=16, resize=18)
+QUICK_8 = Transforms(train="crop", size=8, resize=8, padding=1)  # PAPER_32 on the quick stand-in's 8 px images

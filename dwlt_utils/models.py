@@ -38,6 +38,9 @@ class Architecture:
     input_px: int  # the side of the square images it is made for
     classifier: str = "fc"  # the attribute holding the final nn.Linear
     prunable_kind: type[nn.Module] = nn.Conv2d  # the weight of every layer of this kind is pruned and counted
+    # Fits a backbone to 32 px inputs in place, as the official 32 px variant does; returns the weights it
+    # replaced by fresh layers. None: the architecture has no 32 px variant.
+    small_input_stem: Callable[[nn.Module], list[str]] | None = None
 
     def build(self, num_classes: int) -> nn.Module:
         """A freshly initialised backbone (no normalisation layer) that knows its architecture."""
@@ -70,6 +73,20 @@ class Architecture:
             in_features = getattr(backbone, self.classifier).in_features
             setattr(backbone, self.classifier, nn.Linear(in_features, num_classes))
         return backbone
+
+    def fit_to_small_inputs(self, backbone: nn.Module, seed: int) -> list[str]:
+        """Give the backbone the 32 px stem in place, its fresh layers initialised from `seed` alone; returns
+        the names of the weights replaced."""
+        stem = self.check_small_inputs()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return stem(backbone)
+
+    def check_small_inputs(self) -> Callable[[nn.Module], list[str]]:
+        """The 32 px stem, or one sentence when the architecture has none."""
+        if self.small_input_stem is None:
+            raise InputError(f"The {self.name} architecture has no 32 px variant; use resolution 224.")
+        return self.small_input_stem
 
     def prunable_layers(self, backbone: nn.Module) -> list[tuple[str, nn.Module]]:
         """(name, module) of every prunable layer, in module order."""
@@ -192,17 +209,31 @@ class SmallResNet(nn.Module):
         return self.fc(torch.flatten(self.avgpool(x), 1))
 
 
-def _resnet50_32px(num_classes: int) -> nn.Module:
-    """torchvision's ResNet-50 with the CIFAR stem: a 3×3 stride-1 conv1 and no max-pool."""
-    net = tv_resnet50(num_classes=num_classes)
-    net.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
+def resnet_cifar_stem(net: nn.Module) -> list[str]:
+    """The CIFAR stem of the official 32 px variant: conv1 becomes a fresh 3×3 stride-1 conv (PyTorch's
+    default initialisation, as there) with conv1's output channels, and the max-pool goes."""
+    net.conv1 = nn.Conv2d(3, net.conv1.out_channels, kernel_size=3, stride=1, padding=1, bias=False)
     net.maxpool = nn.Identity()
+    return ["conv1.weight"]
+
+
+def _resnet50_32px(num_classes: int) -> nn.Module:
+    """torchvision's ResNet-50 with the CIFAR stem (the speed benchmark's 32 px model)."""
+    net = tv_resnet50(num_classes=num_classes)
+    resnet_cifar_stem(net)
     return net
 
 
-register(Architecture("resnet50", lambda num_classes: tv_resnet50(num_classes=num_classes), input_px=224))
+register(
+    Architecture(
+        "resnet50",
+        lambda num_classes: tv_resnet50(num_classes=num_classes),
+        input_px=224,
+        small_input_stem=resnet_cifar_stem,
+    )
+)
 register(Architecture("resnet50_32px", _resnet50_32px, input_px=32))
-register(Architecture("small_resnet", SmallResNet, input_px=32))
+register(Architecture("small_resnet", SmallResNet, input_px=32, small_input_stem=resnet_cifar_stem))
 
 
 def build_backbone(arch: str, num_classes: int) -> nn.Module:

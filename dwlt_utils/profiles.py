@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 from .attacks import PGD3_IMP, AttackSpec
-from .augment import PAPER_224, QUICK_16, Transforms
+from .augment import PAPER_32, PAPER_224, QUICK_8, QUICK_16, Transforms
 from .errors import InputError, check_choice
 from .models import Architecture, architecture
 from .train import (
@@ -50,6 +50,7 @@ class Profile:
     flag: str  # the notebook parameters that select it, for the hints that tell a user what to run
     arch: str  # the name of its backbone's architecture in `models.ARCHITECTURES`
     transforms: Transforms  # downstream input pipeline
+    transforms_32px: Transforms  # the official 32 px variant's pipeline, at this profile's scale
     paper_datasets: tuple[str, ...]  # the paper's downstream data sets this profile can run
     stand_ins: Mapping[str, str]  # paper data set → the data set trained on in its place (none: itself)
     source_transforms: Transforms | None  # for an in-memory source data set; None: ImageNet folder transforms
@@ -123,6 +124,7 @@ PAPER = Profile(
     flag="",
     arch="resnet50",
     transforms=PAPER_224,
+    transforms_32px=PAPER_32,
     paper_datasets=tuple(PAPER_DATASETS),
     stand_ins={},
     source_transforms=None,
@@ -150,6 +152,7 @@ QUICK = Profile(
     flag="-p quick True",
     arch="small_resnet",
     transforms=QUICK_16,
+    transforms_32px=QUICK_8,
     paper_datasets=("cifar10",),
     stand_ins={"imagenet": "fashion_mnist", "cifar10": "digits"},
     source_transforms=QUICK_16,

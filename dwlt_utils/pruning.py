@@ -112,6 +112,13 @@ class Mask(Mapping[str, torch.Tensor]):
         names = arch.prunable_weight_names(backbone)
         return cls({name: torch.ones_like(params[name], dtype=torch.bool) for name in names}, arch)
 
+    def keeping_whole(self, names: list[str], backbone: nn.Module) -> Mask:
+        """This mask with the named weights kept whole, at the backbone's shapes: a layer replaced by a fresh
+        one (the 32 px stem) has no ticket of its own."""
+        params = dict(backbone.named_parameters())
+        whole = {name: torch.ones_like(params[name], dtype=torch.bool) for name in names}
+        return Mask({name: whole.get(name, tensor) for name, tensor in self.items()}, self.architecture)
+
     @classmethod
     def from_weights(cls, backbone: nn.Module) -> Mask:
         """The mask of a backbone's nonzero prunable weights (what the official `generate_mask` does)."""

@@ -21,6 +21,7 @@ import torch
 import torch.nn as nn
 
 from . import io, paths, plotting, results, sources, vocabulary
+from .augment import Transforms
 from .autoattack import AutoAttackCheck
 from .batches import ArrayBatches
 from .config import config_hash, write_config
@@ -28,14 +29,26 @@ from .data import DatasetInfo, DataSplits, ImageArrays, check_trainable, dataset
 from .engine import Precision
 from .errors import DwltError, InputError, MissingInputError, check_choice, check_number, phrase
 from .evaluate import correct_per_image, evaluate
-from .models import backbone_holding, replace_classifier, sparsity_denominator, with_normalization
+from .models import replace_classifier, sparsity_denominator, with_normalization
 from .notebook import Parameters, Session
 from .paths import Roots
 from .profiles import PROFILES, Profile, quick_parameter
 from .pruning import Mask, level_for_sparsity, printed_sparsity
 from .tickets import ImpConfig, imp_ticket, one_shot_ticket
 from .train import FitResult, TrainConfig, fit, load_selected, read_metrics
-from .vocabulary import PRETRAININGS, REGIMES, STD_BUDGET_DEVIATION, STD_DATA, SUBSETS, TICKETS, source_key
+from .vocabulary import (
+    PRETRAININGS,
+    REGIMES,
+    RESOLUTION_32_DEVIATION,
+    RESOLUTIONS,
+    STD_BUDGET_DEVIATION,
+    STD_DATA,
+    SUBSETS,
+    TEST_RESIZE_DEVIATION,
+    TEST_TRANSFORMS,
+    TICKETS,
+    source_key,
+)
 
 
 @dataclass(frozen=True)
@@ -57,6 +70,8 @@ class TransferConfig:
     # Caps on the images evaluated (0: all): a first sanity run on a GPU, or a rehearsal; fewer is a deviation.
     val_images: int = 0
     test_images: int = 0
+    resolution: int = 224  # `vocabulary.RESOLUTIONS`
+    test_transform: str = "resize_crop"  # `vocabulary.TEST_TRANSFORMS`
 
     @classmethod
     def create(cls, profile: Profile, regime: str, parameters: Mapping[str, Any]) -> TransferConfig:
@@ -72,6 +87,7 @@ class TransferConfig:
         ticket_seed, eps_255 = given("ticket_seed", 1), given("eps_255", 8)
         train_steps, eval_steps = given("train_steps", 10), given("eval_steps", 20)
         val_images, test_images = given("val_images", 0), given("test_images", 0)
+        resolution, test_transform = given("resolution", 224), given("test_transform", "resize_crop")
         check_choice("pre-training", pretraining, PRETRAININGS)
         profile.dataset(dataset)  # validates the name (and that the profile can run it)
         check_choice("regime", regime, REGIMES)
@@ -93,6 +109,7 @@ class TransferConfig:
         check_number("eval_steps", eval_steps, 1, 1000, integer=True)
         check_number("val_images", val_images, 0, used.val_size, integer=True)
         check_number("test_images", test_images, 0, 10**7, integer=True)
+        check_input_path(profile, used, resolution, test_transform)
         if ticket == "dense":
             level = 0
             if sparsity not in (0, 0.0):
@@ -139,6 +156,8 @@ class TransferConfig:
             recipe,
             0 if val_images == used.val_size else val_images,
             test_images,
+            resolution,
+            test_transform,
         )
 
     @property
@@ -165,7 +184,18 @@ class TransferConfig:
             out.append(f"validated on the first {self.val_images:,} validation images only")
         if self.test_images:
             out.append(f"tested on the first {self.test_images:,} test images only")
+        if self.resolution != 224:
+            out.append(RESOLUTION_32_DEVIATION)
+        if self.test_transform != "resize_crop":
+            out.append(TEST_RESIZE_DEVIATION)
         return out + (self.imp.deviations() if self.imp else [])
+
+    @property
+    def transforms(self) -> Transforms:
+        """The input pipeline of the cell's resolution, with its test transform."""
+        profile = PROFILES[self.profile]
+        chosen = profile.transforms_32px if self.resolution == 32 else profile.transforms
+        return chosen.without_center_crop() if self.test_transform == "resize" else chosen
 
     def ticket_name(self) -> str:
         return (
@@ -202,6 +232,8 @@ class TransferConfig:
             "epochs": self.recipe.epochs if self.recipe.epochs != protocol.epochs else 0,
             "val_images": self.val_images,
             "test_images": self.test_images,
+            "resolution": self.resolution,
+            "test_transform": self.test_transform,
         }
         if vocabulary.is_robust(self.pretraining):
             values["source_eps_255"] = self.source_eps_255
@@ -213,6 +245,18 @@ class TransferConfig:
         if self.imp is not None:
             values.update(self.imp.transfer_parameters(precision))
         return Parameters.of(notebook, values)
+
+
+def check_input_path(profile: Profile, used: DatasetInfo, resolution: Any, test_transform: Any) -> None:
+    """Refuse, in one sentence, a resolution or test transform the cell cannot have."""
+    check_choice("resolution", resolution, RESOLUTIONS)
+    check_choice("test_transform", test_transform, TEST_TRANSFORMS)
+    if resolution == 32 and used.native_size > 32:
+        raise InputError(f"resolution 32 is for data sets of 32 px images; {used.name} is not one: use 224.")
+    if resolution == 32 and test_transform != "resize_crop":
+        raise InputError("test_transform applies to 224 px inputs; at resolution 32 test images are used as they are.")
+    if resolution == 32:
+        profile.architecture.check_small_inputs()
 
 
 def check_regimes(regimes: list) -> list[str]:
@@ -423,8 +467,10 @@ def _train_and_test(
         val=first_images(splits.val, config.val_images),
         test=first_images(splits.test, config.test_images),
     )
-    model, backbone = cell_model(config, inputs, splits.info, seed)
+    model, backbone, replaced = cell_model(config, inputs, splits.info, seed)
     mask = inputs.mask(config)
+    if mask is not None and replaced:
+        mask = mask.keeping_whole(replaced, backbone)
 
     if force:
         for stale in directory.iterdir():  # a forced rerun starts from nothing
@@ -444,7 +490,7 @@ def _train_and_test(
     )
     io.write_json(paths.train_indices_file(directory), splits.train.indices.tolist())
     batches = {
-        name: ArrayBatches(getattr(splits, name), profile.transforms, precision.device)
+        name: ArrayBatches(getattr(splits, name), config.transforms, precision.device)
         for name in ("train", "val", "test")
     }
     result = fit(
@@ -512,12 +558,16 @@ def _train_and_test(
     return results.to_frame(records)
 
 
-def cell_model(config: TransferConfig, inputs: Inputs, info: DatasetInfo, seed: int) -> tuple[nn.Module, nn.Module]:
+def cell_model(
+    config: TransferConfig, inputs: Inputs, info: DatasetInfo, seed: int
+) -> tuple[nn.Module, nn.Module, list[str]]:
     """The cell's model before training (θ_p, a fresh classifier of the seed, the data set's normalisation
-    inside) and its backbone."""
-    backbone = backbone_holding(PROFILES[config.profile].arch, inputs.source(config))
+    inside), its backbone, and the weights of θ_p it replaced by fresh layers (the 32 px stem)."""
+    arch = PROFILES[config.profile].architecture
+    backbone = arch.holding(inputs.source(config))
     replace_classifier(backbone, info.num_classes, seed)
-    return with_normalization(backbone, info.mean, info.std), backbone
+    replaced = arch.fit_to_small_inputs(backbone, seed) if config.resolution == 32 else []
+    return with_normalization(backbone, info.mean, info.std), backbone, replaced
 
 
 def first_images(images: ImageArrays, n: int) -> ImageArrays:
@@ -556,8 +606,8 @@ def _measure_check(
     test = first_images(splits.test, check.images)
     # fp32, as AutoAttack's reference runs: a low-precision attack can be a weaker one.
     precision = Precision.for_device(session.precision.device, bf16=False, channels_last=False)
-    batches = ArrayBatches(test, profile.transforms, precision.device)
-    model, _ = cell_model(config, inputs, splits.info, session.seed)
+    batches = ArrayBatches(test, config.transforms, precision.device)
+    model, _, _ = cell_model(config, inputs, splits.info, session.seed)
     precision.prepare(model)
     rows = []
     for checkpoint in config.recipe.keep:

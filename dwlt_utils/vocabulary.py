@@ -61,6 +61,22 @@ STD_DATA = {
 }
 STD_BUDGET_DEVIATION = "standard transfer on the data budget (the official code trains it on all the training data)"
 
+# The official code's other input paths (PROTOCOL.md §7); the first of each is the protocol's.
+RESOLUTIONS = {
+    224: "the protocol: images resized to 224 px, θ_p's 7×7 stride-2 first conv and its max-pool",
+    32: "the official 32 px variant (cifar10_3): native images, a fresh 3×3 stride-1 first conv, no max-pool",
+}
+TEST_TRANSFORMS = {
+    "resize_crop": "the protocol: validation and test images resized to 256 px and centre-cropped to 224",
+    "resize": "validation and test images resized to 224 px, nothing cropped (the official cifar10_2)",
+}
+RESOLUTION_32_DEVIATION = (
+    "resolution 32 (the official 32 px variant): RandomCrop(32, padding 4) and flip, test images as they are, "
+    "θ_p's first conv replaced by a fresh dense 3×3 stride-1 conv (the ticket's first-conv mask unused; the "
+    "official code cannot apply a ticket there) and no max-pool; sparsity is the ticket's on θ_p's backbone"
+)
+TEST_RESIZE_DEVIATION = "test_transform resize: validation and test images resized to 224 px without the centre crop"
+
 CHECKPOINTS = {
     "best_sa": "the epoch of best validation SA",
     "best_ra": "the epoch of best validation RA (adversarial transfer only)",
