@@ -1,5 +1,5 @@
-"""Command line: plan, sweep and search notebook cells and see their state, render executed notebooks, run
-the quick demo, check committed notebooks.
+"""Command line: plan, sweep and search notebook executions and see their state, render executed notebooks,
+run the quick demo, check committed notebooks.
 
     python -m dwlt_utils.cli sweep notebooks/04_adv_transfer.ipynb -p quick True \\
         --grid pretraining=standard,fast_adv,adv --grid sparsity=0.36,0.7903,0.9141 --jobs 4
@@ -13,10 +13,11 @@ the quick demo, check committed notebooks.
     python -m dwlt_utils.cli results
     python -m dwlt_utils.cli check notebooks/*.ipynb
 
-A sweep runs each cell of its grid as a submitit job (`dwlt_utils.sweeps`): on this machine, `--jobs` at a
-time, one GPU each when there are GPUs; or on Slurm, as one job array. It submits only the cells that are
-not done, so it can be run again after a crash. Executed notebooks and logs are kept, named after their
-parameters, so every cell can be opened and read.
+A sweep executes its notebook once per combination of its grid, each execution a submitit job
+(`dwlt_utils.sweeps`): on this machine, `--jobs` at a time, one GPU each when there are GPUs; or on Slurm, as
+one job array. It submits only the executions that are not done, so it can be run again after a crash.
+Executed notebooks and logs are kept, named after their parameters, so every execution can be opened and
+read.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from .paths import executed_dir
 from .profiles import get_profile
 from .results import git_revision
 from .results import load as load_records
-from .sweeps import REPO, grid_cells, parse_grid, parse_value, run_local, sweep_dir
+from .sweeps import REPO, grid_executions, parse_grid, parse_value, run_local, sweep_dir
 from .vocabulary import PRETRAININGS
 
 __all__ = ["NOTEBOOKS", "REPO", "main"]
@@ -133,9 +134,9 @@ def unclean(notebook: Path) -> list[str]:
 
 @dataclass(frozen=True)
 class Chain:
-    """The cells of a quick-profile run of the whole chain: every pre-training's dense model and IMP tickets at
-    `sparsities` in both regimes, and at `limited_sparsities` on `data_fraction` of the data (notebook 05),
-    each (pre-training, sparsity) once per seed of its pre-training."""
+    """The executions of a quick-profile run of the whole chain: every pre-training's dense model and IMP
+    tickets at `sparsities` in both regimes, and at `limited_sparsities` on `data_fraction` of the data
+    (notebook 05), each (pre-training, sparsity) once per seed of its pre-training."""
 
     sparsities: tuple[float, ...]
     limited_sparsities: tuple[float, ...]
@@ -153,37 +154,42 @@ RESULTS_COMMAND = "make results"
 SHOWCASE = {"pretraining": "adv", "sparsity": 0.9141, "seed": 1}  # the executed notebooks the demo renders
 
 
-def chain_stages(chain: Chain, common: dict, executed: Path) -> list[tuple[str, list[sweeps.Cell]]]:
-    """The chain's cells, stage by stage. Dense models go first and the cells of one group are spread apart,
-    so that two parallel jobs never wait on one dense model."""
+def chain_stages(chain: Chain, common: dict, executed: Path) -> list[tuple[str, list[sweeps.Execution]]]:
+    """The chain's executions, stage by stage. Dense models go first and the executions of one group are
+    spread apart, so that two parallel jobs never wait on one dense model."""
 
     def notebook(name: str) -> Path:
         return NOTEBOOKS / f"{name}.ipynb"
 
-    def cells(name: str, fixed: dict, sparsities: tuple[float, ...]) -> list[sweeps.Cell]:
+    def executions(name: str, fixed: dict, sparsities: tuple[float, ...]) -> list[sweeps.Execution]:
         grids = [
             {"sparsity": [s], "pretraining": [p], "seed": list(seeds)}
             for s in sparsities
             for p, seeds in chain.seeds.items()
         ]
-        return [c for grid in grids for c in grid_cells(notebook(name), {**common, **fixed}, grid, executed)]
+        return [e for grid in grids for e in grid_executions(notebook(name), {**common, **fixed}, grid, executed)]
 
     pretrainings = {"pretraining": list(chain.seeds)}
     stages = [
-        ("01", grid_cells(notebook("01_load_pretrained"), {**common, "pretrainings": list(chain.seeds)}, {}, executed)),
-        ("02", grid_cells(notebook("02_imp"), {**common, "levels": 11}, pretrainings, executed)),
+        (
+            "01",
+            grid_executions(
+                notebook("01_load_pretrained"), {**common, "pretrainings": list(chain.seeds)}, {}, executed
+            ),
+        ),
+        ("02", grid_executions(notebook("02_imp"), {**common, "levels": 11}, pretrainings, executed)),
     ]
     for name in ("03_std_transfer", "04_adv_transfer"):
-        dense = cells(name, {"ticket": "dense"}, (0.0,))
-        stages.append((name[:2], dense + cells(name, {}, chain.sparsities)))
+        dense = executions(name, {"ticket": "dense"}, (0.0,))
+        stages.append((name[:2], dense + executions(name, {}, chain.sparsities)))
     limited = {"data_fraction": chain.data_fraction}
-    stages.append(("05", cells("05_data_limited", limited, chain.limited_sparsities)))
+    stages.append(("05", executions("05_data_limited", limited, chain.limited_sparsities)))
     return stages
 
 
 def run_chain(chain: Chain, run_root: Path, out: Path, data_root: Path, parallel: int, results: Path | None) -> int:
-    """Run a chain, then 06 on its records; render the showcase cell of each notebook to HTML in `out`. With
-    `results`, 06 writes its tables and figures to `<results>/quick/`, with how they were made."""
+    """Run a chain, then 06 on its records; render the showcase execution of each notebook to HTML in `out`.
+    With `results`, 06 writes its tables and figures to `<results>/quick/`, with how they were made."""
     common = {"quick": True, "run_root": str(run_root), "data_root": str(data_root)}
     executed = executed_dir(run_root)
     # The demo's tables go to its run root: results/quick/ holds the committed ones.
@@ -194,17 +200,21 @@ def run_chain(chain: Chain, run_root: Path, out: Path, data_root: Path, parallel
     )
     stages = [
         *chain_stages(chain, common, executed),
-        ("06", grid_cells(NOTEBOOKS / "06_figures.ipynb", {**common, **tables}, {}, executed)),
+        ("06", grid_executions(NOTEBOOKS / "06_figures.ipynb", {**common, **tables}, {}, executed)),
     ]
     started = time.perf_counter()
     shown = []
-    for stage, cells in stages:
-        finished = run_local(cells, parallel=parallel)
-        failed = [c for c in cells if not finished[c]]
+    for stage, executions in stages:
+        finished = run_local(executions, parallel=parallel)
+        failed = [e for e in executions if not finished[e]]
         if failed:
-            print(f"demo: {len(failed)} cell(s) of notebook {stage} failed; see {failed[0].output}", file=sys.stderr)
+            print(
+                f"demo: {len(failed)} execution(s) of notebook {stage} failed; see {failed[0].output}", file=sys.stderr
+            )
             return 1
-        showcase = next((c for c in cells if all(c.parameters.get(k, v) == v for k, v in SHOWCASE.items())), cells[-1])
+        showcase = next(
+            (e for e in executions if all(e.parameters.get(k, v) == v for k, v in SHOWCASE.items())), executions[-1]
+        )
         shown.append(showcase.output)
     seconds = time.perf_counter() - started
     out.mkdir(parents=True, exist_ok=True)
@@ -262,7 +272,9 @@ def _grid_arguments(parser: argparse.ArgumentParser) -> None:
     """What names a sweep's grid: `sweep` and `status` take the same."""
     parser.add_argument("notebook", type=Path)
     _fixed_argument(parser)
-    parser.add_argument("--seeds", default=None, help="comma-separated seeds, each cell run once per seed")
+    parser.add_argument(
+        "--seeds", default=None, help="comma-separated seeds, each combination of the grid executed once per seed"
+    )
     parser.add_argument(
         "--grid", action="append", default=[], metavar="NAME=V1,V2,...", help="a parameter and its values"
     )
@@ -281,27 +293,30 @@ def _fixed(args: argparse.Namespace) -> dict:
 
 
 def _search_group(args: argparse.Namespace) -> tuple[dict, int]:
-    """The parameters of a search's cells and the highest level it searches (`search` and `plan search`)."""
+    """The parameters of a search's executions and the highest level it searches (`search` and `plan search`)."""
     fixed = _fixed(args)
     fixed.update(pretraining=args.pretraining, dataset=args.dataset, data_fraction=args.data_fraction)
     return fixed, args.levels or get_profile(fixed.get("quick", False)).levels
 
 
-def _cells(args: argparse.Namespace) -> list[sweeps.Cell]:
+def _executions(args: argparse.Namespace) -> list[sweeps.Execution]:
     fixed = _fixed(args)
     grid = parse_grid(args.grid)
     if args.seeds is not None:  # each seed its own run beside the others: a grid over `seed`
         if "seed" in grid or "seed" in fixed:
             raise InputError("--seeds and a seed given with --grid or -p say the same thing twice; give one of them.")
         grid["seed"] = _seeds(args)
-    return grid_cells(sweep_notebook(args.notebook), fixed, grid, args.out or sweep_dir(fixed))
+    return grid_executions(sweep_notebook(args.notebook), fixed, grid, args.out or sweep_dir(fixed))
 
 
 def _sweep(args: argparse.Namespace) -> int:
     check_executor(args.executor)
-    cells = _cells(args)
-    todo = sweeps.to_submit(cells, force=args.force)
-    print(f"{len(cells)} cells, {len(cells) - len(todo)} done, running or queued; submitting {len(todo)}", flush=True)
+    executions = _executions(args)
+    todo = sweeps.to_submit(executions, force=args.force)
+    print(
+        f"{len(executions)} executions, {len(executions) - len(todo)} done, running or queued; submitting {len(todo)}",
+        flush=True,
+    )
     if args.executor == "local":
         finished = run_local(todo, parallel=args.jobs)
         return int(not all(finished.values()))
@@ -339,26 +354,29 @@ def _search(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    cells = _cells(args)
+    executions = _executions(args)
     sweeps.existing_run_root(_fixed(args))
-    _print_status(sweeps.status_table(cells))
+    _print_status(sweeps.status_table(executions))
     return 0
 
 
 def _print_status(table: pd.DataFrame) -> None:
-    """A status table (`sweeps.status_table`), then how many cells are in each state and what they spent."""
+    """A status table (`sweeps.status_table`), then how many executions are in each state and what they
+    spent."""
     with pd.option_context("display.max_colwidth", None, "display.width", 200):
         print(table.to_string(index=False))
     counts = table.status.value_counts()
     said = ", ".join(f"{counts[s]} {s}" for s in sweeps.STATES if s in counts)
-    print(f"{len(table)} cells: {said}; {table.wall_h.sum():.2f} h of wall time, {table.gpu_h.sum():.2f} GPU-hours")
+    print(
+        f"{len(table)} executions: {said}; {table.wall_h.sum():.2f} h of wall time, {table.gpu_h.sum():.2f} GPU-hours"
+    )
 
 
 def _plan(args: argparse.Namespace) -> int:
     check_number("--gpus", args.gpus, 1, 1_000_000, integer=True)
     pricer = costs.Pricer(sweeps.run_root_of(_fixed(args)), args.bench, args.prices)
     if args.what == "sweep":
-        found = [plans.sweep_plan(_cells(args), pricer)]
+        found = [plans.sweep_plan(_executions(args), pricer)]
     elif args.what == "search":
         fixed, top = _search_group(args)
         found = [
@@ -379,7 +397,7 @@ def _plan(args: argparse.Namespace) -> int:
 
 
 def _with_autoattack(fixed: dict, asked: bool) -> dict:
-    """`plan paper --autoattack`: the cells' parameters with the AutoAttack check of every adversarial run."""
+    """`plan paper --autoattack`: the fixed parameters with the AutoAttack check of every adversarial run."""
     if not asked:
         return fixed
     if fixed.get("eval_attack", "autoattack") != "autoattack":
@@ -440,14 +458,16 @@ def _plan_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _executor_arguments(parser: argparse.ArgumentParser) -> None:
-    """Where cells run: `sweep` and `search` take the same."""
+    """Where executions run: `sweep` and `search` take the same."""
     parser.add_argument("--executor", choices=sweeps.EXECUTORS, default="local", help="this machine, or Slurm")
-    parser.add_argument("--jobs", type=int, default=1, help="local: cells at once (one GPU each, when there are GPUs)")
+    parser.add_argument(
+        "--jobs", type=int, default=1, help="local: executions at once (one GPU each, when there are GPUs)"
+    )
     parser.add_argument("--partition", default=None, help="slurm: the partition")
-    parser.add_argument("--gpus-per-job", type=int, default=1, help="slurm: GPUs of each cell's job")
-    parser.add_argument("--cpus-per-job", type=int, default=8, help="slurm: CPU cores of each cell's job")
+    parser.add_argument("--gpus-per-job", type=int, default=1, help="slurm: GPUs of each execution's job")
+    parser.add_argument("--cpus-per-job", type=int, default=8, help="slurm: CPU cores of each execution's job")
     parser.add_argument("--time", type=int, default=24 * 60, help="slurm: time limit of a job, in minutes")
-    parser.add_argument("--array-parallelism", type=int, default=64, help="slurm: cells running at once")
+    parser.add_argument("--array-parallelism", type=int, default=64, help="slurm: executions running at once")
     parser.add_argument(
         "--sbatch", action="append", default=[], metavar="KEY=VALUE", help="slurm: any other sbatch option"
     )
@@ -459,13 +479,13 @@ def main(argv: list[str] | None = None) -> int:
     sweep = sub.add_parser("sweep", help="run a notebook for every combination of --grid values")
     _grid_arguments(sweep)
     _executor_arguments(sweep)
-    sweep.add_argument("--force", action="store_true", help="run every cell again, done ones included")
-    status = sub.add_parser("status", help="the state of every cell of a sweep (same arguments as sweep)")
+    sweep.add_argument("--force", action="store_true", help="run every execution again, done ones included")
+    status = sub.add_parser("status", help="the state of every execution of a sweep (same arguments as sweep)")
     _grid_arguments(status)
     find = sub.add_parser("search", help="bisect the IMP ladder for the highest double-win level of one group")
     _search_arguments(find)
     find.add_argument("--out", type=Path, default=None, help="where executed notebooks go")
-    find.add_argument("--status", action="store_true", help="list the state of the search's cells; run nothing")
+    find.add_argument("--status", action="store_true", help="list the state of the search's executions; run nothing")
     _executor_arguments(find)
     plan = sub.add_parser("plan", help="GPU-hours and wall time of a sweep, a search or the whole paper on N GPUs")
     what = plan.add_subparsers(dest="what", required=True)

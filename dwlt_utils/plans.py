@@ -1,12 +1,12 @@
 """GPU-hours and wall time of a sweep, a search or the whole paper on N GPUs (`cli plan`), from the costs of
 their runs (`costs`).
 
-One job holds one GPU: a sweep cell (its runs one after the other), an IMP ladder (its levels one after the
-other; a ladder of N processes is N jobs), or in the exhaustive paper one transfer run. N GPUs take the
-longest jobs first (LPT), and stages that wait for the one before them (IMP before transfer, the steps of a
-search) add up. A search is priced at its most: the most bisection steps its ladder can take, each level a
+One job holds one GPU: a sweep's execution (its runs one after the other), an IMP ladder (its levels one
+after the other; a ladder of N processes is N jobs), or in the exhaustive paper one transfer run. N GPUs take
+the longest jobs first (LPT), and stages that wait for the one before them (IMP before transfer, the steps of
+a search) add up. A search is priced at its most: the most bisection steps its ladder can take, each level a
 fresh one. When GPUs outnumber the ladders of a search or of the paper, each ladder not yet started is
-planned on several processes under DDP (`spread_ladders`). Cells asked for the AutoAttack check
+planned on several processes under DDP (`spread_ladders`). Executions asked for the AutoAttack check
 (`-p eval_attack autoattack`) add it to their adversarial runs (`costs.check_work`).
 """
 
@@ -26,7 +26,7 @@ from .errors import InputError, check_number
 from .notebook import Parameters, Session, open_session
 from .profiles import Profile, get_profile
 from .pruning import Mask
-from .sweeps import Cell, planned
+from .sweeps import Execution, planned
 from .tickets import ImpConfig, LadderPlan, node_split
 from .vocabulary import PRETRAININGS
 
@@ -35,7 +35,7 @@ PAPER_BUDGETS = (1.0, 0.1, 0.01)  # PROTOCOL.md section 6: all the data, 10% and
 
 @dataclass(frozen=True)
 class Job:
-    """One GPU's job: a sweep cell, one transfer run, or an IMP ladder."""
+    """One GPU's job: a sweep's execution, one transfer run, or an IMP ladder."""
 
     what: str
     dataset: str
@@ -132,7 +132,7 @@ def _duration(hours: float) -> str:
 
 class _Runs:
     """Transfer runs priced once each: a dense baseline that several cells share is one job. An adversarial
-    run of a cell that asks for the AutoAttack check carries it too."""
+    run of an execution that asks for the AutoAttack check carries it too."""
 
     def __init__(self, pricer: Pricer):
         self.pricer, self.seen = pricer, set()
@@ -192,7 +192,7 @@ class _Runs:
 
 
 def _merged(jobs: list[Job], what: str) -> Job:
-    """The runs of one cell as one job (a cell runs them one after the other on its GPU)."""
+    """The runs of one execution as one job (an execution runs them one after the other on its GPU)."""
     first = jobs[0]
     return Job(
         what,
@@ -270,24 +270,24 @@ def spread_ladders(
     return {key: replace(key[0], processes=processes) for key in free}, notes
 
 
-def sweep_plan(cells: list[Cell], pricer: Pricer) -> Plan:
-    """The jobs of a sweep's cells: notebook 02 (ladders) or 03-05 (transfer runs)."""
+def sweep_plan(executions: list[Execution], pricer: Pricer) -> Plan:
+    """The jobs of a sweep's executions: notebook 02 (ladders) or 03-05 (transfer runs)."""
     runs, jobs = _Runs(pricer), []
-    for cell in cells:
-        session, made = planned(cell)
+    for execution in executions:
+        session, made = planned(execution)
         if isinstance(made, LadderPlan):
             jobs += ladder_jobs(made.ladder, session.profile, session.roots, session.seed, made.levels, pricer)
         elif isinstance(made, transfer.TransferPlan):
-            cell_jobs = runs.price_plan(session.profile, made)
-            if cell_jobs:
-                jobs.append(_merged(cell_jobs, " + ".join(dict.fromkeys(j.what for j in cell_jobs))))
+            execution_jobs = runs.price_plan(session.profile, made)
+            if execution_jobs:
+                jobs.append(_merged(execution_jobs, " + ".join(dict.fromkeys(j.what for j in execution_jobs))))
         else:
             raise InputError(
-                f"plan prices the notebooks that train (02 to 05); {cell.notebook.name} takes minutes and is not "
+                f"plan prices the notebooks that train (02 to 05); {execution.notebook.name} takes minutes and is not "
                 "planned."
             )
-    title = f"Plan of {len(cells)} cells of {cells[0].notebook.name}:"
-    return Plan(title, [Stage(cells[0].notebook.stem, jobs)], runs.notes())
+    title = f"Plan of {len(executions)} executions of {executions[0].notebook.name}:"
+    return Plan(title, [Stage(executions[0].notebook.stem, jobs)], runs.notes())
 
 
 def worst_bisection(top_level: int) -> int:
@@ -298,7 +298,7 @@ def worst_bisection(top_level: int) -> int:
 def _search_stages(
     groups: list[dict[str, Any]], top_level: int, seeds: list[int], runs: _Runs, confirm: bool
 ) -> list[Stage]:
-    """Searches of several groups side by side: their dense cells, then each bisection step's cells."""
+    """Searches of several groups side by side: their dense models, then each bisection step's executions."""
     dense, step = Stage("dense models"), []
     for group in groups:
         for seed in seeds:
@@ -330,17 +330,18 @@ def _ladder_stage(groups: list[dict[str, Any]], top_level: int, pricer: Pricer, 
 def search_plan(
     group: dict[str, Any], *, top_level: int, seeds: list[int], pricer: Pricer, confirm: bool = False, gpus: int = 1
 ) -> Plan:
-    """The most a search (`search.search`) costs: its ladder where levels are missing, its dense cells, and
-    the most bisection steps its ladder can take, each step a cell per seed."""
+    """The most a search (`search.search`) costs: its ladder where levels are missing, its dense models, and
+    the most bisection steps its ladder can take, each step an execution per seed."""
     check_number("top level", top_level, 1, 40, integer=True)
     ladders, ladder_notes = _ladder_stage([group], top_level, pricer, gpus)
     runs = _Runs(pricer)
     stages = [ladders, *_search_stages([group], top_level, seeds, runs, confirm)]
     steps = stages[-1].repeat
-    cells, exhaustive = (1 + steps) * len(seeds), (top_level + 1) * len(seeds)
+    executions, exhaustive = (1 + steps) * len(seeds), (top_level + 1) * len(seeds)
     notes = [
-        f"At most {cells} cells of notebook 05 instead of {exhaustive} for every level: a ladder of {top_level} levels "
-        f"takes at most {worst_bisection(top_level)} bisection steps{' and the 2 of --confirm' if confirm else ''}."
+        f"At most {executions} executions of notebook 05 instead of {exhaustive} for every level: a ladder of "
+        f"{top_level} levels takes at most {worst_bisection(top_level)} bisection steps"
+        f"{' and the 2 of --confirm' if confirm else ''}."
     ]
     title = f"Plan of the search of {search.group_name(group)}:"
     return Plan(title, [s for s in stages if s.jobs], [*ladder_notes, *notes, *runs.notes()])
@@ -379,13 +380,13 @@ def paper_plans(given: dict[str, Any], *, seeds: list[int], pricer: Pricer, gpus
     )
     search_runs = _Runs(pricer)
     searched = _search_stages(groups, top, seeds, search_runs, confirm=False)
-    cells = sum(len(s.jobs) * s.repeat for s in searched)
+    executions = sum(len(s.jobs) * s.repeat for s in searched)
     by_search = Plan(
         f"The whole paper by search, every group searched at once ({what}):",
         [ladders, *searched],
         [
             *ladder_notes,
-            f"At most {cells} cells of notebook 05 (both regimes each) instead of "
+            f"At most {executions} executions of notebook 05 (both regimes each) instead of "
             f"{len(groups) * (top + 1) * len(seeds)}: "
             f"at most {worst_bisection(top)} bisection steps per group, the groups' steps run side by side.",
             *search_runs.notes(),

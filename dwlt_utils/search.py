@@ -1,13 +1,13 @@
 """The highest double-win level of one (pre-training, data set, data budget), found by bisecting the IMP
 ladder instead of transferring every level.
 
-Each step is one cell of notebook 05 (standard and adversarial transfer at the cell's data budget, so that
-the three conditions of double-win are decided), submitted like a sweep's cells (`sweeps`): first the dense
-models, then ticket levels in bisection order. Level 0 (the dense model) counts as double-win and the level
-above the last one searched as "not"; each step halves the bracket, and the search stops when a double-win
-level and the "not" level just above it enclose the threshold. Bisection assumes that double-win does not
-come back above a failure; `confirm` runs the levels around the answer to check it, and notebook 06 names
-every recorded group where it does come back (`report.non_monotone`).
+Each step executes notebook 05 once per seed (standard and adversarial transfer at the group's data
+budget, so that the three conditions of double-win are decided), each execution submitted as a sweep submits
+its own (`sweeps`): first the dense models, then ticket levels in bisection order. Level 0 (the dense model)
+counts as double-win and the level above the last one searched as "not"; each step halves the bracket, and
+the search stops when a double-win level and the "not" level just above it enclose the threshold. Bisection
+assumes that double-win does not come back above a failure; `confirm` runs the levels around the answer to
+check it, and notebook 06 names every recorded group where it does come back (`report.non_monotone`).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from .errors import DwltError, InputError, MissingInputError, check_number, phra
 from .notebook import NOTEBOOKS, Parameters, Session, open_session
 from .paths import slug
 from .pruning import printed_sparsity
-from .sweeps import Cell, SlurmOptions, cell_status, planned, run_local, submit_slurm, to_submit
+from .sweeps import Execution, SlurmOptions, execution_status, planned, run_local, submit_slurm, to_submit
 
 NOTEBOOK = NOTEBOOKS / "05_data_limited.ipynb"
 SLURM_POLL_S = 30
@@ -37,7 +37,7 @@ class Search:
 
     top_level: int
     levels: dict[int, str] = field(default_factory=dict)
-    cells_run: int = 0
+    executions_run: int = 0
     wall_s: dict[int, float] = field(default_factory=dict)  # wall time of each decided level's runs
 
     @property
@@ -64,57 +64,59 @@ class Search:
         saved = (self.top_level - decided) * per_level / 3600
         return (
             f"{found}; {above}. The search decided {decided} of {self.top_level} levels "
-            f"({', '.join(str(k) for k in sorted(self.levels))}): {(decided + 1) * seeds} cells instead of "
-            f"{(self.top_level + 1) * seeds} for every level ({self.cells_run} ran now, the others had records). "
-            f"At {per_level / 3600:.3f} h of ticket training per level, that saved about {saved:.3f} hours of "
-            "cell time (GPU-hours, with one GPU per cell). Bisection assumes double-win does not come back above "
-            "a failure; --confirm runs the levels around the answer."
+            f"({', '.join(str(k) for k in sorted(self.levels))}): {(decided + 1) * seeds} executions of notebook 05 "
+            f"instead of {(self.top_level + 1) * seeds} for every level ({self.executions_run} ran now, the others "
+            f"had records). At {per_level / 3600:.3f} h of ticket training per level, that saved about {saved:.3f} "
+            "hours of execution time (GPU-hours, with one GPU per execution). Bisection assumes double-win does not "
+            "come back above a failure; --confirm runs the levels around the answer."
         )
 
 
 @dataclass(frozen=True)
 class Runner:
-    """How cells are run: on this machine (waiting for them) or on Slurm (polling their state)."""
+    """How executions are run: on this machine (waiting for them) or on Slurm (polling their state)."""
 
     executor: str = "local"
     parallel: int = 1
     slurm: SlurmOptions = field(default_factory=SlurmOptions)
 
-    def run(self, cells: list[Cell]) -> int:
-        """Run the cells that are not done and wait for them; returns how many ran."""
-        todo = to_submit(cells)
+    def run(self, executions: list[Execution]) -> int:
+        """Run the executions that are not done and wait for them; returns how many ran."""
+        todo = to_submit(executions)
         if self.executor == "local":
             run_local(todo, parallel=self.parallel)
         else:
             submit_slurm(todo, self.slurm)
-            while any(cell_status(c)["status"] in ("running", "queued") for c in todo):
+            while any(execution_status(e)["status"] in ("running", "queued") for e in todo):
                 time.sleep(SLURM_POLL_S)
         return len(todo)
 
 
 def level_parameters(group: dict[str, Any], level: int, seed: int) -> Parameters:
-    """Notebook 05's parameters of one level (0: the dense model) and seed, both regimes: one step's cell."""
+    """Notebook 05's parameters of one level (0: the dense model) and seed, both regimes: one step's execution."""
     ticket = {"ticket": "imp", "sparsity": printed_sparsity(level)} if level else {"ticket": "dense", "sparsity": 0}
     return Parameters.of(NOTEBOOK.stem, {**group, **ticket, "seed": seed, "regimes": ["std", "adv"]})
 
 
-def level_cells(group: dict[str, Any], level: int, seeds: list[int], out: Path) -> list[Cell]:
-    """The cells of one level (0: the dense model), one per seed."""
+def level_executions(group: dict[str, Any], level: int, seeds: list[int], out: Path) -> list[Execution]:
+    """The executions of one level (0: the dense model), one per seed."""
     folder = out / "search" / group_name(group)
     given = [{**group, **level_parameters(group, level, seed).changed()} for seed in seeds]
     return [
-        Cell(NOTEBOOK, parameters, {"level": level, "seed": seed}, folder) for parameters, seed in zip(given, seeds)
+        Execution(NOTEBOOK, parameters, {"level": level, "seed": seed}, folder)
+        for parameters, seed in zip(given, seeds)
     ]
 
 
 def status_table(group: dict[str, Any], *, top_level: int, seeds: list[int], out: Path) -> pd.DataFrame:
-    """The state of a search's cells (`sweeps.cell_status`): its dense models' and those of every level it
-    has reached (a level with none of its cells submitted or done is left out: bisection may never need it)."""
+    """The state of a search's executions (`sweeps.execution_status`): its dense models' and those of every
+    level it has reached (a level with none of its executions submitted or done is left out: bisection may
+    never need it)."""
     tables = []
     for level in range(top_level + 1):
-        cells = level_cells(group, level, seeds, out)
-        table = sweeps.status_table(cells)
-        if level == 0 or (table.status != "missing").any() or any(cell.state_file.is_file() for cell in cells):
+        executions = level_executions(group, level, seeds, out)
+        table = sweeps.status_table(executions)
+        if level == 0 or (table.status != "missing").any() or any(e.state_file.is_file() for e in executions):
             tables.append(table)
     return pd.concat(tables, ignore_index=True)
 
@@ -123,19 +125,19 @@ def group_name(group: dict[str, Any]) -> str:
     return slug({k: group[k] for k in ("pretraining", "dataset", "data_fraction") if k in group})
 
 
-def _decide(cells: list[Cell], level: int) -> tuple[str, float]:
-    """The double-win status of a level from its cells' records (means over seeds), and their wall time."""
+def _decide(executions: list[Execution], level: int) -> tuple[str, float]:
+    """The double-win status of a level from its executions' records (means over seeds), and their wall time."""
     frames = []
-    for cell in cells:
-        _, made = planned(cell)
+    for execution in executions:
+        _, made = planned(execution)
         frames += [results.load(d) for config, d in made.runs if made.finished(config, d)]
     records = pd.concat(frames, ignore_index=True) if frames else results.to_frame([])
     table = results.double_win_table(records)
     row = table[table.level == level]
     if row.empty:
         raise MissingInputError(
-            f"Level {level} was not decided: its cells left no complete records; see `cli status` and their logs "
-            f"in {cells[0].folder}."
+            f"Level {level} was not decided: its executions left no complete records; see `cli status` and their "
+            f"logs in {executions[0].folder}."
         )
     tickets_only = records[records.ticket != "dense"]
     wall = float(tickets_only.groupby("run_id").wall_s.first().sum())
@@ -143,7 +145,7 @@ def _decide(cells: list[Cell], level: int) -> tuple[str, float]:
 
 
 def ladder_needed(group: dict[str, Any], top_level: int) -> tuple[tickets.ImpConfig, Session]:
-    """The IMP ladder the cells of a search transfer tickets of, as notebook 05 names it at the top level,
+    """The IMP ladder whose tickets a search's executions transfer, as notebook 05 names it at the top level,
     and a session to find it with."""
     parameters = Parameters.of(NOTEBOOK.stem, {**group, "ticket": "imp", "sparsity": printed_sparsity(top_level)})
     session = open_session(parameters, device="cpu")
@@ -190,18 +192,19 @@ def search(
     confirm: bool = False,
     say=print,
 ) -> Search:
-    """Bisect levels 1..top_level for the highest double-win level of the cells `group` describes."""
+    """Bisect levels 1..top_level for the highest double-win level of `group` (a pre-training, data set and
+    data budget)."""
     check_number("top level", top_level, 1, 40, integer=True)
     if not seeds:
         raise InputError("--seeds lists at least one seed, e.g. 1 or 1,2,3.")
     check_ladder(group, top_level)
     found = Search(top_level)
-    found.cells_run += runner.run(level_cells(group, 0, seeds, out))
+    found.executions_run += runner.run(level_executions(group, 0, seeds, out))
 
     def decide(level: int) -> str:
-        cells = level_cells(group, level, seeds, out)
-        found.cells_run += runner.run(cells)
-        found.levels[level], found.wall_s[level] = _decide(cells, level)
+        executions = level_executions(group, level, seeds, out)
+        found.executions_run += runner.run(executions)
+        found.levels[level], found.wall_s[level] = _decide(executions, level)
         say(f"level {level} ({printed_sparsity(level):.2%}): {found.levels[level]}")
         return found.levels[level]
 

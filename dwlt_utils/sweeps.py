@@ -1,18 +1,20 @@
-"""Sweeps: a notebook run once per cell of a parameter grid, each run a submitit job, on this machine or on
-a Slurm cluster, and the state of every cell of the grid.
+"""Sweeps: a notebook executed once per combination of a parameter grid's values, each execution a submitit
+job, on this machine or on a Slurm cluster, and the state of every execution of the grid.
 
-A cell is one set of notebook parameters. Its executed notebook, its job's logs and its state record
-(`<name>.json`: submitted, started, finished, failed or requeued, with times, the log and the error's
-sentence) live in `<run_root>/executed/<notebook>/`, named after the parameters that vary. A cell is
+An execution is the notebook executed with one set of parameters (`jobs.Execution`). Its executed notebook,
+its job's logs and its state record (`<name>.json`: submitted, started, finished, failed or requeued, with
+times, the log and the error's sentence) live in `<run_root>/executed/<notebook>/`, named after the
+parameters that vary. An execution is
 - done when what it makes exists: for a transfer notebook (03-05) every run it makes has complete records,
   for 02 the ladder has its levels, for the others its job finished;
 - running while a run of it holds its lock, or its job's process is alive;
 - queued when its job was submitted to Slurm and has not started;
 - failed when its job ended without finishing it (an error, a kill, a time limit that was not requeued);
 - missing otherwise.
-A sweep submits only the cells that are neither done, running nor queued, so running it again after a
-crash or a cancelled allocation finishes the grid and redoes nothing. Cells resume from their last finished
-epoch; on Slurm a preempted or timed-out job is requeued (submitit's checkpointing) and resumes the same way.
+A sweep submits only the executions that are neither done, running nor queued, so running it again after
+a crash or a cancelled allocation finishes the grid and redoes nothing. Executions resume from their last
+finished epoch; on Slurm a preempted or timed-out job is requeued (submitit's checkpointing) and resumes the
+same way.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ import submitit
 
 from . import io, tickets, transfer
 from .errors import DwltError, InputError, MissingInputError, check_number, phrase
-from .jobs import Cell, RunCell, read_state, submitting, write_state
+from .jobs import Execute, Execution, read_state, submitting, write_state
 from .notebook import (
     DEFAULT_RUN_ROOT,
     NOTEBOOKS,
@@ -67,12 +69,12 @@ def run_root_of(fixed: dict) -> Path:
 
 
 def existing_run_root(fixed: dict) -> Path:
-    """The run root of these parameters, refused when it does not exist: its cells would all read as missing,
-    when the likelier cause is a mistyped run_root."""
+    """The run root of these parameters, refused when it does not exist: its executions would all read as
+    missing, when the likelier cause is a mistyped run_root."""
     root = run_root_of(fixed)
     if not root.is_dir():
         raise MissingInputError(
-            f"The run root {root} does not exist, so nothing of these cells ran there: check -p run_root."
+            f"The run root {root} does not exist, so none of these executions ran there: check -p run_root."
         )
     return root
 
@@ -82,8 +84,8 @@ def sweep_dir(fixed: dict) -> Path:
     return executed_dir(run_root_of(fixed))
 
 
-def grid_cells(notebook_path: Path, fixed: dict, grid: dict[str, list], out: Path) -> list[Cell]:
-    """One cell per combination of the grid's values, with the fixed parameters."""
+def grid_executions(notebook_path: Path, fixed: dict, grid: dict[str, list], out: Path) -> list[Execution]:
+    """One execution per combination of the grid's values, with the fixed parameters."""
     defaults = declared_parameters(notebook_path)
     unknown = [name for name in [*fixed, *grid] if name not in defaults]
     if unknown:
@@ -92,14 +94,14 @@ def grid_cells(notebook_path: Path, fixed: dict, grid: dict[str, list], out: Pat
     if both:
         raise InputError(f"{', '.join(both)} is given both fixed (-p) and as a grid (--grid); give it once.")
     names = list(grid)
-    cells = []
+    executions = []
     for values in itertools.product(*(grid[n] for n in names)) if names else [()]:
         varying = dict(zip(names, values))
-        cells.append(Cell(notebook_path, {**fixed, **varying}, varying, out / notebook_path.stem))
-    return cells
+        executions.append(Execution(notebook_path, {**fixed, **varying}, varying, out / notebook_path.stem))
+    return executions
 
 
-# ---- what each cell's state is
+# ---- what each execution's state is
 
 
 def _alive(state: dict) -> bool:
@@ -119,34 +121,34 @@ def _alive(state: dict) -> bool:
 DOORS = {"transfer runs": transfer.plan, "an IMP ladder": tickets.plan}
 
 
-def planned(cell: Cell) -> tuple[Session, TransferPlan | LadderPlan | None]:
-    """A CPU session of a cell's parameters and what its notebook makes with them, through the door the
+def planned(execution: Execution) -> tuple[Session, TransferPlan | LadderPlan | None]:
+    """A CPU session of an execution's parameters and what its notebook makes with them, through the door the
     notebook itself uses (None for a notebook whose results this cannot see: 01, 06); nothing runs."""
-    parameters = Parameters.of(cell.notebook.stem, cell.parameters)
+    parameters = Parameters.of(execution.notebook.stem, execution.parameters)
     session = open_session(parameters, device="cpu")
-    door = DOORS.get(makes(cell.notebook))
+    door = DOORS.get(makes(execution.notebook))
     return session, door(session, parameters) if door else None
 
 
-def _made_so_far(cell: Cell) -> tuple[bool | None, bool, float]:
+def _made_so_far(execution: Execution) -> tuple[bool | None, bool, float]:
     """(done, lock held, wall seconds of the runs that are finished) from what the notebook makes; done is
     None for a notebook whose results this cannot see (01, 06): its job's state decides."""
-    _, made = planned(cell)
+    _, made = planned(execution)
     if made is None:
         return None, False, 0.0
     held = any(io.lock_held(lock) for lock in made.locks())
     return made.done(), held, made.finished_wall_s()
 
 
-def cell_status(cell: Cell) -> dict[str, Any]:
-    """The state of one cell (`STATES`), its wall time so far (of its finished runs' records, else of its
-    job), the GPU-hours that makes with the GPUs its job asked for, and what to read about it."""
-    state = read_state(cell)
+def execution_status(execution: Execution) -> dict[str, Any]:
+    """The state of one execution (`STATES`), its wall time so far (of its finished runs' records, else of
+    its job), the GPU-hours that makes with the GPUs its job asked for, and what to read about it."""
+    state = read_state(execution)
     try:
-        done, held, wall = _made_so_far(cell)
+        done, held, wall = _made_so_far(execution)
     except DwltError as err:
-        # Parameters its notebook refuses (an InputError) make the cell invalid: it would fail however it ran.
-        return _status_row(cell, "failed", 0.0, 0, str(err), invalid=isinstance(err, InputError))
+        # Parameters its notebook refuses (an InputError) make it invalid: it would fail however it ran.
+        return _status_row(execution, "failed", 0.0, 0, str(err), invalid=isinstance(err, InputError))
     job = state.get("state")
     if done or (done is None and job == "finished"):
         status = "done"
@@ -167,12 +169,14 @@ def cell_status(cell: Cell) -> dict[str, Any]:
         note = f"{why} Log: {state.get('log', 'none')}"
     elif status in ("running", "queued"):
         note = f"log: {state.get('log', 'none')}"
-    return _status_row(cell, status, wall, state.get("gpus", 0), note)
+    return _status_row(execution, status, wall, state.get("gpus", 0), note)
 
 
-def _status_row(cell: Cell, status: str, wall_s: float, gpus: int, note: str, *, invalid: bool = False) -> dict:
+def _status_row(
+    execution: Execution, status: str, wall_s: float, gpus: int, note: str, *, invalid: bool = False
+) -> dict:
     return {
-        "cell": cell.name,
+        "execution": execution.name,
         "status": status,
         "wall_h": round(wall_s / 3600, 3),
         "gpu_h": round(wall_s * gpus / 3600, 3),
@@ -181,8 +185,11 @@ def _status_row(cell: Cell, status: str, wall_s: float, gpus: int, note: str, *,
     }
 
 
-def status_table(cells: list[Cell]) -> pd.DataFrame:
-    return pd.DataFrame([cell_status(cell) for cell in cells], columns=["cell", "status", "wall_h", "gpu_h", "note"])
+def status_table(executions: list[Execution]) -> pd.DataFrame:
+    return pd.DataFrame(
+        [execution_status(execution) for execution in executions],
+        columns=["execution", "status", "wall_h", "gpu_h", "note"],
+    )
 
 
 # ---- submitting
@@ -204,27 +211,27 @@ class SlurmOptions:
         check_number("--array-parallelism", self.array_parallelism, 1, 100_000, integer=True)
 
 
-def to_submit(cells: list[Cell], *, force: bool = False) -> list[Cell]:
-    """The cells a sweep submits: those not done, running or queued (every one with `force`). A cell whose
-    parameters its notebook refuses stops the sweep before anything is submitted: on Slurm each would cost an
-    allocation before failing."""
-    states = [cell_status(cell) for cell in cells]
-    invalid = [f"{state['cell']} ({phrase(state['note'])})" for state in states if state["invalid"]]
+def to_submit(executions: list[Execution], *, force: bool = False) -> list[Execution]:
+    """The executions a sweep submits: those not done, running or queued (every one with `force`). An
+    execution whose parameters its notebook refuses stops the sweep before anything is submitted: on Slurm
+    each would cost an allocation before failing."""
+    states = [execution_status(execution) for execution in executions]
+    invalid = [f"{state['execution']} ({phrase(state['note'])})" for state in states if state["invalid"]]
     if invalid:
         raise InputError(
-            f"{len(invalid)} of the {len(cells)} cells have parameters their notebook refuses, so nothing was "
-            f"submitted: {'; '.join(invalid)}."
+            f"{len(invalid)} of the {len(executions)} executions have parameters their notebook refuses, so nothing "
+            f"was submitted: {'; '.join(invalid)}."
         )
     if force:
-        return [_forced(cell) for cell in cells]
-    return [cell for cell, state in zip(cells, states) if state["status"] in ("failed", "missing")]
+        return [_forced(execution) for execution in executions]
+    return [execution for execution, state in zip(executions, states) if state["status"] in ("failed", "missing")]
 
 
-def _forced(cell: Cell) -> Cell:
-    """A cell whose notebook retrains what it has (for notebooks that take `force`)."""
-    if "force" not in declared_parameters(cell.notebook):
-        return cell
-    return Cell(cell.notebook, {**cell.parameters, "force": True}, cell.varying, cell.folder)
+def _forced(execution: Execution) -> Execution:
+    """An execution whose notebook retrains what it has (for notebooks that take `force`)."""
+    if "force" not in declared_parameters(execution.notebook):
+        return execution
+    return Execution(execution.notebook, {**execution.parameters, "force": True}, execution.varying, execution.folder)
 
 
 def _gpu_count() -> int:
@@ -233,46 +240,49 @@ def _gpu_count() -> int:
     return torch.cuda.device_count()
 
 
-def run_local(cells: list[Cell], *, parallel: int = 1, quiet: bool = False) -> dict[Cell, bool]:
-    """Run cells on this machine as submitit local jobs, `parallel` at a time (at most one per GPU when
+def run_local(executions: list[Execution], *, parallel: int = 1, quiet: bool = False) -> dict[Execution, bool]:
+    """Run executions on this machine as submitit local jobs, `parallel` at a time (at most one per GPU when
     there are GPUs, each job seeing only its own), each with its share of the CPU cores; waits for them all
     and returns whether each finished."""
     check_number("--jobs", parallel, 1, 1024, integer=True)
     gpus = _gpu_count()
     slots = list(range(min(parallel, gpus))) if gpus else [None] * parallel
-    threads = max(1, (os.cpu_count() or 1) // min(len(slots), max(len(cells), 1)))  # a lone job takes every core
-    free, pending, running, finished = list(range(len(slots))), list(cells), {}, {}
+    threads = max(1, (os.cpu_count() or 1) // min(len(slots), max(len(executions), 1)))  # a lone job takes every core
+    free, pending, running, finished = list(range(len(slots))), list(executions), {}, {}
     while pending or running:
         while pending and free:
-            slot, cell = free.pop(0), pending.pop(0)
+            slot, execution = free.pop(0), pending.pop(0)
             gpu = slots[slot]
-            executor = submitit.LocalExecutor(folder=cell.folder / "logs")
+            executor = submitit.LocalExecutor(folder=execution.folder / "logs")
             executor.update_parameters(
                 timeout_min=LOCAL_TIMEOUT_MIN,
                 gpus_per_node=int(gpu is not None),
                 visible_gpus=() if gpu is None else (gpu,),
             )
-            submitting(cell, "local", int(gpu is not None))
-            job = executor.submit(RunCell(threads), cell)
-            running[job] = (slot, cell)
+            submitting(execution, "local", int(gpu is not None))
+            job = executor.submit(Execute(threads), execution)
+            running[job] = (slot, execution)
         time.sleep(POLL_S)
         for job in [j for j in running if j.done()]:
-            slot, cell = running.pop(job)
+            slot, execution = running.pop(job)
             free.append(slot)
-            finished[cell] = read_state(cell).get("state") == "finished"
+            finished[execution] = read_state(execution).get("state") == "finished"
             if not quiet:
-                print(f"{'ok' if finished[cell] else 'FAILED'} {cell.notebook.name} {cell.varying}", flush=True)
-                if not finished[cell]:
-                    print(f"  {read_state(cell).get('error', '')} Log: {job.paths.stdout}", flush=True)
+                print(
+                    f"{'ok' if finished[execution] else 'FAILED'} {execution.notebook.name} {execution.varying}",
+                    flush=True,
+                )
+                if not finished[execution]:
+                    print(f"  {read_state(execution).get('error', '')} Log: {job.paths.stdout}", flush=True)
     return finished
 
 
-def submit_slurm(cells: list[Cell], options: SlurmOptions) -> list[submitit.Job]:
-    """Submit cells as one Slurm job array (logs in `<folder>/slurm/`); returns without waiting."""
-    if not cells:
+def submit_slurm(executions: list[Execution], options: SlurmOptions) -> list[submitit.Job]:
+    """Submit executions as one Slurm job array (logs in `<folder>/slurm/`); returns without waiting."""
+    if not executions:
         return []
     options.check()
-    folder = cells[0].folder / "slurm"
+    folder = executions[0].folder / "slurm"
     executor = submitit.SlurmExecutor(folder=folder)
     executor.update_parameters(
         partition=options.partition,
@@ -282,20 +292,20 @@ def submit_slurm(cells: list[Cell], options: SlurmOptions) -> list[submitit.Job]
         array_parallelism=options.array_parallelism,
         ntasks_per_node=1,
         additional_parameters=dict(options.sbatch, requeue=True),
-        job_name="dwlt-" + cells[0].notebook.stem,
+        job_name="dwlt-" + executions[0].notebook.stem,
     )
-    for cell in cells:
-        submitting(cell, "slurm", options.gpus_per_job)
-    jobs = executor.map_array(RunCell(options.cpus_per_job), cells)
-    for cell, job in zip(cells, jobs):
-        if read_state(cell).get("state") == "submitted":  # queued: say where its log will be
-            write_state(cell, "submitted", job_id=job.job_id, log=str(job.paths.stdout))
+    for execution in executions:
+        submitting(execution, "slurm", options.gpus_per_job)
+    jobs = executor.map_array(Execute(options.cpus_per_job), executions)
+    for execution, job in zip(executions, jobs):
+        if read_state(execution).get("state") == "submitted":  # queued: say where its log will be
+            write_state(execution, "submitted", job_id=job.job_id, log=str(job.paths.stdout))
     return jobs
 
 
 def parse_grid(items: list[str], say=note) -> dict[str, list]:
     """The `--grid NAME=V1,V2,...` arguments as a grid; a parameter given twice is refused, a value listed
-    twice is one cell (and `say` is told)."""
+    twice counts once (and `say` is told)."""
     grid = {}
     for item in items:
         name, _, values = item.partition("=")
@@ -308,12 +318,12 @@ def parse_grid(items: list[str], say=note) -> dict[str, list]:
 
 
 def once(what: str, values: list, say=note) -> list:
-    """`values` with each listed once, in order: a value listed twice would be one cell counted twice. `say`
-    is told which were merged."""
+    """`values` with each listed once, in order: a value listed twice would be executed and counted twice.
+    `say` is told which were merged."""
     counts = Counter(map(repr, values))
     repeated = [text for text, count in counts.items() if count > 1]
     if repeated:
-        say(f"{what} lists {', '.join(repeated)} more than once; each is one cell, run and counted once.")
+        say(f"{what} lists {', '.join(repeated)} more than once; each value counts once.")
     return list({repr(value): value for value in values}.values())
 
 

@@ -45,11 +45,11 @@ def test_a_full_disk_under_torch_save_is_named_not_unexpected_pos(tmp_path, full
     assert isinstance(err.value, OSError) and err.value.errno == errno.ENOSPC and not resume.exists()
 
 
-def test_a_full_disk_under_a_sweep_cells_state_record_is_named(tmp_path, full_disk):
-    cell = jobs.Cell(cli.NOTEBOOKS / "06_figures.ipynb", {}, {}, tmp_path / "executed" / "06_figures")
+def test_a_full_disk_under_an_executions_state_record_is_named(tmp_path, full_disk):
+    execution = jobs.Execution(cli.NOTEBOOKS / "06_figures.ipynb", {}, {}, tmp_path / "executed" / "06_figures")
     with pytest.raises(DwltError) as err:
-        jobs.submitting(cell, "local", 0)
-    assert str(err.value) == f"Cannot write {cell.state_file}: {FULL_DISK}"
+        jobs.submitting(execution, "local", 0)
+    assert str(err.value) == f"Cannot write {execution.state_file}: {FULL_DISK}"
 
 
 def test_a_read_only_run_root_names_the_file_and_the_cause(tmp_path, monkeypatch):
@@ -169,11 +169,11 @@ def test_a_notebook_cell_refused_by_the_system_ends_in_the_sentence(tmp_path):
 
 def test_a_killed_kernel_says_why_what_to_read_and_what_to_do(tmp_path):
     notebook = notebook_of(tmp_path, "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)")
-    cell = jobs.Cell(notebook, {}, {}, tmp_path / "executed" / "cells")
-    assert sweeps.run_local([cell], quiet=True) == {cell: False}
-    said = jobs.read_state(cell)["error"]
+    execution = jobs.Execution(notebook, {}, {}, tmp_path / "executed" / "cells")
+    assert sweeps.run_local([execution], quiet=True) == {execution: False}
+    said = jobs.read_state(execution)["error"]
     assert said.startswith("The kernel running cells.ipynb died, killed by the system, most often for want of memory")
-    assert str(cell.output) in said and str(cell.folder / "logs") in said
+    assert str(execution.output) in said and str(execution.folder / "logs") in said
     assert said.endswith(
         "run fewer jobs at once (--jobs) or give each more memory, then run it again: it resumes "
         "from its last finished epoch."

@@ -147,7 +147,7 @@ def test_the_paper_plan_is_its_bench_figures_times_its_work(tmp_path, capsys):
     assert f"IMP ladders: {(s_imp + 2 * a_imp) / 3600:,.2f} GPU-hours still to run, {a_imp / 16 / 3600:,.1f} h" in out
     # Every level: 3 pre-trainings × 3 data sets × 3 budgets × 20 levels × 2 regimes, one run each.
     assert "1080 transfer runs, one job each." in out
-    assert "At most 162 cells of notebook 05 (both regimes each) instead of 540" in out
+    assert "At most 162 executions of notebook 05 (both regimes each) instead of 540" in out
     assert "Priced off a GPU" not in out
 
 
@@ -289,25 +289,25 @@ def test_an_autoattack_check_is_counted_at_its_most():
     assert costs.check_work(dense, 1000) == Work(forward=2 * 1000 * 10_764)  # best SA and best RA
 
 
-def adv_cells(tmp_path, **fixed) -> list[sweeps.Cell]:
+def adv_executions(tmp_path, **fixed) -> list[sweeps.Execution]:
     notebook = cli.NOTEBOOKS / "04_adv_transfer.ipynb"
-    return sweeps.grid_cells(notebook, {"run_root": str(tmp_path / "r"), **fixed}, {}, tmp_path / "executed")
+    return sweeps.grid_executions(notebook, {"run_root": str(tmp_path / "r"), **fixed}, {}, tmp_path / "executed")
 
 
 def test_a_sweep_asked_for_autoattack_adds_the_check_to_its_adversarial_runs_unless_on_disk(tmp_path):
     pricer = costs.Pricer(tmp_path / "r", write_bench(tmp_path / "bench.json", RATES))
     forward = 0.2 / 62
     runs = costs.run_work(paper_cell(ticket="imp", sparsity=0.9141)) + costs.run_work(paper_cell())
-    [plain] = plans.sweep_plan(adv_cells(tmp_path), pricer).stages[0].jobs
+    [plain] = plans.sweep_plan(adv_executions(tmp_path), pricer).stages[0].jobs
     assert plain.seconds == pytest.approx(pricer.price(PAPER, "adv").seconds(runs))
-    checked_cells = adv_cells(tmp_path, eval_attack="autoattack")
-    [checked] = plans.sweep_plan(checked_cells, pricer).stages[0].jobs
+    checked_executions = adv_executions(tmp_path, eval_attack="autoattack")
+    [checked] = plans.sweep_plan(checked_executions, pricer).stages[0].jobs
     # the cell and its dense baseline: best SA and best RA of each on the first 1,000 test images
     assert checked.seconds == pytest.approx(plain.seconds + 2 * 2 * 1000 * 10_764 * forward)
     assert checked.what == "adv transfer + AutoAttack"
     # a check on disk, measured by today's attacks, is done
     check = AutoAttackCheck(images=1000)
-    _, planned = sweeps.planned(checked_cells[0])
+    _, planned = sweeps.planned(checked_executions[0])
     for config, directory in planned.runs:
         rows = [
             record(
@@ -324,7 +324,7 @@ def test_a_sweep_asked_for_autoattack_adds_the_check_to_its_adversarial_runs_unl
         ]
         directory.mkdir(parents=True)
         results.write_records(directory, rows, check.file(directory))
-    plan = plans.sweep_plan(checked_cells, pricer)
+    plan = plans.sweep_plan(checked_executions, pricer)
     assert plan.stages[0].jobs[0].seconds == pytest.approx(plain.seconds)
     assert "AutoAttack check (2 done on disk)" in plan.describe(1)
 

@@ -1,4 +1,4 @@
-"""The threshold search, end to end in the quick profile: real notebook 05 cells as local submitit jobs,
+"""The threshold search, end to end in the quick profile: real notebook 05 executions as local submitit jobs,
 then every other level of the same ladder, so that the search's answer meets the exhaustive one on the
 same records. Minutes on two cores: marked slow (`make test-slow`, which CI runs)."""
 
@@ -16,7 +16,7 @@ pytestmark = pytest.mark.slow
 TOP = 4  # levels searched: 20% to 59% sparsity
 
 
-def test_search_meets_the_exhaustive_threshold_with_fewer_cells(session, roots, plant_source, capsys):
+def test_search_meets_the_exhaustive_threshold_with_fewer_executions(session, roots, plant_source, capsys):
     plant_source()
     common = ["-p", "quick", "True", "-p", "run_root", str(roots.run_root), "-p", "data_root", str(roots.data_root)]
     common += ["-p", "epochs", "1"]
@@ -28,15 +28,15 @@ def test_search_meets_the_exhaustive_threshold_with_fewer_cells(session, roots, 
     assert cli.main(search) == 0
     said = capsys.readouterr().out.splitlines()
     summary, decided = said[-1], [line for line in said if line.startswith("level ")]
-    assert 1 <= len(decided) < TOP and f"cells instead of {TOP + 1} for every level" in summary
+    assert 1 <= len(decided) < TOP and f"executions of notebook 05 instead of {TOP + 1} for every level" in summary
     searched = results.load(roots.run_root)
 
-    # Every level, as an exhaustive sweep of the same cells runs them: the levels the search decided are done
-    cell = [*common, "-p", "pretraining", "adv", "-p", "dataset", "cifar10", "-p", "data_fraction", "1.0"]
-    cell += ["-p", "regimes", "['std', 'adv']", "-p", "ticket", "imp"]
+    # Every level, as an exhaustive sweep of the same executions runs them: the levels the search decided are done
+    fixed = [*common, "-p", "pretraining", "adv", "-p", "dataset", "cifar10", "-p", "data_fraction", "1.0"]
+    fixed += ["-p", "regimes", "['std', 'adv']", "-p", "ticket", "imp"]
     grid = "sparsity=" + ",".join(str(printed_sparsity(k)) for k in range(1, TOP + 1))
-    assert cli.main(["sweep", str(cli.NOTEBOOKS / "05_data_limited.ipynb"), *cell, "--grid", grid]) == 0
-    assert f"{TOP} cells, {len(decided)} done, running or queued; submitting {TOP - len(decided)}" in (
+    assert cli.main(["sweep", str(cli.NOTEBOOKS / "05_data_limited.ipynb"), *fixed, "--grid", grid]) == 0
+    assert f"{TOP} executions, {len(decided)} done, running or queued; submitting {TOP - len(decided)}" in (
         capsys.readouterr().out
     )
     everything = results.load(roots.run_root)

@@ -1,5 +1,5 @@
-"""Sweeps on real submitit: quick-profile cells as local jobs, a Slurm job array through stand-in `sbatch` and
-`srun` commands, the state of every cell, and a sweep killed in the middle and run again."""
+"""Sweeps on real submitit: quick-profile executions as local jobs, a Slurm job array through stand-in `sbatch`
+and `srun` commands, the state of every execution, and a sweep killed in the middle and run again."""
 
 from __future__ import annotations
 
@@ -30,16 +30,16 @@ def test_values_are_read_as_papermill_reads_them():
     assert sweeps.parse_value("8/255") == "8/255"  # not evaluated: the notebook rejects it with a sentence
 
 
-def test_a_grid_gives_one_named_cell_per_combination(tmp_path):
+def test_a_grid_gives_one_named_execution_per_combination(tmp_path):
     grid = {"pretraining": ["standard", "adv"], "sparsity": [0.36, 0.9141]}
-    cells = sweeps.grid_cells(cli.NOTEBOOKS / "04_adv_transfer.ipynb", {"quick": True}, grid, tmp_path)
-    assert len(cells) == 4
-    assert cells[-1].parameters == {"quick": True, "pretraining": "adv", "sparsity": 0.9141}
-    assert cells[-1].output == tmp_path / "04_adv_transfer" / "pretraining-adv_sparsity-0.9141.ipynb"
-    assert cells[-1].state_file == tmp_path / "04_adv_transfer" / "pretraining-adv_sparsity-0.9141.json"
-    assert len({cell.output for cell in cells}) == 4
+    executions = sweeps.grid_executions(cli.NOTEBOOKS / "04_adv_transfer.ipynb", {"quick": True}, grid, tmp_path)
+    assert len(executions) == 4
+    assert executions[-1].parameters == {"quick": True, "pretraining": "adv", "sparsity": 0.9141}
+    assert executions[-1].output == tmp_path / "04_adv_transfer" / "pretraining-adv_sparsity-0.9141.ipynb"
+    assert executions[-1].state_file == tmp_path / "04_adv_transfer" / "pretraining-adv_sparsity-0.9141.json"
+    assert len({execution.output for execution in executions}) == 4
     with pytest.raises(InputError, match=r"^04_adv_transfer.ipynb has no parameter sparsty; it takes quick, seed,"):
-        sweeps.grid_cells(cli.NOTEBOOKS / "04_adv_transfer.ipynb", {}, {"sparsty": [0.36]}, tmp_path)
+        sweeps.grid_executions(cli.NOTEBOOKS / "04_adv_transfer.ipynb", {}, {"sparsty": [0.36]}, tmp_path)
     with pytest.raises(InputError, match="--grid takes NAME=V1,V2"):
         sweeps.parse_grid(["sparsity"])
 
@@ -50,7 +50,7 @@ def test_seeds_are_a_grid_over_the_seed_given_once(roots, capsys):
     assert status_lines(arguments, capsys) == {
         "seed-1": "missing",
         "seed-2": "missing",
-        "summary": "2 cells: 2 missing; 0.00 h of wall time, 0.00 GPU-hours",
+        "summary": "2 executions: 2 missing; 0.00 h of wall time, 0.00 GPU-hours",
     }
     assert cli.main(["status", *arguments, "--grid", "seed=3"]) == 2
     assert "--seeds and a seed given with --grid or -p say the same thing twice" in capsys.readouterr().err
@@ -66,21 +66,21 @@ def status_said(arguments: list[str], capsys) -> tuple[int, list[str], str]:
     return code, [line.split()[0] for line in out.splitlines()[1:-1]], err
 
 
-def test_a_parameter_given_twice_is_refused_and_a_value_listed_twice_is_one_cell(roots, capsys):
+def test_a_parameter_given_twice_is_refused_and_a_value_listed_twice_counts_once(roots, capsys):
     roots.run_root.mkdir(parents=True)
     with pytest.raises(InputError, match=r"^--grid gives sparsity twice; give all its values at once"):
         sweeps.parse_grid(["sparsity=0.36", "sparsity=0.488"])
     said = []
     assert sweeps.parse_grid(["sparsity=0.36,0.488,0.360,0.36"], say=said.append) == {"sparsity": [0.36, 0.488]}
-    assert said == ["--grid sparsity lists 0.36 more than once; each is one cell, run and counted once."]
-    # through the command: each cell listed, and its hours counted, once
-    code, cells, err = status_said(sweep_arguments(roots, sparsities=(0.36, 0.488, 0.36)), capsys)
-    assert (code, cells) == (0, ["sparsity-0.36", "sparsity-0.488"]) and "lists 0.36 more than once" in err
-    code, cells, err = status_said(sweep_arguments(roots, seeds=(2, 1, 2)), capsys)
-    assert (code, cells) == (0, ["seed-2", "seed-1"]) and "--seeds lists 2 more than once" in err
-    code, cells, err = status_said([*sweep_arguments(roots), "-p", "epochs", "2"], capsys)
+    assert said == ["--grid sparsity lists 0.36 more than once; each value counts once."]
+    # through the command: each execution listed, and its hours counted, once
+    code, names, err = status_said(sweep_arguments(roots, sparsities=(0.36, 0.488, 0.36)), capsys)
+    assert (code, names) == (0, ["sparsity-0.36", "sparsity-0.488"]) and "lists 0.36 more than once" in err
+    code, names, err = status_said(sweep_arguments(roots, seeds=(2, 1, 2)), capsys)
+    assert (code, names) == (0, ["seed-2", "seed-1"]) and "--seeds lists 2 more than once" in err
+    code, names, err = status_said([*sweep_arguments(roots), "-p", "epochs", "2"], capsys)
     assert code == 2 and err == "InputError: -p gives epochs more than once; give each parameter one value.\n"
-    code, cells, err = status_said([*sweep_arguments(roots), "-p", "sparsity", "0.36"], capsys)
+    code, names, err = status_said([*sweep_arguments(roots), "-p", "sparsity", "0.36"], capsys)
     assert code == 2 and "sparsity is given both fixed (-p) and as a grid (--grid); give it once." in err
 
 
@@ -88,7 +88,7 @@ def test_status_says_when_its_run_root_does_not_exist(roots, capsys):
     for command in (["status", *sweep_arguments(roots)], [*search_arguments(roots), "--status"]):
         assert cli.main(command) == 2
         assert capsys.readouterr().err == (
-            f"MissingInputError: The run root {roots.run_root} does not exist, so nothing of these cells ran there: "
+            f"MissingInputError: The run root {roots.run_root} does not exist, so none of these executions ran there: "
             "check -p run_root.\n"
         )
 
@@ -99,10 +99,10 @@ def search_arguments(roots) -> list[str]:
     return ["search", "--pretraining", "adv", "--dataset", "cifar10", "--levels", "3", "--seeds", "1", *where]
 
 
-def test_a_search_shows_its_cells_a_killed_one_failed_with_its_log(roots, capsys):
+def test_a_search_shows_its_executions_a_killed_one_failed_with_its_log(roots, capsys):
     fixed = {"quick": True, "run_root": str(roots.run_root), "data_root": str(roots.data_root)}
     fixed |= {"pretraining": "adv", "dataset": "cifar10", "data_fraction": 1.0}
-    dense, level_2 = (search.level_cells(fixed, level, [1], roots.run_root / "executed")[0] for level in (0, 2))
+    dense, level_2 = (search.level_executions(fixed, level, [1], roots.run_root / "executed")[0] for level in (0, 2))
     killed = subprocess.Popen(["sleep", "60"])
     jobs.write_state(dense, "started", pid=killed.pid, host=socket.gethostname(), log="/logs/dense.out")
     killed.kill()
@@ -118,15 +118,15 @@ def test_a_search_shows_its_cells_a_killed_one_failed_with_its_log(roots, capsys
     )
     assert rows["level-2_seed-1"].split()[1] == "failed"
     assert rows["level-2_seed-1"].endswith("MissingInputError: no ticket. Log: /logs/level2.out")
-    assert lines[-1].startswith("2 cells: 2 failed;")
+    assert lines[-1].startswith("2 executions: 2 failed;")
 
 
-def test_a_sweep_with_cells_its_notebook_refuses_submits_none_of_them(roots, stand_in_slurm, capsys):
+def test_a_sweep_with_executions_its_notebook_refuses_submits_none_of_them(roots, stand_in_slurm, capsys):
     arguments = [*sweep_arguments(roots, sparsities=(0.36, 1.5, 0.5)), "--grid", "pretraining=adv,robust"]
     for force in ([], ["--force"]):
         assert cli.main(["sweep", *arguments, "--executor", "slurm", *force]) == 2
         err = capsys.readouterr().err
-        assert err.startswith("InputError: 5 of the 6 cells have parameters their notebook refuses, so nothing was ")
+        assert err.startswith("InputError: 5 of the 6 executions have parameters their notebook refuses, so nothing ")
         assert (
             "sparsity-1.5_pretraining-adv (A sparsity is a fraction in [0, 1), e.g. 0.9141 for 91.41%; got 1.5)" in err
         )
@@ -146,7 +146,7 @@ def test_a_sweep_keeps_its_executed_notebooks_in_its_run_root(tmp_path, monkeypa
 
 
 def sweep_arguments(roots, *, sparsities=(0.36, 0.488), seeds=None) -> list[str]:
-    """A quick-profile sweep of one-epoch standard-transfer cells: one-shot tickets at `sparsities` (they need
+    """A quick-profile sweep of one-epoch standard-transfer executions: one-shot tickets at `sparsities` (they need
     only the source), or dense models at `seeds`."""
     ticket = ["-p", "ticket", "omp", "--grid", "sparsity=" + ",".join(map(str, sparsities))]
     if seeds:
@@ -165,17 +165,17 @@ def status_lines(arguments: list[str], capsys) -> dict[str, str]:
     return {line.split()[0]: line.split()[1] for line in lines[1:-1]} | {"summary": lines[-1]}
 
 
-def test_a_local_sweep_runs_each_cell_as_a_job_and_a_second_run_submits_nothing(roots, plant_source, capsys):
+def test_a_local_sweep_runs_each_execution_as_a_job_and_a_second_run_submits_nothing(roots, plant_source, capsys):
     plant_source()
     arguments = sweep_arguments(roots)
     assert status_lines(arguments, capsys) == {
         "sparsity-0.36": "missing",
         "sparsity-0.488": "missing",
-        "summary": "2 cells: 2 missing; 0.00 h of wall time, 0.00 GPU-hours",
+        "summary": "2 executions: 2 missing; 0.00 h of wall time, 0.00 GPU-hours",
     }
     assert cli.main(["sweep", *arguments, "--jobs", "2"]) == 0
     out = capsys.readouterr().out
-    assert "2 cells, 0 done, running or queued; submitting 2" in out and out.count("ok 03_std_transfer") == 2
+    assert "2 executions, 0 done, running or queued; submitting 2" in out and out.count("ok 03_std_transfer") == 2
     records = results.load(roots.run_root)
     assert sorted(records.ticket) == ["dense", "omp", "omp"]  # the shared dense baseline trained once
     folder = roots.run_root / "executed" / "03_std_transfer"
@@ -185,18 +185,18 @@ def test_a_local_sweep_runs_each_cell_as_a_job_and_a_second_run_submits_nothing(
         assert state["state"] == "finished" and state["executor"] == "local" and Path(state["log"]).is_file()
     lines = status_lines(arguments, capsys)
     assert lines["sparsity-0.36"] == lines["sparsity-0.488"] == "done"
-    assert lines["summary"].startswith("2 cells: 2 done;")
+    assert lines["summary"].startswith("2 executions: 2 done;")
     assert cli.main(["sweep", *arguments]) == 0
     assert "submitting 0" in capsys.readouterr().out
     assert len(results.load(roots.run_root)) == 3
-    # the plan of the same sweep: both cells done, priced from their own records, nothing left to run
+    # the plan of the same sweep: both executions done, priced from their own records, nothing left to run
     assert cli.main(["plan", "sweep", *arguments, "--gpus", "2"]) == 0
     out = capsys.readouterr().out
     assert re.search(r"std transfer cifar10 +1\.000 +16 +2 +2 .* 3 recorded runs \(cpu, fp32\)", out), out
     assert "Total: 0.00 GPU-hours still to run, 0.0 min of wall time on 2 GPUs" in out
 
 
-def test_a_failing_cell_is_failed_with_its_sentence_and_log(roots, capsys):
+def test_a_failing_execution_is_failed_with_its_sentence_and_log(roots, capsys):
     arguments = sweep_arguments(roots, sparsities=(0.36,))  # no source planted: the notebook stops
     assert cli.main(["sweep", *arguments]) == 1
     capsys.readouterr()
@@ -206,9 +206,9 @@ def test_a_failing_cell_is_failed_with_its_sentence_and_log(roots, capsys):
     assert "Log: " in row and ".out" in row
 
 
-def test_a_killed_sweep_run_again_runs_only_its_unfinished_cells(roots, plant_source, capsys):
+def test_a_killed_sweep_run_again_runs_only_its_unfinished_executions(roots, plant_source, capsys):
     plant_source()
-    arguments = sweep_arguments(roots, seeds=(1, 2))  # a dense model each: one training per cell
+    arguments = sweep_arguments(roots, seeds=(1, 2))  # a dense model each: one training per execution
     folder = roots.run_root / "executed" / "03_std_transfer"
     sweep = subprocess.Popen([sys.executable, "-m", "dwlt_utils.cli", "sweep", *arguments], start_new_session=True)
 
@@ -220,18 +220,18 @@ def test_a_killed_sweep_run_again_runs_only_its_unfinished_cells(roots, plant_so
 
     deadline = time.monotonic() + 300
     while not (state("seed-1").get("state") == "finished" and state("seed-2").get("state") == "started"):
-        assert time.monotonic() < deadline and sweep.poll() is None, "the sweep never reached its second cell"
+        assert time.monotonic() < deadline and sweep.poll() is None, "the sweep never reached its second execution"
         time.sleep(0.2)
-    time.sleep(2)  # into the second cell's notebook
+    time.sleep(2)  # into the second execution's notebook
     os.killpg(sweep.pid, signal.SIGKILL)  # the sweep itself
-    os.kill(state("seed-2")["pid"], signal.SIGKILL)  # and the job running the second cell
+    os.kill(state("seed-2")["pid"], signal.SIGKILL)  # and the job running the second execution
     sweep.wait()
     time.sleep(3)  # the orphaned notebook kernel notices its parent is gone and ends
     before = status_lines(arguments, capsys)
     assert (before["seed-1"], before["seed-2"]) == ("done", "failed")
     first = results.load(roots.run_root)
     assert cli.main(["sweep", *arguments]) == 0
-    assert "2 cells, 1 done, running or queued; submitting 1" in capsys.readouterr().out
+    assert "2 executions, 1 done, running or queued; submitting 1" in capsys.readouterr().out
     records = results.load(roots.run_root)
     assert sorted(records.seed) == [1, 2]  # every run recorded once
     kept = records[records.run_id.isin(first.run_id)]
@@ -313,7 +313,7 @@ def test_a_slurm_sweep_is_one_job_array_with_the_asked_resources_and_requeue(roo
     assert [lines[f"sparsity-{s}"] for s in ("0.36", "0.488", "0.5904")] == ["queued"] * 3
 
 
-def test_one_cell_runs_through_a_slurm_job_script(roots, plant_source, stand_in_slurm, monkeypatch, capsys):
+def test_one_execution_runs_through_a_slurm_job_script(roots, plant_source, stand_in_slurm, monkeypatch, capsys):
     plant_source()
     monkeypatch.setenv("DWLT_RUN_SBATCH", "1")
     arguments = sweep_arguments(roots, sparsities=(0.36,))
