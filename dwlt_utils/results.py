@@ -43,6 +43,8 @@ SCHEMA: dict[str, type] = {
     "sparsity": float,
     "metric": str,
     "checkpoint": str,
+    "corruption": str,  # the corrupted test set (`corruptions`); empty: the clean test split
+    "severity": int,  # the corruption's severity, 1-5; 0 on the clean test split
     "seed": int,
     "value": float,
     "attack": str,
@@ -76,7 +78,9 @@ CHOICES: dict[str, tuple[str, ...]] = {
 }
 # `attack` is empty for SA rows; `deviations` is empty when the run follows its profile's protocol exactly
 # (otherwise it says how it differs, e.g. "epochs 10 instead of 100"); `git_rev` is empty outside a git checkout.
-MAY_BE_EMPTY = frozenset({"attack", "deviations", "git_rev"})
+MAY_BE_EMPTY = frozenset({"attack", "corruption", "deviations", "git_rev"})
+# Columns that records written before them lack, with the value they meant.
+ADDED_LATER = {"corruption": "", "severity": 0}
 
 # Two records with equal identity measure the same thing: a run may hold only one of them.
 IDENTITY = (*RECORD_COLUMNS[: RECORD_COLUMNS.index("value")], "attack")
@@ -127,6 +131,7 @@ def git_revision() -> str:
 def make_record(**fields) -> dict:
     """One validated record, columns in schema order; versions and the UTC timestamp are filled if absent."""
     defaults = {
+        **ADDED_LATER,
         "attack": "",
         "deviations": "",
         "torch_version": torch.__version__,
@@ -155,6 +160,10 @@ def _check(fields: dict) -> dict:
     _require(0 <= rec["value"] <= 100, f"value is a percentage in [0, 100], got {rec['value']}.")
     _require(rec["level"] >= 0, f"level must be >= 0, got {rec['level']}.")
     _require(rec["wall_s"] >= 0, f"wall_s must be >= 0, got {rec['wall_s']}.")
+    _require(
+        (rec["severity"] == 0) == (rec["corruption"] == "") and 0 <= rec["severity"] <= 5,
+        f"a corrupted test set has a severity 1-5 and the clean one 0; got {rec['corruption']!r} at {rec['severity']}.",
+    )
     if rec["ticket"] == "dense":
         _require(rec["level"] == 0 and rec["sparsity"] == 0, "a dense record has level 0 and sparsity 0.")
     else:
@@ -261,7 +270,8 @@ def _measured_twice(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _measurement(row) -> str:
-    return f"{row.ticket} level {row.level} {row.regime} {row.metric} {row.checkpoint} seed {row.seed}"
+    corrupted = f" on {row.corruption} severity {row.severity}" if row.corruption else ""
+    return f"{row.ticket} level {row.level} {row.regime} {row.metric} {row.checkpoint}{corrupted} seed {row.seed}"
 
 
 def load(root: Path, pattern: str = paths.RECORDS, *, skip_unreadable: bool = False, say=print) -> pd.DataFrame:
@@ -317,6 +327,7 @@ def _read_records(path: Path) -> pd.DataFrame:
         raise InputError(f"{path} is empty; it should hold a header with the record columns.") from None
     # Records written before precision had a column of its own name it in their device ("cuda, bf16 autocast").
     derived = {"precision"} - set(header) if "device" in header else set()
+    derived |= set(ADDED_LATER) - set(header)
     if sorted({*header, *derived}) != sorted(RECORD_COLUMNS):
         extra, lacking = sorted(set(header) - set(SCHEMA)), sorted(set(SCHEMA) - set(header) - derived)
         raise InputError(f"{path} has the wrong columns (unexpected {extra}, missing {lacking}).")
@@ -324,8 +335,10 @@ def _read_records(path: Path) -> pd.DataFrame:
         frame = pd.read_csv(path, dtype={k: DTYPES[k] for k in header}, keep_default_na=False)
     except ValueError as err:
         raise InputError(f"{path} holds a value of the wrong type: {err}.") from None
-    if derived:
+    if "precision" in derived:
         frame["precision"] = frame.device.map(lambda device: "bf16" if "bf16" in device else "fp32")
+    for name in derived & set(ADDED_LATER):
+        frame[name] = ADDED_LATER[name]
     frame = frame[list(RECORD_COLUMNS)]
     for i, row in enumerate(frame.to_dict("records")):
         try:

@@ -545,6 +545,21 @@ def test_records_written_before_precision_had_a_column_name_it_in_their_device(t
     assert loaded.precision.tolist() == old.precision.tolist()
 
 
+def test_records_written_before_the_corruption_columns_were_measured_on_the_clean_test_split(tmp_path):
+    old = frame(cell(10, 96, 86, 51), dense())
+    (tmp_path / "run").mkdir()
+    old.drop(columns=["corruption", "severity"]).to_csv(tmp_path / "run" / "records.csv", index=False)
+    loaded = results.load(tmp_path)
+    assert list(loaded.columns) == list(results.RECORD_COLUMNS)
+    assert set(loaded.corruption) == {""} and set(loaded.severity) == {0}
+
+
+@pytest.mark.parametrize(("corruption", "severity"), [("fog", 0), ("", 2), ("fog", 6)])
+def test_a_corrupted_test_set_has_a_severity_and_the_clean_one_none(corruption, severity):
+    with pytest.raises(InputError, match="a corrupted test set has a severity 1-5 and the clean one 0"):
+        results.make_record(**{**cell(10, 96, 86, 51)[0], "corruption": corruption, "severity": severity})
+
+
 def three_dense_seeds(sa_adv=(84.0, 85.0, 86.0)):
     """The dense model over seeds 1-3: SA_adv mean 85 with sample sd 1, the other values fixed."""
     return [r for seed, v in zip((1, 2, 3), sa_adv) for r in cell(0, DENSE["sa_std"], v, DENSE["ra_adv"], seed=seed)]
