@@ -179,10 +179,12 @@ def chain_stages(chain: Chain, common: dict, executed: Path) -> list[tuple[str, 
         ),
         ("02", grid_executions(notebook("02_imp"), {**common, "levels": 11}, pretrainings, executed)),
     ]
+    # Every cell is also tested on its stand-in's corrupted test images: seconds, and 06 draws them.
+    corrupted = {"eval_corruptions": True}
     for name in ("03_std_transfer", "04_adv_transfer"):
-        dense = executions(name, {"ticket": "dense"}, (0.0,))
-        stages.append((name[:2], dense + executions(name, {}, chain.sparsities)))
-    limited = {"data_fraction": chain.data_fraction}
+        dense = executions(name, {"ticket": "dense", **corrupted}, (0.0,))
+        stages.append((name[:2], dense + executions(name, corrupted, chain.sparsities)))
+    limited = {"data_fraction": chain.data_fraction, **corrupted}
     stages.append(("05", executions("05_data_limited", limited, chain.limited_sparsities)))
     return stages
 
@@ -261,7 +263,8 @@ def provenance(chain: Chain, seconds: float, measured_at: list[str], written: li
         f"- made: {datetime.now(timezone.utc).isoformat(timespec='seconds')}",
         f"- cells: the dense models and IMP tickets at sparsities {list(chain.sparsities)}, standard and "
         f"adversarial transfer; data-limited transfer on {chain.data_fraction:g} of the data at "
-        f"{list(chain.limited_sparsities)}; seeds: {seeds}",
+        f"{list(chain.limited_sparsities)}; seeds: {seeds}; each also tested on stand-in corruptions of its test "
+        "images",
         "",
         "Notebook 06 wrote its tables and figures here: " + ", ".join(f"`{name}`" for name in written) + ".",
     ]

@@ -81,6 +81,12 @@ DATASETS: dict[str, DatasetInfo] = {
         # digits has no official split: train = the first 1,197 of its 1,797 images, val = the next 300,
         # test = the last 300 (see `_read_digits`).
         DatasetInfo("digits", 10, (0.3064,) * 3, (0.3753,) * 3, 8, 1_197, 300, 300, True),
+        # VisDA-2017's classification track (`visda`): image folders of every size, normalised as ImageNet; its
+        # validation images are its test images too, as in the official code.
+        DatasetInfo("visda17", 12, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), 224, 152_397, 55_388, 55_388, False),
+        # Its quick stand-in: digits' training images, validated and tested on its test images shifted to
+        # another domain (`visda.shifted_digits`).
+        DatasetInfo("digits_shifted", 10, (0.3064,) * 3, (0.3753,) * 3, 8, 1_197, 300, 300, True),
     )
 }
 

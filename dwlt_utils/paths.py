@@ -31,6 +31,7 @@ from .vocabulary import source_key
 
 RECORDS = "records.csv"  # the name `results.load` collects under a root
 AUTOATTACK_RECORDS = "autoattack-*.csv"  # a cell's AutoAttack checks, apart from its records
+CORRUPTION_RECORDS = "corruptions.csv"  # a cell's accuracy on corrupted test sets, apart from its records
 
 
 # Files of a run directory
@@ -45,6 +46,10 @@ def records_file(run: Path) -> Path:
 def autoattack_file(run: Path, images: int) -> Path:
     """The records of a cell's AutoAttack check on its first `images` test images."""
     return Path(run) / AUTOATTACK_RECORDS.replace("*", str(images))
+
+
+def corruption_file(run: Path) -> Path:
+    return Path(run) / CORRUPTION_RECORDS
 
 
 def metrics_file(run: Path) -> Path:

@@ -16,7 +16,7 @@ from matplotlib.ticker import MaxNLocator
 
 from .profiles import PROFILES
 from .pruning import Mask
-from .vocabulary import PAPER_DATASETS, PRETRAINING_LABELS, PRETRAININGS
+from .vocabulary import PRETRAINING_LABELS, PRETRAININGS, TRANSFER_DATASETS
 
 PALETTE = dict(zip(PRETRAININGS, sns.color_palette("colorblind", len(PRETRAININGS))))
 SPREAD = "±1 sd over seeds as bars and bands; hollow markers: one seed"
@@ -98,7 +98,7 @@ def transfer_figure(
     if rows.empty:
         return None
     metrics = ["SA"] if regime == "std" else ["SA", "RA"]
-    datasets = [d for d in PAPER_DATASETS if d in set(rows.stands_for)]
+    datasets = [d for d in TRANSFER_DATASETS if d in set(rows.stands_for)]
     fig, axes = plt.subplots(
         len(metrics),
         len(datasets),
@@ -153,6 +153,48 @@ def data_limited_figure(records: pd.DataFrame, *, adv_checkpoint: str = "best_ra
     _pretraining_legend(axes[0][0])
     fig.suptitle(
         _title(rows, "Data-limited transfer") + f"\nIMP tickets (lines), dense model (dashed);\n{SPREAD}",
+        fontsize="small",
+    )
+    return fig
+
+
+def corruption_figure(table: pd.DataFrame) -> plt.Figure | None:
+    """Accuracy against sparsity on the clean test split (solid) and on corrupted images (dashed: the mean over
+    every corruption at severities 1-5; dotted: severity 5 alone), one colour per pre-training, dense models
+    and IMP tickets: a panel per regime and metric, a row per data budget. `table` is
+    `report.corruption_accuracy`; None when it is empty."""
+    rows = table[table.ticket.isin(["imp", "dense"])]
+    if rows.empty:
+        return None
+    panels = [
+        (r, m) for r in ("std", "adv") for m in ("SA", "RA") if not rows[(rows.regime == r) & (rows.metric == m)].empty
+    ]
+    fractions = sorted(set(rows.data_fraction), reverse=True)
+    fig, axes = plt.subplots(
+        len(fractions),
+        len(panels),
+        figsize=(4.5 * len(panels), 3.4 * len(fractions)),
+        squeeze=False,
+        constrained_layout=True,
+    )
+    for i, fraction in enumerate(fractions):
+        for j, (regime, metric) in enumerate(panels):
+            ax = axes[i][j]
+            panel = rows[(rows.data_fraction == fraction) & (rows.regime == regime) & (rows.metric == metric)]
+            for (pretraining, _), cell in panel.groupby(["pretraining", "deviations"], sort=False):
+                by_level = cell.groupby(["sparsity", "severity"]).value.mean().unstack("severity").sort_index()
+                x, color = 100 * by_level.index, PALETTE[pretraining]
+                ax.plot(x, by_level[0], "o-", color=color, label=PRETRAINING_LABELS[pretraining])
+                ax.plot(x, by_level.drop(columns=0).mean(axis=1), "s--", color=color)
+                if 5 in by_level:
+                    ax.plot(x, by_level[5], "v:", color=color)
+            ax.set_title(f"{regime} transfer: {metric}" + (f", {fraction:g} of the data" if fraction < 1 else ""))
+            ax.set_xlabel(_sparsity_label(panel))
+            ax.set_ylabel(f"{metric} (%)")
+    _pretraining_legend(axes[0][0])
+    fig.suptitle(
+        _title(rows, "Accuracy on corrupted test images")
+        + "\nclean test split (solid), mean over the corruptions at severities 1-5 (dashed), severity 5 (dotted)",
         fontsize="small",
     )
     return fig

@@ -33,7 +33,16 @@ from .train import (
     STD_TRANSFER,
     TrainConfig,
 )
-from .vocabulary import DATASET_LABELS, IMP_VARIANTS, PAPER_DATASETS, REGIMES, SOURCE_DATASET, is_robust
+from .vocabulary import (
+    DATASET_LABELS,
+    EXTRA_DATASETS,
+    IMP_VARIANTS,
+    PAPER_DATASETS,
+    REGIMES,
+    SOURCE_DATASET,
+    TRANSFER_DATASETS,
+    is_robust,
+)
 
 # Which IMP variant went with which pre-training is not known [choice]: clean IMP for the standard model,
 # adversarial IMP for the two robust ones.
@@ -52,6 +61,7 @@ class Profile:
     transforms: Transforms  # downstream input pipeline
     transforms_32px: Transforms  # the official 32 px variant's pipeline, at this profile's scale
     paper_datasets: tuple[str, ...]  # the paper's downstream data sets this profile can run
+    extra_datasets: tuple[str, ...]  # those of the official code beyond the paper's tables it can run
     stand_ins: Mapping[str, str]  # paper data set → the data set trained on in its place (none: itself)
     source_transforms: Transforms | None  # for an in-memory source data set; None: ImageNet folder transforms
     source_images: int | None  # the first N source training images used (None: all)
@@ -80,8 +90,8 @@ class Profile:
 
     def dataset(self, paper_name: str) -> str:
         """The data set actually used for a paper data set (its stand-in, where the profile has one)."""
-        check_choice("data set", paper_name, PAPER_DATASETS)
-        if paper_name not in self.paper_datasets:
+        check_choice("data set", paper_name, TRANSFER_DATASETS)
+        if paper_name not in (*self.paper_datasets, *self.extra_datasets):
             offered = " and ".join(f"{DATASET_LABELS[p]} ({p!r} → {d!r})" for p, d in self.stand_ins.items())
             raise InputError(f"The {self.name} profile has stand-ins only for {offered}, not for {paper_name!r}.")
         return self.stand_ins.get(paper_name, paper_name)
@@ -126,6 +136,7 @@ PAPER = Profile(
     transforms=PAPER_224,
     transforms_32px=PAPER_32,
     paper_datasets=tuple(PAPER_DATASETS),
+    extra_datasets=tuple(EXTRA_DATASETS),
     stand_ins={},
     source_transforms=None,
     source_images=None,
@@ -154,7 +165,8 @@ QUICK = Profile(
     transforms=QUICK_16,
     transforms_32px=QUICK_8,
     paper_datasets=("cifar10",),
-    stand_ins={"imagenet": "fashion_mnist", "cifar10": "digits"},
+    extra_datasets=tuple(EXTRA_DATASETS),
+    stand_ins={"imagenet": "fashion_mnist", "cifar10": "digits", "visda17": "digits_shifted"},
     source_transforms=QUICK_16,
     source_images=6000,
     imp_images=3000,

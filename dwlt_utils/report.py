@@ -31,12 +31,11 @@ def check_options(
 
 
 def profile_records(
-    run_root: Path, profile: str, *, seed: int = 0, checks: bool = False, skip_unreadable: bool = False
+    run_root: Path, profile: str, *, seed: int = 0, pattern: str = paths.RECORDS, skip_unreadable: bool = False
 ) -> pd.DataFrame:
-    """Every record of one profile under `run_root` (of one seed when seed > 0); with `checks`, the records
-    of the AutoAttack checks instead of the cells'. Run directories that cannot be read stop it, named,
-    unless `skip_unreadable`: then they are named and left out."""
-    pattern = paths.AUTOATTACK_RECORDS if checks else paths.RECORDS
+    """Every record of one profile under `run_root` (of one seed when seed > 0), from the files `pattern`
+    names: the cells' own records, or those of their AutoAttack checks or corrupted test sets (`paths`). Run
+    directories that cannot be read stop it, named, unless `skip_unreadable`: then they are named and left out."""
     try:
         records = results.load(run_root, pattern, skip_unreadable=skip_unreadable)
     except results.UnreadableRecordsError as err:
@@ -175,6 +174,38 @@ def figure_notes(records: pd.DataFrame, profile: Profile, figure: str) -> list[s
     return notes + [coverage] if coverage else notes or ["Every pre-training and data set has records."]
 
 
+# What names one cell of a figure apart from its seed: pre-training, data, regime, ticket and how it was run.
+CELL_KEYS = [
+    "profile",
+    "pretraining",
+    "dataset",
+    "stands_for",
+    "regime",
+    "data_fraction",
+    "subset",
+    "ticket",
+    "level",
+    "sparsity",
+    "precision",
+    "deviations",
+]
+
+
+def corruption_accuracy(records: pd.DataFrame, corrupted: pd.DataFrame, *, adv_checkpoint: str) -> pd.DataFrame:
+    """Of every cell tested on corrupted images: its accuracy on the clean test split (severity 0) and, per
+    severity, the mean over the corruptions, at the checkpoint the figures read (best_sa after standard
+    transfer, `adv_checkpoint` after adversarial); means over seeds, with how many there were."""
+    clean = records[records.run_id.isin(set(corrupted.run_id))]
+    # A cell's deviations are its clean records' (its corrupted records add the stand-in's words).
+    corrupted = corrupted.assign(deviations=corrupted.run_id.map(dict(zip(clean.run_id, clean.deviations))))
+    both = pd.concat([clean, corrupted], ignore_index=True)
+    both = both[both.checkpoint == both.regime.map({"std": "best_sa", "adv": adv_checkpoint})]
+    keys = [*CELL_KEYS, "metric", "checkpoint", "severity"]
+    per_seed = both.groupby([*keys, "seed"], sort=False).value.mean()  # over the corruptions
+    table = per_seed.groupby(level=keys, sort=False).agg(value="mean", seeds="size").reset_index()
+    return table.sort_values(keys, ignore_index=True)
+
+
 def write_tables(
     results_dir: str | Path,
     profile: str,
@@ -185,13 +216,14 @@ def write_tables(
     comparison: pd.DataFrame,
     sensitivity: pd.DataFrame | None = None,
     autoattack: pd.DataFrame | None = None,
+    corruptions: pd.DataFrame | None = None,
     figures: dict[str, Figure | None] | None = None,
     overwrite: bool = False,
 ) -> list[Path]:
     """Write the tidy tables of one profile to `<results_dir>/<profile>/` (each file replaced atomically): the
     records, the thresholds, the decisions, the thresholds beside the paper's with a note on each row, and
-    how the thresholds move with the decision rule (`sensitivity`) and PGD-20 beside AutoAttack (`autoattack`),
-    when given, and each of `figures` as `<name>.png`.
+    how the thresholds move with the decision rule (`sensitivity`), PGD-20 beside AutoAttack (`autoattack`) and
+    the accuracy on corrupted images (`corruptions`), when given, and each of `figures` as `<name>.png`.
     A table that holds more rows than its replacement is kept, and nothing is written, unless `overwrite`."""
     folder = Path(results_dir) / profile
     # Not "records.csv": that name marks a run directory's own records, which results.load collects.
@@ -204,8 +236,9 @@ def write_tables(
             ("paper_comparison", comparison),
             ("sensitivity", sensitivity),
             ("autoattack", autoattack),
+            ("corruption_accuracy", corruptions),
         )
-        if frame is not None and not (name == "autoattack" and frame.empty)
+        if frame is not None and not (name in ("autoattack", "corruption_accuracy") and frame.empty)
     }
     if not overwrite:
         for path, frame in tables.items():

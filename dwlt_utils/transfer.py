@@ -10,7 +10,7 @@ cell whose records exist is read back, not recomputed (unless forced).
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -23,8 +23,17 @@ import torch.nn as nn
 from . import io, paths, plotting, results, sources, vocabulary
 from .augment import Transforms
 from .autoattack import AutoAttackCheck
-from .batches import ArrayBatches
+from .batches import ArrayBatches, Batches
 from .config import config_hash, write_config
+from .corruptions import (
+    CORRUPTIONS,
+    SEVERITIES,
+    STAND_IN_CORRUPTIONS,
+    STAND_IN_WORDS,
+    CorruptedSets,
+    load_cifar10_c,
+    stand_in_corruptions,
+)
 from .data import DatasetInfo, DataSplits, ImageArrays, check_trainable, dataset_info, limit_train, load_splits
 from .engine import Precision
 from .errors import DwltError, InputError, MissingInputError, check_choice, check_number, phrase
@@ -36,11 +45,15 @@ from .profiles import PROFILES, Profile, quick_parameter
 from .pruning import Mask, level_for_sparsity, printed_sparsity
 from .tickets import ImpConfig, imp_ticket, one_shot_ticket
 from .train import FitResult, TrainConfig, fit, load_selected, read_metrics
+from .visda import VISDA_FOLDER, VisdaSplits, shifted_digits, visda_batches, visda_splits
 from .vocabulary import (
+    DATASET_LABELS,
+    EXTRA_DATASETS,
     PRETRAININGS,
     REGIMES,
     RESOLUTION_32_DEVIATION,
     RESOLUTIONS,
+    SELECTED_ON_TEST_DEVIATION,
     STD_BUDGET_DEVIATION,
     STD_DATA,
     SUBSETS,
@@ -49,6 +62,8 @@ from .vocabulary import (
     TICKETS,
     source_key,
 )
+
+CORRUPTED_DATASET = "cifar10"  # the data set whose test images CIFAR-10-C corrupts
 
 
 @dataclass(frozen=True)
@@ -109,7 +124,9 @@ class TransferConfig:
         check_number("eval_steps", eval_steps, 1, 1000, integer=True)
         check_number("val_images", val_images, 0, used.val_size, integer=True)
         check_number("test_images", test_images, 0, 10**7, integer=True)
-        check_input_path(profile, used, resolution, test_transform)
+        check_input_path(profile, dataset_info(dataset), resolution, test_transform)
+        if dataset in EXTRA_DATASETS:
+            check_extra_dataset(dataset, regime, data_fraction, test_transform)
         if ticket == "dense":
             level = 0
             if sparsity not in (0, 0.0):
@@ -188,6 +205,8 @@ class TransferConfig:
             out.append(RESOLUTION_32_DEVIATION)
         if self.test_transform != "resize_crop":
             out.append(TEST_RESIZE_DEVIATION)
+        if self.dataset in EXTRA_DATASETS:
+            out.append(SELECTED_ON_TEST_DEVIATION)
         return out + (self.imp.deviations() if self.imp else [])
 
     @property
@@ -247,16 +266,28 @@ class TransferConfig:
         return Parameters.of(notebook, values)
 
 
-def check_input_path(profile: Profile, used: DatasetInfo, resolution: Any, test_transform: Any) -> None:
-    """Refuse, in one sentence, a resolution or test transform the cell cannot have."""
+def check_input_path(profile: Profile, paper: DatasetInfo, resolution: Any, test_transform: Any) -> None:
+    """Refuse, in one sentence, a resolution or test transform the cell cannot have (on the paper's data set,
+    whatever stands in for it)."""
     check_choice("resolution", resolution, RESOLUTIONS)
     check_choice("test_transform", test_transform, TEST_TRANSFORMS)
-    if resolution == 32 and used.native_size > 32:
-        raise InputError(f"resolution 32 is for data sets of 32 px images; {used.name} is not one: use 224.")
+    if resolution == 32 and paper.native_size > 32:
+        raise InputError(f"resolution 32 is for data sets of 32 px images; {paper.name} is not one: use 224.")
     if resolution == 32 and test_transform != "resize_crop":
         raise InputError("test_transform applies to 224 px inputs; at resolution 32 test images are used as they are.")
     if resolution == 32:
         profile.architecture.check_small_inputs()
+
+
+def check_extra_dataset(dataset: str, regime: str, data_fraction: float, test_transform: str) -> None:
+    """VisDA-2017 as the official code runs it, in one sentence otherwise."""
+    label = DATASET_LABELS[dataset]
+    if regime != "std":
+        raise InputError(f"{label} is in standard transfer only, as in the official code; regimes must be ['std'].")
+    if data_fraction != 1:
+        raise InputError(f"{label} trains on all its training images, as in the official code; data_fraction is 1.")
+    if test_transform != "resize_crop":
+        raise InputError(f"{label} has its own test transform (Resize((224, 224)), as in the official code).")
 
 
 def check_regimes(regimes: list) -> list[str]:
@@ -276,7 +307,8 @@ class TransferPlan:
     cells: tuple[TransferConfig, ...]
     runs: tuple[tuple[TransferConfig, Path], ...]
     check: AutoAttackCheck | None
-    inputs: Inputs = field(compare=False, repr=False)  # read on first use, shared by training and the check
+    corruptions: bool  # also test every run's kept checkpoints on corrupted test sets
+    inputs: Inputs = field(compare=False, repr=False)  # read on first use, shared by every step
 
     @property
     def notebook(self) -> str:
@@ -287,9 +319,11 @@ class TransferPlan:
         return finished_records(config, directory) is not None
 
     def done(self) -> bool:
-        """Whether every run is finished, with its AutoAttack check when one is asked for."""
+        """Whether every run is finished, with its AutoAttack check and corruption records when asked for."""
         return all(
-            self.finished(config, directory) and (self.check is None or self.check.done(config, directory))
+            self.finished(config, directory)
+            and (self.check is None or self.check.done(config, directory))
+            and (not self.corruptions or corruption_records(config, directory) is not None)
             for config, directory in self.runs
         )
 
@@ -321,16 +355,22 @@ def plan(session: Session, parameters: Parameters) -> TransferPlan:
     regimes = check_regimes(parameters["regimes"])
     cells = [TransferConfig.create(session.profile, regime, parameters) for regime in regimes]
     dense_baseline = parameters.get("dense_baseline", True)
-    for name in ("dense_baseline", "force", "download"):
+    for name in ("dense_baseline", "force", "download", "eval_corruptions"):
         if not isinstance(parameters.get(name, True), bool):
             raise InputError(f"{name} is True or False; got {parameters[name]!r}.")
+    corruptions = parameters.get("eval_corruptions", False)
+    if corruptions and cells[0].dataset != CORRUPTED_DATASET:
+        raise InputError(
+            f"eval_corruptions tests on CIFAR-10-C, the corrupted CIFAR-10 test images, so it is for "
+            f"{CORRUPTED_DATASET} cells; dataset is {cells[0].dataset}."
+        )
     runs = [run for cell in cells for run in with_dense(cell, dense_baseline)]
     check = AutoAttackCheck.create(
         session.profile, cells, parameters.get("eval_attack", "pgd20"), parameters.get("autoattack_images", 0)
     )
     directories = tuple((run, session.roots.transfer_cell(run, session.seed)) for run in runs)
     inputs = Inputs(session.roots, download=parameters.get("download", True))
-    return TransferPlan(parameters, tuple(cells), directories, check, inputs)
+    return TransferPlan(parameters, tuple(cells), directories, check, corruptions, inputs)
 
 
 def with_dense(config: TransferConfig, dense_baseline: bool = True) -> list[TransferConfig]:
@@ -346,7 +386,8 @@ class Inputs:
         self.roots, self.download = roots, download
         self._sources: dict[tuple, dict] = {}
         self._masks: dict[tuple, Mask | None] = {}
-        self._splits: dict[str, DataSplits] = {}
+        self._splits: dict[str, DataSplits | VisdaSplits] = {}
+        self._corrupted: dict[str, CorruptedSets] = {}
 
     def source(self, config: TransferConfig) -> dict[str, torch.Tensor]:
         """θ_p of the cell's pre-training."""
@@ -380,19 +421,38 @@ class Inputs:
         args = (profile, config.pretraining, config.source_eps_255, method, config.sparsity, self.roots)
         return one_shot_ticket(*args, seed=config.ticket_seed, source=lambda: self.source(config))
 
-    def splits(self, config: TransferConfig) -> DataSplits:
-        """The three splits of the data set the cell trains on (its stand-in in a profile that has one)."""
+    def splits(self, config: TransferConfig) -> DataSplits | VisdaSplits:
+        """The three splits of the data set the cell trains on (its stand-in in a profile that has one): image
+        arrays, or VisDA-2017's image lists."""
         name = PROFILES[config.profile].dataset(config.dataset)
         if name not in self._splits:
-            self._splits[name] = load_splits(name, self.roots.data_root, download=self.download)
+            root = self.roots.data_root
+            if name == VISDA_FOLDER:
+                self._splits[name] = visda_splits(root)
+            elif name == "digits_shifted":
+                self._splits[name] = shifted_digits(load_splits("digits", root, download=self.download))
+            else:
+                self._splits[name] = load_splits(name, root, download=self.download)
         return self._splits[name]
 
-    def require(self, configs: list[TransferConfig]) -> None:
-        """Read every input of these runs before any trains. One problem raises its own sentence; several are
-        said together in one."""
+    def corrupted(self, config: TransferConfig) -> CorruptedSets:
+        """The corrupted test sets of the cell's data set: CIFAR-10-C (its files checked here, each set read when
+        used), or the stand-in's own test images corrupted in a profile with stand-ins."""
+        name = PROFILES[config.profile].dataset(config.dataset)
+        if name not in self._corrupted:
+            if name == CORRUPTED_DATASET:
+                self._corrupted[name] = load_cifar10_c(self.roots.data_root)
+            else:
+                self._corrupted[name] = stand_in_corruptions(self.splits(config).test)
+        return self._corrupted[name]
+
+    def require(self, configs: list[TransferConfig], *, corruptions: bool = False) -> None:
+        """Read every input of these runs before any trains (the corrupted test sets too, when asked for). One
+        problem raises its own sentence; several are said together in one."""
         problems: dict[str, DwltError] = {}
+        reads = (self.source, self.mask, self.splits, *((self.corrupted,) if corruptions else ()))
         for config in configs:
-            for read in (self.source, self.mask, self.splits):
+            for read in reads:
                 try:
                     read(config)
                 except DwltError as err:  # missing or damaged, in the words of the load that found it
@@ -408,7 +468,8 @@ def run_plan(plan: TransferPlan, session: Session) -> pd.DataFrame:
     trained once its inputs are all read; returns their records."""
     force, inputs = plan.parameters.get("force", False), plan.inputs
     forced = [force and run in plan.cells for run, _ in plan.runs]
-    inputs.require([run for (run, d), f in zip(plan.runs, forced) if f or not plan.finished(run, d)])
+    to_train = [run for (run, d), f in zip(plan.runs, forced) if f or not plan.finished(run, d)]
+    inputs.require(to_train, corruptions=plan.corruptions)
     frames = [
         run_transfer(run, session, notebook=plan.notebook, inputs=inputs, force=f)
         for (run, _), f in zip(plan.runs, forced)
@@ -460,13 +521,7 @@ def _train_and_test(
 ) -> pd.DataFrame:
     profile, roots, precision, seed = PROFILES[config.profile], session.roots, session.precision, session.seed
     splits = inputs.splits(config)
-    if config.data_fraction < 1:
-        splits = limit_train(splits, config.data_fraction, config.subset, seed)
-    splits = replace(
-        splits,
-        val=first_images(splits.val, config.val_images),
-        test=first_images(splits.test, config.test_images),
-    )
+    batches, trained_on = cell_batches(config, splits, seed, precision.device)
     model, backbone, replaced = cell_model(config, inputs, splits.info, seed)
     mask = inputs.mask(config)
     if mask is not None and replaced:
@@ -488,11 +543,7 @@ def _train_and_test(
         data_root=roots.data_root,
         run_root=roots.run_root,
     )
-    io.write_json(paths.train_indices_file(directory), splits.train.indices.tolist())
-    batches = {
-        name: ArrayBatches(getattr(splits, name), config.transforms, precision.device)
-        for name in ("train", "val", "test")
-    }
+    io.write_json(paths.train_indices_file(directory), trained_on)
     result = fit(
         model,
         batches["train"],
@@ -507,25 +558,7 @@ def _train_and_test(
     )
 
     started = time.perf_counter()
-    rows = []
-    for selection in config.recipe.keep:
-        load_selected(model, result, selection)
-        scores = evaluate(
-            model.eval(),
-            batches["test"],
-            attack=config.recipe.val_attack,
-            precision=precision,
-            batch_size=profile.eval_batch_size,
-        )
-        for metric, value in scores.items():
-            rows.append(
-                dict(
-                    metric=metric,
-                    checkpoint=selection,
-                    value=value,
-                    attack=config.recipe.val_attack.describe() if metric == "RA" else "",
-                )
-            )
+    rows = _test_rows(model, result, config, [({}, batches["test"])], precision, profile.eval_batch_size)
     wall = sum(row["wall_s"] for row in result.history) + time.perf_counter() - started
     info = splits.info
     records = [
@@ -556,6 +589,56 @@ def _train_and_test(
     ]
     results.write_records(directory, records)
     return results.to_frame(records)
+
+
+def cell_batches(
+    config: TransferConfig, splits: DataSplits | VisdaSplits, seed: int, device: torch.device
+) -> tuple[dict[str, Batches], list[int]]:
+    """The cell's train, validation and test batches (its data budget taken, its caps on the images evaluated
+    applied) and the positions of its training images in the training split."""
+    if isinstance(splits, VisdaSplits):  # image folders, read by PIL with the official transforms
+        train = visda_batches(splits.train, None, device)
+        val = visda_batches(None, splits.validation[: config.val_images or None], device)
+        test = visda_batches(None, splits.test[: config.test_images or None], device)
+        return dict(train=train, val=val, test=test), list(range(len(splits.train)))
+    if config.data_fraction < 1:
+        splits = limit_train(splits, config.data_fraction, config.subset, seed)
+    arrays = dict(
+        train=splits.train,
+        val=first_images(splits.val, config.val_images),
+        test=first_images(splits.test, config.test_images),
+    )
+    batches = {name: ArrayBatches(images, config.transforms, device) for name, images in arrays.items()}
+    return batches, splits.train.indices.tolist()
+
+
+def _test_rows(
+    model: nn.Module,
+    result: FitResult,
+    config: TransferConfig,
+    test_sets: Iterable[tuple[dict, Batches]],
+    precision: Precision,
+    batch_size: int,
+) -> list[dict]:
+    """SA, and RA under the cell's evaluation attack, of each kept checkpoint on each test set: a row per value,
+    with the fields that name its test set."""
+    attack = config.recipe.val_attack
+    rows = []
+    for fields, batches in test_sets:  # read one set at a time: CIFAR-10-C is 75 of them
+        for selection in config.recipe.keep:
+            load_selected(model, result, selection)
+            scores = evaluate(model.eval(), batches, attack=attack, precision=precision, batch_size=batch_size)
+            rows += [
+                dict(
+                    fields,
+                    metric=metric,
+                    checkpoint=selection,
+                    value=value,
+                    attack=attack.describe() if metric == "RA" else "",
+                )
+                for metric, value in scores.items()
+            ]
+    return rows
 
 
 def cell_model(
@@ -625,6 +708,87 @@ def _measure_check(
             robust_under_all = robust if robust_under_all is None else robust_under_all & robust
         rows.append(check.record(fields, check.attack_names(config)[-1], robust_under_all, 0.0))
     results.write_records(directory, rows, check.file(directory))
+
+
+def corruption_records(config: TransferConfig, directory: Path) -> pd.DataFrame | None:
+    """A run's records on the corrupted test sets, when complete: each kept checkpoint's SA (and RA) on every
+    corruption at every severity."""
+    path = paths.corruption_file(directory)
+    if not path.is_file():
+        return None
+    try:
+        records = results.load(directory, path.name)
+    except DwltError:
+        return None
+    corruptions = (
+        CORRUPTIONS if PROFILES[config.profile].dataset(config.dataset) == CORRUPTED_DATASET else STAND_IN_CORRUPTIONS
+    )
+    metrics = ("SA", "RA") if config.recipe.val_attack else ("SA",)
+    expected = {(m, k, c, s) for m in metrics for k in config.recipe.keep for c in corruptions for s in SEVERITIES}
+    found = set(zip(records.metric, records.checkpoint, records.corruption, records.severity))
+    return records if found == expected and len(records) == len(expected) else None
+
+
+def run_corruptions(plan: TransferPlan, session: Session) -> pd.DataFrame:
+    """The accuracy of every run of a plan on the corrupted test sets, measured once (each run must be
+    finished) and then read from disk: records of their own, which no double-win decision reads."""
+    frames = []
+    for config, directory in plan.runs:
+        clean = finished_records(config, directory)
+        if clean is None:
+            raise MissingInputError(f"Testing on corrupted images needs the finished run in {directory}; run it first.")
+        with io.exclusive(paths.lock_file(directory)):
+            if (found := corruption_records(config, directory)) is None:
+                found = _measure_corruptions(config, session, plan.inputs, directory, clean)
+        frames.append(found)
+    return pd.concat(frames, ignore_index=True)
+
+
+def _measure_corruptions(
+    config: TransferConfig, session: Session, inputs: Inputs, directory: Path, clean: pd.DataFrame
+) -> pd.DataFrame:
+    precision = session.precision
+    corrupted = inputs.corrupted(config)
+    model, _, _ = cell_model(config, inputs, inputs.splits(config).info, session.seed)
+    precision.prepare(model)
+    test_sets = (
+        (
+            dict(corruption=c, severity=s),
+            ArrayBatches(first_images(images, config.test_images), config.transforms, precision.device),
+        )
+        for c, s, images in corrupted.sets()
+    )
+    started = time.perf_counter()
+    rows = _test_rows(
+        model, FitResult(directory), config, test_sets, precision, PROFILES[config.profile].eval_batch_size
+    )
+    # The cell's own fields, from its records; a stand-in's corruptions say so beside the cell's deviations.
+    measured = [
+        "metric",
+        "checkpoint",
+        "value",
+        "attack",
+        "wall_s",
+        "timestamp",
+        "torch_version",
+        "dwlt_version",
+        "git_rev",
+    ]
+    fields = clean.iloc[0].drop(measured).to_dict()
+    if corrupted.stand_in:
+        fields["deviations"] = "; ".join(filter(None, [fields["deviations"], STAND_IN_WORDS]))
+    wall = time.perf_counter() - started
+    records = [results.make_record(**{**fields, **row}, wall_s=wall, git_rev=results.git_revision()) for row in rows]
+    results.write_records(directory, records, paths.corruption_file(directory))
+    return results.to_frame(records)
+
+
+def corruption_table(records: pd.DataFrame, corrupted: pd.DataFrame) -> pd.DataFrame:
+    """Accuracy on the clean test split (severity 0) and, per severity, its mean over the corruptions: a row per
+    regime and ticket, a column per metric, checkpoint and severity."""
+    both = pd.concat([records[records.run_id.isin(set(corrupted.run_id))], corrupted], ignore_index=True)
+    index = ["regime", "ticket", "level", "sparsity"]
+    return both.pivot_table(index=index, columns=["metric", "checkpoint", "severity"], values="value")
 
 
 def results_table(records: pd.DataFrame) -> pd.DataFrame:

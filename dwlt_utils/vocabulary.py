@@ -92,8 +92,24 @@ PAPER_DATASETS = {
     "cifar100": "CIFAR-100: the same split sizes, 100 classes",
     "svhn": "SVHN: 68,257 training, 5,000 validation and 26,032 test digits",
 }
+# Beyond the paper's tables, the official code transfers to VisDA-2017 (PROTOCOL.md §7).
+EXTRA_DATASETS = {
+    "visda17": "VisDA-2017 classification: 152,397 synthetic renderings to train on, 55,388 real images to "
+    "validate and test on (one set, as in the official code), 12 classes; standard transfer only",
+}
+TRANSFER_DATASETS = {**PAPER_DATASETS, **EXTRA_DATASETS}
+SELECTED_ON_TEST_DEVIATION = (
+    "validated on its test images (VisDA-2017 has one set for both, as in the official code), so best_sa is "
+    "chosen on the images it is tested on"
+)
 SOURCE_DATASET = "imagenet"
-DATASET_LABELS = {"imagenet": "ImageNet", "cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "svhn": "SVHN"}
+DATASET_LABELS = {
+    "imagenet": "ImageNet",
+    "cifar10": "CIFAR-10",
+    "cifar100": "CIFAR-100",
+    "svhn": "SVHN",
+    "visda17": "VisDA-2017",
+}
 
 
 def is_robust(pretraining: str) -> bool:

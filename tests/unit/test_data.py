@@ -131,7 +131,10 @@ def test_split_constants_are_the_protocols():
         "svhn": (68_257, 5_000, 10, 32, False),
         "fashion_mnist": (55_000, 5_000, 10, 28, True),
         "digits": (1_197, 300, 10, 8, True),
+        "visda17": (152_397, 55_388, 12, 224, False),  # the release's lists; its validation images are its test
+        "digits_shifted": (1_197, 300, 10, 8, True),
     }
+    assert DATASETS["visda17"].test_size == DATASETS["visda17"].val_size
     assert DATASETS["svhn"].mean == (0.4377, 0.4438, 0.4728) and DATASETS["cifar100"].std == (0.2675, 0.2565, 0.2761)
 
 

@@ -152,3 +152,35 @@ def test_the_quick_profile_runs_the_32px_variant_on_its_stand_in_at_its_scale():
         QUICK, "std", dict(pretraining="adv", dataset="cifar10", ticket="dense", sparsity=0, resolution=32)
     )
     assert config.transforms == QUICK.transforms_32px and config.transforms.size == dataset_info("digits").native_size
+
+
+def test_the_quick_profile_runs_visda_on_digits_shifted_to_another_domain(session, plant_source):
+    plant_source()
+    given = dict(quick=True, pretraining="adv", dataset="visda17", ticket="omp", sparsity=0.36, epochs=1)
+    planned = transfer.plan(session, Parameters.of("03_std_transfer", {**given, "dense_baseline": False}))
+    records = transfer.run_plan(planned, session)
+    assert set(zip(records.dataset, records.stands_for)) == {("digits_shifted", "visda17")}
+    splits = planned.inputs.splits(planned.cells[0])
+    assert torch.equal(splits.val.images, splits.test.images)  # validated on its test images, as VisDA
+    digits = transfer.load_splits("digits", session.roots.data_root)
+    assert torch.equal(splits.train.images, digits.train.images)
+    assert not torch.equal(splits.test.images, digits.test.images) and torch.equal(
+        splits.test.labels, digits.test.labels
+    )
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        (dict(regime="adv"), r"^VisDA-2017 is in standard transfer only, as in the official code"),
+        (dict(data_fraction=0.5), r"^VisDA-2017 trains on all its training images"),
+        (dict(test_transform="resize"), r"^VisDA-2017 has its own test transform"),
+        (dict(resolution=32), r"^resolution 32 is for data sets of 32 px images; visda17 is not one: use 224\.$"),
+    ],
+)
+def test_visda_is_run_as_the_official_code_runs_it_or_refused_in_one_sentence(given, message):
+    regime = given.pop("regime", "std")
+    base = dict(pretraining="adv", dataset="visda17", ticket="dense", sparsity=0)
+    for profile in (PAPER, QUICK):
+        with pytest.raises(InputError, match=message):
+            transfer.TransferConfig.create(profile, regime, {**base, **given})

@@ -3,12 +3,13 @@ import threading
 
 import pytest
 
-from dwlt_utils import paths, results, transfer
+from dwlt_utils import notebook, paths, plotting, report, results, transfer
 from dwlt_utils.autoattack import AutoAttack
 from dwlt_utils.config import config_hash
+from dwlt_utils.corruptions import STAND_IN_CORRUPTIONS, STAND_IN_WORDS
 from dwlt_utils.errors import InputError, MissingInputError
 from dwlt_utils.notebook import Parameters
-from dwlt_utils.profiles import QUICK
+from dwlt_utils.profiles import PAPER, QUICK
 from dwlt_utils.vocabulary import STD_BUDGET_DEVIATION
 
 
@@ -154,6 +155,44 @@ def test_the_autoattack_check_reads_the_plans_inputs_again_never(session, plant_
     transfer.run_plan(planned, session)
     checked = transfer.run_check(planned, session)
     assert reads == [("adv", 4)] and set(checked.checkpoint) == {"best_sa", "best_ra"}
+
+
+def test_corrupted_test_sets_are_records_of_their_own_measured_once(session, plant_source):
+    plant_source()
+    given = dict(ticket="dense", sparsity=0, epochs=1, eval_corruptions=True)
+    planned = transfer.plan(session, cell_parameters("03_std_transfer", **given))
+    records = transfer.run_plan(planned, session)
+    assert not planned.done()  # trained, not yet tested on corrupted images
+    corrupted = transfer.run_corruptions(planned, session)
+    assert planned.done() and set(records.severity) == {0} and set(records.corruption) == {""}
+    assert set(corrupted.corruption) == set(STAND_IN_CORRUPTIONS) and set(corrupted.severity) == {1, 2, 3, 4, 5}
+    assert set(corrupted.metric) == {"SA"} and len(corrupted) == 4 * 5 * len(planned.cells[0].recipe.keep)
+    assert (corrupted.deviations.str.endswith(STAND_IN_WORDS)).all()
+    assert transfer.run_corruptions(planned, session).timestamp.tolist() == corrupted.timestamp.tolist()
+    table = transfer.corruption_table(records, corrupted)
+    assert list(table.columns.get_level_values("severity")) == [0, 1, 2, 3, 4, 5]
+
+    accuracy = report.corruption_accuracy(records, corrupted, adv_checkpoint="best_ra").set_index("severity")
+    clean = records[records.checkpoint == "best_sa"].value.iloc[0]
+    assert accuracy.value[0] == clean and set(accuracy.deviations) == set(records.deviations)
+    worst = corrupted[(corrupted.severity == 5) & (corrupted.checkpoint == "best_sa")].value.mean()
+    assert accuracy.value[5] == pytest.approx(worst)
+    figure = plotting.corruption_figure(accuracy.reset_index())
+    assert [line.get_linestyle() for line in figure.axes[0].lines] == ["-", "--", ":"]
+
+
+def test_corrupted_test_sets_are_asked_of_cifar10_cells_only_and_their_files_named(session, roots, tmp_path):
+    paper_session, _ = notebook.start("01_load_pretrained", dict(device="cpu", run_root=str(tmp_path / "paper")))
+    with pytest.raises(InputError, match=r"^eval_corruptions tests on CIFAR-10-C.*; dataset is svhn\.$"):
+        transfer.plan(paper_session, cell_parameters(dataset="svhn", eval_corruptions=True, quick=False))
+    with pytest.raises(InputError, match=r"^eval_corruptions is True or False; got 1\.$"):
+        transfer.plan(session, cell_parameters(eval_corruptions=1))
+    paper = transfer.TransferConfig.create(
+        PAPER, "adv", dict(pretraining="adv", dataset="cifar10", ticket="dense", sparsity=0)
+    )
+    with pytest.raises(MissingInputError, match="CIFAR-10-C") as err:
+        transfer.Inputs(roots).corrupted(paper)
+    assert "\n" not in str(err.value) and "zenodo.org/record/2535967" in str(err.value)
 
 
 def test_a_cell_trains_once_and_its_records_say_what_it_is(session, roots, plant_source, capsys):
