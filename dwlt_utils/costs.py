@@ -11,13 +11,13 @@ each kept checkpoint; an IMP level trains `epochs_per_level` over the source ima
 training: it is one-shot pruning of the source).
 
 The prices of the three units, in seconds per image, come from one of two places:
-- the benchmark (`python -m dwlt_utils.bench --json bench.json`) of the engine at the profile's model and
-  image size: a training step is 1 / clean_train img/s, an attack step (1 / adv_train - 1 / clean_train) / 10
+- the benchmark (`python -m dwlt_utils.bench --json bench.json`) of the engine at the run's model and image
+  size (`bench_arch`): a training step is 1 / clean_train img/s, an attack step (1 / adv_train - 1 / clean_train) / 10
   (its training attack is PGD-10), a forward (1 / pgd20_eval) / 62 (SA and PGD-20 RA: 2 + 3·20 forwards);
-- the wall times of finished runs of the same profile and kind (standard or adversarial transfer, S-IMP or
-  A-IMP levels) under the run root: their recorded seconds over their work counted in forwards (a training
-  step and an attack step three each). They measured the real thing on the device they ran on, so they go
-  first unless `prices="bench"`; the plan names which priced each row.
+- the wall times of finished runs of the same profile, kind (standard or adversarial transfer, S-IMP or
+  A-IMP levels) and image size under the run root: their recorded seconds over their work counted in forwards
+  (a training step and an attack step three each). They measured the real thing on the device they ran on, so
+  they go first unless `prices="bench"`; the plan names which priced each row.
 
 An IMP ladder of the paper profile reads ImageNet's JPEGs: its decoder delivers at most so many images per
 second, whatever the GPU could train. Each image is priced at the slower of its training and its input, the
@@ -25,7 +25,10 @@ input at the bench's `imagenet_input` figure of the ladder's decoder (`ours_img_
 `reference_img_s` PIL's). With no such figure the ladder is priced by its training alone, and the plan says so.
 
 An AutoAttack check (`eval_attack="autoattack"`, `autoattack.AutoAttackCheck`) is evaluation forwards: see
-`check_forwards`.
+`check_forwards`. So are the tests on corrupted images (`eval_corruptions`): see `corruption_work`.
+
+A run at 32 px (`resolution=32`: the CIFAR stem, the profile's 32 px pipeline) is priced by prices of 32 px
+only, never by those of 224 px; with none, the plan refuses in one sentence, as it does at 224 px.
 """
 
 from __future__ import annotations
@@ -41,7 +44,8 @@ import pandas as pd
 from . import io, paths, transfer
 from .attacks import PGD10_TRAIN, PGD20_EVAL, AttackSpec
 from .autoattack import AutoAttack
-from .bench import FIGURES
+from .bench import FIGURES, PIPELINES
+from .corruptions import SEVERITIES
 from .data import IMAGENET_TRAIN_IMAGES, dataset_info
 from .errors import DwltError, InputError, MissingInputError, check_choice
 from .profiles import PROFILES, Profile
@@ -86,25 +90,24 @@ def training_work(recipe: TrainConfig, train_images: int, val_images: int) -> Wo
     )
 
 
-def transfer_work(
-    profile: Profile, dataset: str, data_fraction: float, recipe: TrainConfig, val_images: int, test_images: int
-) -> Work:
-    """The work of one transfer run (a `TransferConfig`'s fields): training, validation, tests."""
-    info = dataset_info(profile.dataset(dataset))
-    tests = min(test_images or info.test_size, info.test_size)
-    test = Work(forward=len(recipe.keep) * tests * eval_forwards(recipe.val_attack))
-    return training_work(recipe, int(info.train_size * data_fraction), val_images or info.val_size) + test
+def test_work(config: transfer.TransferConfig) -> Work:
+    """The work of a run's test: each kept checkpoint on its test images (up to its cap)."""
+    info = dataset_info(PROFILES[config.profile].dataset(config.dataset))
+    tests = min(config.test_images or info.test_size, info.test_size)
+    return Work(forward=len(config.recipe.keep) * tests * eval_forwards(config.recipe.val_attack))
 
 
 def run_work(config: transfer.TransferConfig) -> Work:
-    return transfer_work(
-        PROFILES[config.profile],
-        config.dataset,
-        config.data_fraction,
-        config.recipe,
-        config.val_images,
-        config.test_images,
-    )
+    """The work of one transfer run: training, validation, test."""
+    info = dataset_info(PROFILES[config.profile].dataset(config.dataset))
+    train_images = int(info.train_size * config.data_fraction)
+    return training_work(config.recipe, train_images, config.val_images or info.val_size) + test_work(config)
+
+
+def corruption_work(config: transfer.TransferConfig) -> Work:
+    """The work of a run's tests on corrupted images (`transfer.run_corruptions`): its test once per corruption
+    and severity, since each corrupted set is its test images corrupted (capped alike) and tested alike."""
+    return test_work(config) * (len(transfer.corruptions_of(config)) * len(SEVERITIES))
 
 
 def imp_images(config: ImpConfig) -> int:
@@ -197,9 +200,9 @@ class BenchFile:
                 )
         return cls(Path(path), figures)
 
-    def prices(self, profile: Profile) -> Prices | None:
-        """The unit prices of the profile's model and image size (None: the file has no figures of them)."""
-        arch, px = profile.arch, profile.transforms.size
+    def prices(self, profile: Profile, px: int) -> Prices | None:
+        """The unit prices of the profile's model at `px` (None: the file has no figures of them)."""
+        arch = bench_arch(profile, px)
         rates = {f["name"]: float(f["ours_img_s"]) for f in self.figures if f["arch"] == arch and f["px"] == px}
         if not rates:
             return None
@@ -236,6 +239,15 @@ class BenchFile:
         return any("bf16" in f["ours"] for f in self.figures if f["name"] == "clean_train")
 
 
+# Bench times the paper's model with the CIFAR stem of 32 px runs as an architecture of its own.
+WITH_CIFAR_STEM = {PIPELINES[224][0]: PIPELINES[32][0]}
+
+
+def bench_arch(profile: Profile, px: int) -> str:
+    """The profile's model at `px` as bench names it: at its 32 px pipeline's size the model has the CIFAR stem."""
+    return WITH_CIFAR_STEM.get(profile.arch, profile.arch) if px == profile.transforms_32px.size else profile.arch
+
+
 @dataclass
 class _Measured:
     forwards: float = 0.0
@@ -250,30 +262,32 @@ def _recipe(plain: dict) -> TrainConfig:
     return TrainConfig(**{**plain, **attacks, "milestones": tuple(plain["milestones"]), "keep": tuple(plain["keep"])})
 
 
-def recorded_prices(run_root: Path) -> tuple[dict[tuple[str, str], Prices], list[str]]:
-    """Prices per (profile, kind) from the finished runs and IMP epochs under a run root, and the run
+def _transfer_config(plain: dict) -> transfer.TransferConfig:
+    """A `TransferConfig` from the plain dict that a run's written configuration holds (fields it lacks, from
+    before they existed, take their defaults)."""
+    imp = ImpConfig(**plain["imp"]) if plain["imp"] else None
+    return transfer.TransferConfig(**{**plain, "recipe": _recipe(plain["recipe"]), "imp": imp})
+
+
+PriceKey = tuple[str, str, int]  # profile, kind of run, image size
+
+
+def recorded_prices(run_root: Path) -> tuple[dict[PriceKey, Prices], list[str]]:
+    """Prices per (profile, kind, px) from the finished runs and IMP epochs under a run root, and the run
     directories that could not be read (left out)."""
-    measured: dict[tuple[str, str], _Measured] = defaultdict(_Measured)
+    measured: dict[PriceKey, _Measured] = defaultdict(_Measured)
     unreadable = []
     for run in paths.recorded_transfer_runs(run_root):
         try:
-            config = io.read_json(paths.config_file(run))["config"]
+            config = _transfer_config(io.read_json(paths.config_file(run))["config"])
             records = pd.read_csv(paths.records_file(run), usecols=["wall_s", "device"])
-            profile = PROFILES[config["profile"]]
-            work = transfer_work(
-                profile,
-                config["dataset"],
-                config["data_fraction"],
-                _recipe(config["recipe"]),
-                config.get("val_images", 0),
-                config.get("test_images", 0),
-            )
+            work = run_work(config)
         except (DwltError, OSError, ValueError, KeyError, TypeError) as err:
             unreadable.append(f"{run} ({type(err).__name__})")
             continue
         if records.empty:
             continue
-        entry = measured[(profile.name, config["regime"])]
+        entry = measured[(config.profile, config.regime, config.transforms.size)]
         entry.forwards += work.forwards
         entry.wall_s += float(records.wall_s.iloc[0])
         entry.runs += 1
@@ -289,7 +303,7 @@ def recorded_prices(run_root: Path) -> tuple[dict[tuple[str, str], Prices], list
         epochs = sum(len(log) for log in logs)
         if not epochs:
             continue
-        entry = measured[(config.profile, config.variant)]
+        entry = measured[(config.profile, config.variant, PROFILES[config.profile].transforms.size)]
         entry.forwards += (
             training_work(config.recipe(), imp_images(config), 0).forwards / config.epochs_per_level * epochs
         )
@@ -310,7 +324,8 @@ def recorded_prices(run_root: Path) -> tuple[dict[tuple[str, str], Prices], list
 
 
 class Pricer:
-    """Prices a run's work by its profile and kind: recorded runs first (unless `prices` says), then bench."""
+    """Prices a run's work by its profile, kind and image size: recorded runs first (unless `prices` says), then
+    bench."""
 
     def __init__(self, run_root: Path, bench: Path | None = None, prices: str = "auto"):
         check_choice("prices", prices, PRICES)
@@ -321,14 +336,14 @@ class Pricer:
         self.unmeasured_decoders: set[str] = set()
         self.fp32_at_bf16 = False
 
-    def price(self, profile: Profile, kind: str) -> Prices:
-        recorded = self.recorded.get((profile.name, kind))
+    def price(self, profile: Profile, kind: str, px: int) -> Prices:
+        recorded = self.recorded.get((profile.name, kind, px))
         if recorded:
             return recorded
-        benched = self.bench.prices(profile) if self.bench else None
+        benched = self.bench.prices(profile, px) if self.bench else None
         if benched:
             return benched
-        measured = f"{profile.arch} at {profile.transforms.size} px"
+        measured = f"{bench_arch(profile, px)} at {px} px"
         if profile.name != "paper":
             give = "its recorded runs; bench does not measure its model"
         elif self.bench:
@@ -339,12 +354,12 @@ class Pricer:
         else:
             give = f"bench figures of {measured} (--bench FILE)"
         raise MissingInputError(
-            f"Nothing prices {kind} runs of the {profile.name} profile: finish one such run under the run root, "
-            f"or give {give}."
+            f"Nothing prices {kind} runs of the {profile.name} profile at {px} px: finish one such run under the run "
+            f"root, or give {give}."
         )
 
-    def seconds(self, profile: Profile, kind: str, work: Work) -> tuple[float, str]:
-        prices = self.price(profile, kind)
+    def seconds(self, profile: Profile, kind: str, px: int, work: Work) -> tuple[float, str]:
+        prices = self.price(profile, kind, px)
         self.used.add(prices)
         return prices.seconds(work), prices.source
 
@@ -353,7 +368,7 @@ class Pricer:
         ImageNet's JPEGs spends on each image the longer of its training and its input's time (1 / the input
         rate of its decoder), when the bench measured that rate."""
         profile = PROFILES[config.profile]
-        prices = self.price(profile, config.variant)
+        prices = self.price(profile, config.variant, profile.transforms.size)
         self.used.add(prices)
         work = imp_work(config, trainings)
         training = prices.seconds(work)

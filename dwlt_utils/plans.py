@@ -7,7 +7,9 @@ the longest jobs first (LPT), and stages that wait for the one before them (IMP 
 a search) add up. A search is priced at its most: the most bisection steps its ladder can take, each level a
 fresh one. When GPUs outnumber the ladders of a search or of the paper, each ladder not yet started is
 planned on several processes under DDP (`spread_ladders`). Executions asked for the AutoAttack check
-(`-p eval_attack autoattack`) add it to their adversarial runs (`costs.check_work`).
+(`-p eval_attack autoattack`) add it to their adversarial runs (`costs.check_work`), and those asked for the
+tests on corrupted images (`-p eval_corruptions True`) add them to every run (`costs.corruption_work`). Each run
+is priced at its own image size (`-p resolution 32`: 32 px).
 """
 
 from __future__ import annotations
@@ -21,13 +23,16 @@ from typing import Any
 import pandas as pd
 
 from . import autoattack, paths, search, transfer
-from .costs import Pricer, Work, check_forwards, check_work, run_work
+from .autoattack import AutoAttackCheck
+from .corruptions import SEVERITIES
+from .costs import Pricer, Work, check_forwards, check_work, corruption_work, run_work
 from .errors import InputError, check_number
 from .notebook import Parameters, Session, open_session
 from .profiles import Profile, get_profile
 from .pruning import Mask
 from .sweeps import Execution, planned
 from .tickets import ImpConfig, LadderPlan, node_split
+from .visda import VISDA_FOLDER
 from .vocabulary import PRETRAININGS
 
 PAPER_BUDGETS = (1.0, 0.1, 0.01)  # PROTOCOL.md section 6: all the data, 10% and 1%
@@ -132,12 +137,16 @@ def _duration(hours: float) -> str:
 
 class _Runs:
     """Transfer runs priced once each: a dense baseline that several cells share is one job. An adversarial
-    run of an execution that asks for the AutoAttack check carries it too."""
+    run of an execution that asks for the AutoAttack check carries it too, and every run of one that asks for
+    the tests on corrupted images carries them."""
 
     def __init__(self, pricer: Pricer):
         self.pricer, self.seen = pricer, set()
         self.check_forwards: set[int] = set()  # of the checks counted, per test image and kept checkpoint
         self.checks_done = 0
+        self.corruptions: set[int] = set()  # of the corruption tests counted, how many corruptions each
+        self.corruptions_done = 0
+        self.reads_jpegs = False  # whether a run reads VisDA-2017's JPEGs, an input that no price includes
 
     def price(self, parameters: Parameters, *, fresh: bool = False) -> list[Job]:
         """The runs of a transfer notebook's parameters not priced before; `fresh`: its ticket runs only,
@@ -162,33 +171,64 @@ class _Runs:
         directory: Path,
         fresh: bool,
     ) -> Job:
-        """One run's job: its training and tests, and its check when asked for, each unless on disk."""
-        work, what, check = Work(), f"{config.regime} transfer", made.check
+        """One run's job at its image size: its training and tests, and the extra tests asked for, each unless on
+        disk."""
+        work, what = Work(), f"{config.regime} transfer"
         if fresh or not made.finished(config, directory):
             work += run_work(config)
-        if check and config.regime == "adv":
+        if made.check and config.regime == "adv":
             what += " + AutoAttack"
-            pgd = config.recipe.val_attack
-            self.check_forwards.add(check_forwards(pgd, autoattack.AutoAttack(pgd.eps_255)))
-            if not fresh and check.done(config, directory):
-                self.checks_done += 1
-            else:
-                work += check_work(config, check.images)
-        seconds, source = self.pricer.seconds(profile, config.regime, work)
-        done = work == Work()
-        size = profile.transforms.size
-        return Job(what, config.dataset, config.data_fraction, size, seconds, source, done)
+            work += self._check(made.check, config, directory, fresh)
+        if made.corruptions:
+            what += " + corruptions"
+            work += self._corruptions(config, directory, fresh)
+        self.reads_jpegs |= profile.dataset(config.dataset) == VISDA_FOLDER
+        px = config.transforms.size
+        seconds, source = self.pricer.seconds(profile, config.regime, px, work)
+        return Job(what, config.dataset, config.data_fraction, px, seconds, source, work == Work())
+
+    def _check(self, check: AutoAttackCheck, config: transfer.TransferConfig, directory: Path, fresh: bool) -> Work:
+        """The work of a run's AutoAttack check (none when on disk)."""
+        pgd = config.recipe.val_attack
+        self.check_forwards.add(check_forwards(pgd, autoattack.AutoAttack(pgd.eps_255)))
+        if not fresh and check.done(config, directory):
+            self.checks_done += 1
+            return Work()
+        return check_work(config, check.images)
+
+    def _corruptions(self, config: transfer.TransferConfig, directory: Path, fresh: bool) -> Work:
+        """The work of a run's tests on corrupted images (none when on disk)."""
+        self.corruptions.add(len(transfer.corruptions_of(config)))
+        if not fresh and transfer.corruption_records(config, directory) is not None:
+            self.corruptions_done += 1
+            return Work()
+        return corruption_work(config)
 
     def notes(self) -> list[str]:
-        """What the plan says of the AutoAttack checks it counted."""
-        if not self.check_forwards:
-            return []
-        forwards = " or ".join(f"{f:,}" for f in sorted(self.check_forwards))
-        return [
-            f"Adversarial runs carry the AutoAttack check ({self.checks_done} done on disk), each kept checkpoint "
-            f"counted at {forwards} forwards per test image: an upper bound (every image surviving every attack), "
-            "priced at the forward price of adversarial runs (though the check runs in fp32)."
-        ]
+        """What the plan says of the AutoAttack checks and the tests on corrupted images it counted, and of the
+        VisDA-2017 runs it priced."""
+        notes = []
+        if self.check_forwards:
+            forwards = " or ".join(f"{f:,}" for f in sorted(self.check_forwards))
+            notes.append(
+                f"Adversarial runs carry the AutoAttack check ({self.checks_done} done on disk), each kept checkpoint "
+                f"counted at {forwards} forwards per test image: an upper bound (every image surviving every attack), "
+                "priced at the forward price of adversarial runs (though the check runs in fp32)."
+            )
+        if self.corruptions:
+            sets = " or ".join(f"{n} × {len(SEVERITIES)}" for n in sorted(self.corruptions))
+            notes.append(
+                f"Runs carry their tests on corrupted images ({self.corruptions_done} done on disk): each kept "
+                f"checkpoint on every corruption at every severity ({sets} sets), each set counted as the run's own "
+                "test (as many images, SA and in adversarial transfer RA), priced at the forward price of its runs."
+            )
+        if self.reads_jpegs:
+            notes.append(
+                "VisDA-2017 runs read their JPEGs through PIL in DataLoader workers, every image of every epoch; their "
+                "prices leave that input out (the bench's are of images in device memory, recorded runs' of every data "
+                "set together), so the price of those runs may be low."
+            )
+        return notes
 
 
 def _merged(jobs: list[Job], what: str) -> Job:

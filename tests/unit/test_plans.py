@@ -1,7 +1,8 @@
 """What runs cost before they run (`costs`) and what a sweep, a search or the paper costs on N GPUs (`plans`,
 `cli plan`): the work model against counts done by hand, prices from a benchmark file and from recorded
 runs, a recorded price that predicts a run it never saw, ImageNet ladders bound by their input, the AutoAttack
-check's work, and ladders spread over the GPUs that outnumber them."""
+check's work, ladders spread over the GPUs that outnumber them, 32 px runs at 32 px prices, and the tests on
+corrupted images."""
 
 import json
 import re
@@ -14,6 +15,8 @@ from test_results import record
 from dwlt_utils import bench, cli, costs, paths, plans, results, search, sweeps, tickets, transfer
 from dwlt_utils.attacks import PGD20_EVAL
 from dwlt_utils.autoattack import AutoAttack, AutoAttackCheck
+from dwlt_utils.config import write_config
+from dwlt_utils.corruptions import SEVERITIES
 from dwlt_utils.costs import Work
 from dwlt_utils.errors import InputError, MissingInputError
 from dwlt_utils.profiles import PAPER, QUICK
@@ -38,6 +41,9 @@ def paper_cell(regime="adv", **overrides) -> transfer.TransferConfig:
         ({"regime": "std"}, Work(150 * 45_000, 0, 150 * 5_000 + 10_000)),
         # SVHN: 80 epochs over 68,257 images, validated every epoch, 26,032 test images
         ({"dataset": "svhn"}, Work(80 * 68_257, 80 * 68_257 * 10, 80 * 5_000 * 62 + 2 * 26_032 * 62)),
+        # VisDA-2017: 150 epochs over 152,397 renderings, validated every epoch on the 55,388 real images, which
+        # are the test images too
+        ({"regime": "std", "dataset": "visda17"}, Work(150 * 152_397, 0, 150 * 55_388 + 55_388)),
         # 1% of the data is the first 450 images; caps on the evaluated images and fewer epochs
         (
             {"data_fraction": 0.01, "epochs": 10, "val_images": 200, "test_images": 100, "eval_steps": 5},
@@ -56,25 +62,23 @@ def test_the_work_of_imp_levels_is_their_epochs_over_the_source_images():
     assert costs.imp_work(s_imp, 2) == Work(2 * 1 * 1_500, 0, 0)  # the quick profile's 3,000 images, halved
 
 
-def write_bench(
-    path,
-    rates: dict[str, float],
-    device: str = "cuda",
-    arch: str = "resnet50",
-    px: int = 224,
-    inputs: tuple[dict, ...] = (),
-    ours: str = "ours",
-):
-    """A benchmark file as `bench --json` writes it, with these images per second of the engine, and these
-    input figures (`input_figure`)."""
-    figures = [
+def bench_figures(
+    rates: dict[str, float], device: str = "cuda", arch: str = "resnet50", px: int = 224, ours: str = "ours"
+) -> list[dict]:
+    """The engine's figures as `bench --json` writes them, with these images per second."""
+    return [
         {
             **asdict(bench.Figure(name, px, device, 128, rate, rate / 3, 3.0, arch, 6, ours, "reference")),
             "device_name": "Some GPU" if device == "cuda" else "cpu",
         }
         for name, rate in rates.items()
     ]
-    path.write_text(json.dumps([*figures, *inputs]))
+
+
+def write_bench(path, rates: dict[str, float], *, inputs: tuple[dict, ...] = (), **figure):
+    """A benchmark file with these images per second of the engine (`bench_figures`), and these input figures
+    (`input_figure`) or others."""
+    path.write_text(json.dumps([*bench_figures(rates, **figure), *inputs]))
     return path
 
 
@@ -90,13 +94,14 @@ RATES = {"clean_train": 100.0, "adv_train": 10.0, "pgd20_eval": 5.0}
 
 def test_bench_figures_price_each_unit(tmp_path):
     figures = costs.BenchFile.read(write_bench(tmp_path / "bench.json", RATES))
-    prices = figures.prices(PAPER)
+    prices = figures.prices(PAPER, 224)
     assert prices.train == pytest.approx(0.01)  # 1 / 100
     assert prices.attack == pytest.approx((0.1 - 0.01) / 10)  # PGD-10 training less clean training, per step
     assert prices.forward == pytest.approx(0.2 / 62)  # SA + PGD-20 RA is 62 forwards
     assert prices.on_gpu and prices.source == "bench on Some GPU" and not prices.includes_input
     # the quick profile's model is not what bench measures
-    assert figures.prices(QUICK) is None
+    assert figures.prices(QUICK, 16) is None
+    assert figures.prices(PAPER, 32) is None  # nor is the paper's model at 32 px
 
 
 @pytest.mark.parametrize(
@@ -115,9 +120,9 @@ def test_a_bad_bench_file_is_one_sentence(tmp_path, content, message):
 
 def test_a_bench_file_without_every_figure_or_with_impossible_ones_is_refused(tmp_path):
     with pytest.raises(InputError, match="lacks the figures pgd20_eval"):
-        costs.BenchFile.read(write_bench(tmp_path / "a.json", {"clean_train": 100, "adv_train": 10})).prices(PAPER)
+        costs.BenchFile.read(write_bench(tmp_path / "a.json", {"clean_train": 100, "adv_train": 10})).prices(PAPER, 224)
     with pytest.raises(InputError, match="as fast as clean training"):
-        costs.BenchFile.read(write_bench(tmp_path / "b.json", {**RATES, "adv_train": 100})).prices(PAPER)
+        costs.BenchFile.read(write_bench(tmp_path / "b.json", {**RATES, "adv_train": 100})).prices(PAPER, 224)
 
 
 def test_longest_jobs_go_first_to_the_gpu_free_first():
@@ -163,7 +168,7 @@ def test_recorded_runs_price_by_their_seconds_per_forward(session, roots, plant_
     full = quick_std()
     wall = transfer.run_transfer(full, session, notebook="03_std_transfer").wall_s.iloc[0]
     pricer = costs.Pricer(roots.run_root)
-    prices = pricer.price(QUICK, "std")
+    prices = pricer.price(QUICK, "std", 16)
     assert prices.source == "1 recorded run (cpu, fp32)" and not prices.on_gpu
     per_forward = wall / costs.run_work(full).forwards  # a training step counts three forwards
     assert (prices.forward, prices.train, prices.attack) == pytest.approx(
@@ -171,8 +176,8 @@ def test_recorded_runs_price_by_their_seconds_per_forward(session, roots, plant_
     )
     quarter = costs.run_work(quick_std(data_fraction=0.25))
     assert prices.seconds(quarter) == pytest.approx(wall * quarter.forwards / costs.run_work(full).forwards)
-    with pytest.raises(MissingInputError, match="Nothing prices adv runs of the quick profile"):
-        pricer.price(QUICK, "adv")
+    with pytest.raises(MissingInputError, match="Nothing prices adv runs of the quick profile at 16 px"):
+        pricer.price(QUICK, "adv", 16)
 
 
 @pytest.mark.slow  # wall-clock times: kept out of the default suite, where other work may share the cores
@@ -183,7 +188,7 @@ def test_a_recorded_price_predicts_a_run_it_never_saw(session, roots, plant_sour
     transfer.run_transfer(quick_std(epochs=2), session, notebook="03_std_transfer")
     shutil.rmtree(roots.run_root / "transfer")  # a warm-up, which prices nothing
     transfer.run_transfer(quick_std(), session, notebook="03_std_transfer")
-    prices = costs.Pricer(roots.run_root).price(QUICK, "std")
+    prices = costs.Pricer(roots.run_root).price(QUICK, "std", 16)
     quarter = quick_std(data_fraction=0.25)
     predicted = prices.seconds(costs.run_work(quarter))
     measured = transfer.run_transfer(quarter, session, notebook="03_std_transfer").wall_s.iloc[0]
@@ -249,7 +254,7 @@ def test_an_imagenet_ladder_is_priced_at_the_slower_of_its_training_and_its_inpu
 def test_a_quick_ladder_reads_arrays_and_pays_no_input(tmp_path):
     pricer = costs.Pricer(tmp_path / "r", write_bench(tmp_path / "bench.json", RATES, inputs=(input_figure(10, 1),)))
     recorded = costs.Prices.per_forward(0.001, "1 recorded ladder (cpu, fp32)", False)
-    pricer.recorded[("quick", "s-imp")] = recorded
+    pricer.recorded[("quick", "s-imp", 16)] = recorded
     ladder = ImpConfig.create(profile=QUICK, pretraining="standard")
     assert pricer.ladder_seconds(ladder, 2) == (recorded.seconds(costs.imp_work(ladder, 2)), recorded.source)
     assert pricer.ladder_seconds(ladder, 2)[0] == pytest.approx(2 * 3_000 * 0.003)  # not 2 × 3,000 × 1 s
@@ -289,18 +294,18 @@ def test_an_autoattack_check_is_counted_at_its_most():
     assert costs.check_work(dense, 1000) == Work(forward=2 * 1000 * 10_764)  # best SA and best RA
 
 
-def adv_executions(tmp_path, **fixed) -> list[sweeps.Execution]:
-    notebook = cli.NOTEBOOKS / "04_adv_transfer.ipynb"
-    return sweeps.grid_executions(notebook, {"run_root": str(tmp_path / "r"), **fixed}, {}, tmp_path / "executed")
+def sweep_executions(tmp_path, notebook: str = "04_adv_transfer", **fixed) -> list[sweeps.Execution]:
+    path = cli.NOTEBOOKS / f"{notebook}.ipynb"
+    return sweeps.grid_executions(path, {"run_root": str(tmp_path / "r"), **fixed}, {}, tmp_path / "executed")
 
 
 def test_a_sweep_asked_for_autoattack_adds_the_check_to_its_adversarial_runs_unless_on_disk(tmp_path):
     pricer = costs.Pricer(tmp_path / "r", write_bench(tmp_path / "bench.json", RATES))
     forward = 0.2 / 62
     runs = costs.run_work(paper_cell(ticket="imp", sparsity=0.9141)) + costs.run_work(paper_cell())
-    [plain] = plans.sweep_plan(adv_executions(tmp_path), pricer).stages[0].jobs
-    assert plain.seconds == pytest.approx(pricer.price(PAPER, "adv").seconds(runs))
-    checked_executions = adv_executions(tmp_path, eval_attack="autoattack")
+    [plain] = plans.sweep_plan(sweep_executions(tmp_path), pricer).stages[0].jobs
+    assert plain.seconds == pytest.approx(pricer.price(PAPER, "adv", 224).seconds(runs))
+    checked_executions = sweep_executions(tmp_path, eval_attack="autoattack")
     [checked] = plans.sweep_plan(checked_executions, pricer).stages[0].jobs
     # the cell and its dense baseline: best SA and best RA of each on the first 1,000 test images
     assert checked.seconds == pytest.approx(plain.seconds + 2 * 2 * 1000 * 10_764 * forward)
@@ -409,3 +414,113 @@ def test_a_bench_file_without_the_paper_models_figures_says_so(tmp_path, capsys)
     err = capsys.readouterr().err
     assert f"{path} has none of the figures of resnet50 at 224 px that price" in err
     assert "--bench FILE" not in err
+
+
+# ---- 32 px runs: the model with the CIFAR stem, priced at its own size
+
+RATES_32 = {"clean_train": 1000.0, "adv_train": 250.0, "pgd20_eval": 100.0}
+
+
+def bench_224_and_32(tmp_path):
+    """A bench file of the paper's model at 224 px (`RATES`) and with the CIFAR stem at 32 px (`RATES_32`)."""
+    at_32 = bench_figures(RATES_32, arch="resnet50_32px", px=32)
+    return write_bench(tmp_path / "bench.json", RATES, inputs=tuple(at_32))
+
+
+def test_a_32px_sweep_is_priced_at_the_32px_rates(tmp_path):
+    pricer = costs.Pricer(tmp_path / "r", bench_224_and_32(tmp_path))
+    runs = [paper_cell(ticket="imp", sparsity=0.9141, resolution=32), paper_cell(resolution=32)]
+    work = costs.run_work(runs[0]) + costs.run_work(runs[1])
+    [job] = plans.sweep_plan(sweep_executions(tmp_path, resolution=32), pricer).stages[0].jobs
+    # a training step 1 / 1,000 s, an attack step (1 / 250 - 1 / 1,000) / 10, a forward 1 / 100 / 62
+    by_hand = work.train / 1000 + work.attack * (1 / 250 - 1 / 1000) / 10 + work.forward / 100 / 62
+    assert job.px == 32 and job.seconds == pytest.approx(by_hand)
+    [full] = plans.sweep_plan(sweep_executions(tmp_path), pricer).stages[0].jobs  # the same images at 224 px
+    assert full.px == 224 and full.seconds == pytest.approx(pricer.price(PAPER, "adv", 224).seconds(work))
+
+
+def test_plan_sweep_takes_the_new_parameters_and_refuses_a_bench_without_32px_figures(tmp_path, capsys):
+    notebook = str(cli.NOTEBOOKS / "04_adv_transfer.ipynb")
+    arguments = ["plan", "sweep", notebook, "-p", "run_root", str(tmp_path / "r"), "-p", "resolution", "32"]
+    only_224 = write_bench(tmp_path / "224.json", RATES)
+    assert cli.main([*arguments, "--bench", str(only_224)]) == 2
+    err = capsys.readouterr().err
+    assert f"{only_224} has none of the figures of resnet50_32px at 32 px that price adv runs" in err
+    asked = ["-p", "eval_corruptions", "True", "--grid", "test_transform=resize_crop"]
+    assert cli.main([*arguments, *asked, "--bench", str(bench_224_and_32(tmp_path))]) == 0
+    assert re.search(r"adv transfer \+ corruptions +cifar10 +1\.000 +32 +1 +0 ", capsys.readouterr().out)
+
+
+def test_a_plan_of_visda_runs_says_their_input_is_not_priced(tmp_path):
+    pricer = costs.Pricer(tmp_path / "r", write_bench(tmp_path / "bench.json", RATES))
+    visda = sweep_executions(tmp_path, "03_std_transfer", dataset="visda17", ticket="dense", sparsity=0)
+    assert "VisDA-2017 runs read their JPEGs through PIL" in plans.sweep_plan(visda, pricer).describe(1)
+    assert "VisDA" not in plans.sweep_plan(sweep_executions(tmp_path, "03_std_transfer"), pricer).describe(1)
+
+
+def test_a_recorded_run_prices_only_runs_of_its_image_size(tmp_path):
+    config = quick_std(resolution=32)  # the quick profile's 32 px pipeline is 8 px
+    run = tmp_path / "r" / "transfer" / "cell" / "seed_1"
+    run.mkdir(parents=True)
+    write_config(paths.config_file(run), config)
+    paths.records_file(run).write_text("wall_s,device\n60.0,cpu\n")
+    pricer = costs.Pricer(tmp_path / "r")
+    assert pricer.price(QUICK, "std", 8).forward == pytest.approx(60 / costs.run_work(config).forwards)
+    with pytest.raises(MissingInputError, match="Nothing prices std runs of the quick profile at 16 px"):
+        pricer.price(QUICK, "std", 16)
+
+
+# ---- the tests on corrupted images
+
+
+@pytest.mark.parametrize(
+    ("notebook", "per_run"),
+    [
+        # 15 corruptions × 5 severities × 2 kept checkpoints × 10,000 test images × 62 forwards (SA + PGD-20 RA)
+        ("04_adv_transfer", 15 * 5 * 2 * 10_000 * 62),
+        # standard transfer keeps one checkpoint and tests it by SA alone: a forward per image
+        ("03_std_transfer", 15 * 5 * 1 * 10_000 * 1),
+    ],
+)
+def test_the_tests_on_corrupted_images_add_their_forwards_to_every_run(tmp_path, notebook, per_run):
+    pricer = costs.Pricer(tmp_path / "r", write_bench(tmp_path / "bench.json", RATES))
+    plain, asked = (
+        plans.sweep_plan(sweep_executions(tmp_path, notebook, eval_corruptions=value), pricer)
+        for value in (False, True)
+    )
+    [before], [after] = plain.stages[0].jobs, asked.stages[0].jobs
+    assert after.seconds - before.seconds == pytest.approx(2 * per_run * 0.2 / 62)  # the cell and its dense baseline
+    assert after.what.endswith(" transfer + corruptions") and before.what.endswith(" transfer")
+    assert "tests on corrupted images (0 done on disk)" in asked.describe(1) and "(15 × 5 sets)" in asked.describe(1)
+    assert "corrupted" not in plain.describe(1)
+
+
+def run_rows(config: transfer.TransferConfig, directory, **test_set) -> list[dict]:
+    """The records of a run's SA (and RA) at each kept checkpoint: on its test images, or on a corrupted set."""
+    metrics = ("SA", "RA") if config.recipe.val_attack else ("SA",)
+    cell = dict(ticket=config.ticket, level=config.level, sparsity=config.sparsity, run_id=str(directory))
+    return [record(**cell, **test_set, metric=m, checkpoint=k) for m in metrics for k in config.recipe.keep]
+
+
+def test_a_finished_run_with_its_corruption_records_on_disk_is_done(tmp_path):
+    pricer = costs.Pricer(tmp_path / "r", write_bench(tmp_path / "bench.json", RATES))
+    executions = sweep_executions(tmp_path, eval_corruptions=True)
+    _, planned = sweeps.planned(executions[0])
+    for config, directory in planned.runs:
+        directory.mkdir(parents=True)
+        results.write_records(directory, run_rows(config, directory))
+    # trained and tested: the corruption tests are left, 2 runs × 15 × 5 × 2 checkpoints × 10,000 images × 62
+    [trained] = plans.sweep_plan(executions, pricer).stages[0].jobs
+    assert trained.seconds == pytest.approx(2 * 15 * 5 * 2 * 10_000 * 0.2) and not trained.done
+    for config, directory in planned.runs:
+        rows = [
+            row
+            for corruption in transfer.corruptions_of(config)
+            for severity in SEVERITIES
+            for row in run_rows(config, directory, corruption=corruption, severity=severity)
+        ]
+        results.write_records(directory, rows, paths.corruption_file(directory))
+    plan = plans.sweep_plan(executions, pricer)
+    [job] = plan.stages[0].jobs
+    assert job.done and job.seconds == 0
+    assert "tests on corrupted images (2 done on disk)" in plan.describe(1)
