@@ -137,7 +137,8 @@ def _made_so_far(execution: Execution) -> tuple[bool | None, bool, float]:
     if made is None:
         return None, False, 0.0
     held = any(io.lock_held(lock) for lock in made.locks())
-    return made.done(), held, made.finished_wall_s()
+    done, wall_s = made.progress()
+    return done, held, wall_s
 
 
 def execution_status(execution: Execution) -> dict[str, Any]:

@@ -192,8 +192,9 @@ class LadderPlan:
     def locks(self) -> list[Path]:
         return []  # a ladder resumes level by level; two notebooks computing one are not kept apart
 
-    def finished_wall_s(self) -> float:
-        return 0.0  # a ladder records no wall time of its own
+    def progress(self) -> tuple[bool, float]:
+        """Whether the ladder is done, and no wall seconds: a ladder records no wall time of its own."""
+        return self.done(), 0.0
 
 
 def plan(session: Session, parameters: Parameters) -> LadderPlan:

@@ -320,24 +320,27 @@ class TransferPlan:
 
     def done(self) -> bool:
         """Whether every run is finished, with its AutoAttack check and corruption records when asked for."""
-        return all(
-            self.finished(config, directory)
-            and (self.check is None or self.check.done(config, directory))
-            and (not self.corruptions or corruption_records(config, directory) is not None)
-            for config, directory in self.runs
-        )
+        return self.progress()[0]
+
+    def progress(self) -> tuple[bool, float]:
+        """Whether the plan is done, and the wall seconds its finished runs took: each run's records read once."""
+        done, wall_s = True, 0.0
+        for config, directory in self.runs:
+            records = finished_records(config, directory)
+            if records is None:
+                done = False
+                continue
+            wall_s += float(records.wall_s.iloc[0]) if len(records) else 0.0
+            done = (
+                done
+                and (self.check is None or self.check.done(config, directory))
+                and (not self.corruptions or corruption_records(config, directory) is not None)
+            )
+        return done, wall_s
 
     def locks(self) -> list[Path]:
         """The locks its runs hold while one trains them."""
         return [paths.lock_file(directory) for _, directory in self.runs]
-
-    def finished_wall_s(self) -> float:
-        """The wall seconds its finished runs took, from their records."""
-        return sum(
-            float(records.wall_s.iloc[0])
-            for config, directory in self.runs
-            if (records := finished_records(config, directory)) is not None and len(records)
-        )
 
     def describe(self) -> str:
         return "\n".join(
@@ -710,6 +713,12 @@ def _measure_check(
     results.write_records(directory, rows, check.file(directory))
 
 
+def corruptions_of(config: TransferConfig) -> tuple[str, ...]:
+    """The corruptions a run is tested on: CIFAR-10-C's, or its profile's stand-ins."""
+    used = PROFILES[config.profile].dataset(config.dataset)
+    return CORRUPTIONS if used == CORRUPTED_DATASET else STAND_IN_CORRUPTIONS
+
+
 def corruption_records(config: TransferConfig, directory: Path) -> pd.DataFrame | None:
     """A run's records on the corrupted test sets, when complete: each kept checkpoint's SA (and RA) on every
     corruption at every severity."""
@@ -720,9 +729,7 @@ def corruption_records(config: TransferConfig, directory: Path) -> pd.DataFrame 
         records = results.load(directory, path.name)
     except DwltError:
         return None
-    corruptions = (
-        CORRUPTIONS if PROFILES[config.profile].dataset(config.dataset) == CORRUPTED_DATASET else STAND_IN_CORRUPTIONS
-    )
+    corruptions = corruptions_of(config)
     metrics = ("SA", "RA") if config.recipe.val_attack else ("SA",)
     expected = {(m, k, c, s) for m in metrics for k in config.recipe.keep for c in corruptions for s in SEVERITIES}
     found = set(zip(records.metric, records.checkpoint, records.corruption, records.severity))
