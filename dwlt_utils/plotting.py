@@ -38,20 +38,26 @@ def _sparsity_label(records: pd.DataFrame) -> str:
     return " / ".join(sorted({PROFILES[name].architecture.axis_label for name in set(records.profile)}))
 
 
-def _panel(ax, rows: pd.DataFrame, metric: str, thresholds: pd.DataFrame | None, stands_for: str) -> None:
+def _panel(
+    ax, rows: pd.DataFrame, metric: str, thresholds: pd.DataFrame | None, stands_for: str, numbered: list[str]
+) -> None:
     """One pre-training per colour: IMP tickets as a line with ±1 standard deviation over seeds (a hollow
     marker where one seed is all there is), the dense model as a dashed line in a ±1 sd band. Records of
-    another precision are drawn apart (dash-dotted), never averaged in."""
+    another precision, or that deviate otherwise from the protocol (`numbered`: the figure's `variants`), are
+    drawn apart (dash-dotted), never averaged in."""
     # Per seed first (records of one seed that differ only in what a figure ignores are one value), then
     # over seeds.
-    keys = ["pretraining", "precision", "ticket", "sparsity"]
+    keys = ["pretraining", "precision", "deviations", "ticket", "sparsity"]
     per_seed = rows.groupby([*keys, "seed"], sort=False).value.mean()
     spread = per_seed.groupby(level=keys, sort=False).agg(["mean", "std", "size"]).reset_index()
     precisions = sorted(set(spread.precision))
-    for (pretraining, precision), group in spread.groupby(["pretraining", "precision"], sort=False):
+    for (pretraining, precision, deviated), group in spread.groupby(
+        ["pretraining", "precision", "deviations"], sort=False
+    ):
         color = PALETTE[pretraining]
-        style = "-" if precision == precisions[0] else "-."
+        style = "-" if precision == precisions[0] and deviated == numbered[0] else "-."
         label = PRETRAINING_LABELS[pretraining] + (f" ({precision})" if len(precisions) > 1 else "")
+        label += f" [{numbered.index(deviated) + 1}]" if len(numbered) > 1 else ""
         curve = group[group.ticket == "imp"].sort_values("sparsity")
         if not curve.empty:
             x = 100 * curve.sparsity
@@ -76,6 +82,19 @@ def _panel(ax, rows: pd.DataFrame, metric: str, thresholds: pd.DataFrame | None,
                 ax.axvline(100 * value, color=color, linestyle=":", linewidth=1.5)
     ax.set_xlabel(_sparsity_label(rows))
     ax.set_ylabel(f"{metric} (%)")
+
+
+def variants(records: pd.DataFrame) -> list[str]:
+    """The distinct deviations of records, the protocol's own (none) first: each is drawn as a line of its own."""
+    return sorted(set(records.deviations), key=lambda deviations: (deviations != "", deviations))
+
+
+def _variants_note(records: pd.DataFrame) -> str:
+    """The caption line that names each numbered variant, when a figure has several."""
+    found = variants(records)
+    if len(found) < 2:
+        return ""
+    return "\n" + "; ".join(f"[{i}] {deviations or 'the protocol'}" for i, deviations in enumerate(found, 1))
 
 
 def _pretraining_legend(ax: plt.Axes) -> None:
@@ -109,13 +128,15 @@ def transfer_figure(
     for i, metric in enumerate(metrics):
         for j, stands_for in enumerate(datasets):
             ax = axes[i][j]
-            _panel(ax, rows[(rows.metric == metric) & (rows.stands_for == stands_for)], metric, thresholds, stands_for)
+            part = rows[(rows.metric == metric) & (rows.stands_for == stands_for)]
+            _panel(ax, part, metric, thresholds, stands_for, variants(rows))
             ax.set_title(f"{stands_for}: {metric}")
     _pretraining_legend(axes[0][0])
     what = "Standard transfer" if regime == "std" else f"Adversarial transfer ({checkpoint} checkpoint)"
     fig.suptitle(
         _title(rows, what)
-        + f"\nIMP tickets (lines), dense model (dashed), highest double-win sparsity (dotted);\n{SPREAD}",
+        + f"\nIMP tickets (lines), dense model (dashed), highest double-win sparsity (dotted);\n{SPREAD}"
+        + _variants_note(rows),
         fontsize="small",  # the captions fit a figure of one data set
     )
     return fig
@@ -148,11 +169,13 @@ def data_limited_figure(records: pd.DataFrame, *, adv_checkpoint: str = "best_ra
             ax = axes[i][j]
             part = rows[(rows.data_fraction == fraction) & (rows.regime == regime) & (rows.metric == metric)]
             for stands_for in sorted(set(part.stands_for)):
-                _panel(ax, part[part.stands_for == stands_for], metric, None, stands_for)
+                _panel(ax, part[part.stands_for == stands_for], metric, None, stands_for, variants(rows))
             ax.set_title(f"{fraction:g} of the training data: {regime} transfer {metric}")
     _pretraining_legend(axes[0][0])
     fig.suptitle(
-        _title(rows, "Data-limited transfer") + f"\nIMP tickets (lines), dense model (dashed);\n{SPREAD}",
+        _title(rows, "Data-limited transfer")
+        + f"\nIMP tickets (lines), dense model (dashed);\n{SPREAD}"
+        + _variants_note(rows),
         fontsize="small",
     )
     return fig
@@ -169,7 +192,7 @@ def corruption_figure(table: pd.DataFrame) -> plt.Figure | None:
     panels = [
         (r, m) for r in ("std", "adv") for m in ("SA", "RA") if not rows[(rows.regime == r) & (rows.metric == m)].empty
     ]
-    fractions = sorted(set(rows.data_fraction), reverse=True)
+    fractions, numbered = sorted(set(rows.data_fraction), reverse=True), variants(rows)
     fig, axes = plt.subplots(
         len(fractions),
         len(panels),
@@ -181,10 +204,12 @@ def corruption_figure(table: pd.DataFrame) -> plt.Figure | None:
         for j, (regime, metric) in enumerate(panels):
             ax = axes[i][j]
             panel = rows[(rows.data_fraction == fraction) & (rows.regime == regime) & (rows.metric == metric)]
-            for (pretraining, _), cell in panel.groupby(["pretraining", "deviations"], sort=False):
+            for (pretraining, deviated), cell in panel.groupby(["pretraining", "deviations"], sort=False):
                 by_level = cell.groupby(["sparsity", "severity"]).value.mean().unstack("severity").sort_index()
                 x, color = 100 * by_level.index, PALETTE[pretraining]
-                ax.plot(x, by_level[0], "o-", color=color, label=PRETRAINING_LABELS[pretraining])
+                label = PRETRAINING_LABELS[pretraining]
+                label += f" [{numbered.index(deviated) + 1}]" if len(numbered) > 1 else ""
+                ax.plot(x, by_level[0], "o-", color=color, label=label)
                 ax.plot(x, by_level.drop(columns=0).mean(axis=1), "s--", color=color)
                 if 5 in by_level:
                     ax.plot(x, by_level[5], "v:", color=color)
@@ -194,7 +219,8 @@ def corruption_figure(table: pd.DataFrame) -> plt.Figure | None:
     _pretraining_legend(axes[0][0])
     fig.suptitle(
         _title(rows, "Accuracy on corrupted test images")
-        + "\nclean test split (solid), mean over the corruptions at severities 1-5 (dashed), severity 5 (dotted)",
+        + "\nclean test split (solid), mean over the corruptions at severities 1-5 (dashed), severity 5 (dotted)"
+        + _variants_note(rows),
         fontsize="small",
     )
     return fig

@@ -10,6 +10,7 @@ from matplotlib.container import ErrorbarContainer
 from test_results import cell, frame
 
 from dwlt_utils import plotting
+from dwlt_utils.vocabulary import RESOLUTION_32_DEVIATION
 
 
 def errorbars(ax) -> list[ErrorbarContainer]:
@@ -46,3 +47,16 @@ def test_records_of_two_precisions_are_two_curves():
     means = sorted(line.get_ydata()[0] for line, _, _ in errorbars(ra))
     assert means == [46.0, 51.0]  # not their average
     assert sorted(ra.get_legend_handles_labels()[1]) == ["adversarial (bf16)", "adversarial (fp32)"]
+
+
+def test_records_that_deviate_otherwise_are_curves_of_their_own_named_in_the_caption():
+    at_32 = dict(deviations=RESOLUTION_32_DEVIATION)
+    records = frame(
+        cell(0, 95, 85, 50), cell(10, 96, 86, 51), cell(0, 90, 80, 40, **at_32), cell(10, 91, 81, 41, **at_32)
+    )
+    figure = plotting.transfer_figure(records, "adv")
+    ra = figure.axes[1]
+    assert sorted(line.get_ydata()[0] for line, _, _ in errorbars(ra)) == [41.0, 51.0]  # not their average
+    assert sorted(ra.get_legend_handles_labels()[1]) == ["adversarial [1]", "adversarial [2]"]
+    caption = figure._suptitle.get_text()
+    assert "[1] the protocol" in caption and f"[2] {RESOLUTION_32_DEVIATION}" in caption
