@@ -97,6 +97,11 @@ def _variants_note(records: pd.DataFrame) -> str:
     return "\n" + "; ".join(f"[{i}] {deviations or 'the protocol'}" for i, deviations in enumerate(found, 1))
 
 
+def _grid(rows: int, columns: int) -> tuple[plt.Figure, list[list[plt.Axes]]]:
+    """A figure of rows × columns panels of one size."""
+    return plt.subplots(rows, columns, figsize=(5 * columns, 3.6 * rows), squeeze=False, constrained_layout=True)
+
+
 def _pretraining_legend(ax: plt.Axes) -> None:
     if ax.get_legend_handles_labels()[0]:  # records of dense models alone draw no labelled line
         ax.legend(title="pre-training", fontsize="small")
@@ -118,13 +123,7 @@ def transfer_figure(
         return None
     metrics = ["SA"] if regime == "std" else ["SA", "RA"]
     datasets = [d for d in TRANSFER_DATASETS if d in set(rows.stands_for)]
-    fig, axes = plt.subplots(
-        len(metrics),
-        len(datasets),
-        figsize=(5 * len(datasets), 3.6 * len(metrics)),
-        squeeze=False,
-        constrained_layout=True,
-    )
+    fig, axes = _grid(len(metrics), len(datasets))
     for i, metric in enumerate(metrics):
         for j, stands_for in enumerate(datasets):
             ax = axes[i][j]
@@ -157,13 +156,7 @@ def data_limited_figure(records: pd.DataFrame, *, adv_checkpoint: str = "best_ra
         if not rows[(rows.regime == r) & (rows.metric == m)].empty
     ]
     fractions = sorted(set(rows.data_fraction))
-    fig, axes = plt.subplots(
-        len(fractions),
-        len(panels),
-        figsize=(5 * len(panels), 3.6 * len(fractions)),
-        squeeze=False,
-        constrained_layout=True,
-    )
+    fig, axes = _grid(len(fractions), len(panels))
     for i, fraction in enumerate(fractions):
         for j, (regime, metric) in enumerate(panels):
             ax = axes[i][j]
@@ -193,13 +186,7 @@ def corruption_figure(table: pd.DataFrame) -> plt.Figure | None:
         (r, m) for r in ("std", "adv") for m in ("SA", "RA") if not rows[(rows.regime == r) & (rows.metric == m)].empty
     ]
     fractions, numbered = sorted(set(rows.data_fraction), reverse=True), variants(rows)
-    fig, axes = plt.subplots(
-        len(fractions),
-        len(panels),
-        figsize=(4.5 * len(panels), 3.4 * len(fractions)),
-        squeeze=False,
-        constrained_layout=True,
-    )
+    fig, axes = _grid(len(fractions), len(panels))
     for i, fraction in enumerate(fractions):
         for j, (regime, metric) in enumerate(panels):
             ax = axes[i][j]

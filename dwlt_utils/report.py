@@ -174,23 +174,6 @@ def figure_notes(records: pd.DataFrame, profile: Profile, figure: str) -> list[s
     return notes + [coverage] if coverage else notes or ["Every pre-training and data set has records."]
 
 
-# What names one cell of a figure apart from its seed: pre-training, data, regime, ticket and how it was run.
-CELL_KEYS = [
-    "profile",
-    "pretraining",
-    "dataset",
-    "stands_for",
-    "regime",
-    "data_fraction",
-    "subset",
-    "ticket",
-    "level",
-    "sparsity",
-    "precision",
-    "deviations",
-]
-
-
 def corruption_accuracy(records: pd.DataFrame, corrupted: pd.DataFrame, *, adv_checkpoint: str) -> pd.DataFrame:
     """Of every cell tested on corrupted images: its accuracy on the clean test split (severity 0) and, per
     severity, the mean over the corruptions, at the checkpoint the figures read (best_sa after standard
@@ -200,7 +183,7 @@ def corruption_accuracy(records: pd.DataFrame, corrupted: pd.DataFrame, *, adv_c
     corrupted = corrupted.assign(deviations=corrupted.run_id.map(dict(zip(clean.run_id, clean.deviations))))
     both = pd.concat([clean, corrupted], ignore_index=True)
     both = both[both.checkpoint == both.regime.map({"std": "best_sa", "adv": adv_checkpoint})]
-    keys = [*CELL_KEYS, "metric", "checkpoint", "severity"]
+    keys = [*results.CELL_KEYS, "severity"]
     per_seed = both.groupby([*keys, "seed"], sort=False).value.mean()  # over the corruptions
     table = per_seed.groupby(level=keys, sort=False).agg(value="mean", seeds="size").reset_index()
     return table.sort_values(keys, ignore_index=True)
