@@ -20,6 +20,7 @@ import pytest
 
 from dwlt_utils import autoattack, paths, results
 from dwlt_utils.cli import render, unclean
+from dwlt_utils.corruptions import STAND_IN_CORRUPTIONS, STAND_IN_WORDS
 from dwlt_utils.io import unreachable
 from dwlt_utils.profiles import QUICK
 
@@ -42,7 +43,7 @@ def chain(tmp_path_factory):
     execute("01_load_pretrained", executed, **common, pretrainings=["adv"])
     execute("02_imp", executed, **common, pretraining="adv", levels=2, one_shot_sparsities=[0.5])
     execute("03_std_transfer", executed, **common, sparsity=SPARSITY)
-    execute("04_adv_transfer", executed, **common, sparsity=SPARSITY, epochs=3)
+    execute("04_adv_transfer", executed, **common, sparsity=SPARSITY, epochs=3, eval_corruptions=True)
     execute("05_data_limited", executed, **common, sparsity=SPARSITY, data_fraction=0.5, epochs=3)
     execute("06_figures", executed, **common, results_dir=str(base / "results"))
     return {
@@ -110,6 +111,17 @@ def test_autoattack_runs_beside_pgd20_and_never_finds_more_robustness(chain):
     figures = execute("06_figures", out, **chain["common"], results_dir=str(out / "results"))
     assert any("2 checked, " in "".join(o.get("text", "")) for c in figures.cells for o in c.get("outputs", []))
     assert (out / "results" / "quick" / "autoattack.csv").is_file()
+
+
+def test_adversarial_cells_are_tested_on_corrupted_images_apart_from_their_records(chain):
+    corrupted = results.load(chain["base"] / "runs", paths.CORRUPTION_RECORDS)
+    clean = cell_records(chain["records"], "04_adv_transfer")
+    assert set(corrupted.run_id) == set(clean.run_id) and set(clean.corruption) == {""}
+    assert set(corrupted.corruption) == set(STAND_IN_CORRUPTIONS) and set(corrupted.severity) == {1, 2, 3, 4, 5}
+    assert len(corrupted) == len(clean) * len(STAND_IN_CORRUPTIONS) * 5  # every clean value, on every set
+    assert (corrupted.deviations == f"3 epochs instead of 6; {STAND_IN_WORDS}").all()
+    shown = nbformat.read(chain["executed"] / "04_adv_transfer.ipynb", as_version=4)
+    assert any("severity" in o["data"]["text/html"] for o in outputs(shown, "text/html"))
 
 
 def test_data_limited_records_and_the_images_they_used(chain):
@@ -183,13 +195,13 @@ def test_a_row_of_each_06_table_is_made_by_its_commands_and_they_find_it_done(ch
 
 def test_figures_notebook_shows_every_figure_and_the_paper_numbers(chain):
     nb = nbformat.read(chain["executed"] / "06_figures.ipynb", as_version=4)
-    assert len(outputs(nb, "image/png")) == 3  # standard, adversarial and data-limited transfer
+    assert len(outputs(nb, "image/png")) == 4  # standard, adversarial, data-limited transfer; corrupted images
     html = render([chain["executed"] / "06_figures.ipynb"], chain["base"] / "html")[0].read_text()
     for number in ("89.26", "73.79", "79.03", "91.41", "83.22"):
         assert number in html
     assert "QUICK PROFILE" in html and "not reproduced yet" in html
     assert "no records for standard, fast_adv" in html  # what the figures leave out, in words
-    for table in ("all_records", "highest_double_win", "double_win", "paper_comparison"):
+    for table in ("all_records", "highest_double_win", "double_win", "paper_comparison", "corruption_accuracy"):
         assert (chain["base"] / "results" / "quick" / f"{table}.csv").is_file()
 
 
@@ -223,6 +235,8 @@ def test_every_notebook_executes_and_renders_to_html(chain):
         ("03_std_transfer", {"pretraining": "moco"}, r"Unknown pre-training 'moco'; accepted: standard, fast_adv, adv"),
         ("05_data_limited", {"data_fraction": 1.5}, r"data_fraction must be a number in \(0, 1\]; got 1.5"),
         ("04_adv_transfer", {"eps_255": "8/255"}, r"eps_255 must be a number in \[0, 255\]; got '8/255'"),
+        ("04_adv_transfer", {"resolution": 64}, r"Unknown resolution 64; accepted: 224, 32\."),
+        ("03_std_transfer", {"dataset": "visda17", "regimes": ["adv"]}, r"VisDA-2017 is in standard transfer only"),
         ("02_imp", {"levels": 50}, r"levels must be an integer in \[0, 40\]; got 50"),
         ("03_std_transfer", {"device": "cpu", "torch_compile": True}, r"CUDA graphs are for CUDA devices"),
         # Degenerate runs and parameters the notebook does not have stop too, instead of passing as results

@@ -184,3 +184,15 @@ def test_visda_is_run_as_the_official_code_runs_it_or_refused_in_one_sentence(gi
     for profile in (PAPER, QUICK):
         with pytest.raises(InputError, match=message):
             transfer.TransferConfig.create(profile, regime, {**base, **given})
+
+
+def test_the_quick_profile_runs_the_resize_only_test_as_a_cell_of_its_own(session, plant_source):
+    plant_source()
+    given = dict(quick=True, pretraining="adv", dataset="cifar10", ticket="omp", sparsity=0.36, epochs=1)
+    given.update(dense_baseline=False)
+    resized = transfer.plan(session, Parameters.of("04_adv_transfer", {**given, "test_transform": "resize"}))
+    protocol = transfer.plan(session, Parameters.of("04_adv_transfer", given))
+    assert resized.runs[0][1] != protocol.runs[0][1]
+    assert resized.cells[0].transforms.resize == resized.cells[0].transforms.size == QUICK.transforms.size
+    records = transfer.run_plan(resized, session)
+    assert set(records.metric) == {"SA", "RA"} and records.deviations.str.contains(TEST_RESIZE_DEVIATION).all()
