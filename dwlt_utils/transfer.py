@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import matplotlib.pyplot as plt
 import pandas as pd
@@ -525,7 +525,7 @@ def _train_and_test(
     profile, roots, precision, seed = PROFILES[config.profile], session.roots, session.precision, session.seed
     splits = inputs.splits(config)
     batches, trained_on = cell_batches(config, splits, seed, precision.device)
-    model, backbone, replaced = cell_model(config, inputs, splits.info, seed)
+    model, backbone, replaced, denominator = cell_model(config, inputs, splits.info, seed)
     mask = inputs.mask(config)
     if mask is not None and replaced:
         mask = mask.keeping_whole(replaced, backbone)
@@ -579,7 +579,7 @@ def _train_and_test(
             sparsity=config.sparsity,
             seed=seed,
             deviations="; ".join(deviations),
-            sparsity_denominator=sparsity_denominator(backbone),
+            sparsity_denominator=denominator,
             device=precision.describe(),
             precision=precision.name,
             git_rev=results.git_revision(),
@@ -626,10 +626,14 @@ def _test_rows(
     """SA, and RA under the cell's evaluation attack, of each kept checkpoint on each test set: a row per value,
     with the fields that name its test set."""
     attack = config.recipe.val_attack
+    kept = {}  # each checkpoint read from disk once, however many test sets
+    for selection in config.recipe.keep:
+        load_selected(model, result, selection)
+        kept[selection] = {name: tensor.clone() for name, tensor in model.state_dict().items()}
     rows = []
     for fields, batches in test_sets:  # read one set at a time: CIFAR-10-C is 75 of them
-        for selection in config.recipe.keep:
-            load_selected(model, result, selection)
+        for selection, state in kept.items():
+            model.load_state_dict(state)
             scores = evaluate(model.eval(), batches, attack=attack, precision=precision, batch_size=batch_size)
             rows += [
                 dict(
@@ -644,16 +648,23 @@ def _test_rows(
     return rows
 
 
-def cell_model(
-    config: TransferConfig, inputs: Inputs, info: DatasetInfo, seed: int
-) -> tuple[nn.Module, nn.Module, list[str]]:
-    """The cell's model before training (θ_p, a fresh classifier of the seed, the data set's normalisation
-    inside), its backbone, and the weights of θ_p it replaced by fresh layers (the 32 px stem)."""
+class CellModel(NamedTuple):
+    """A cell's model before training and what its records and its ticket need to know of it."""
+
+    model: nn.Module  # θ_p with a fresh classifier of the seed, the data set's normalisation inside
+    backbone: nn.Module
+    replaced: list[str]  # the weights of θ_p replaced by fresh layers (the 32 px stem), which no ticket masks
+    sparsity_denominator: str  # of θ_p's backbone, which the ticket's sparsity is a fraction of
+
+
+def cell_model(config: TransferConfig, inputs: Inputs, info: DatasetInfo, seed: int) -> CellModel:
+    """The cell's model before training (`CellModel`)."""
     arch = PROFILES[config.profile].architecture
     backbone = arch.holding(inputs.source(config))
+    denominator = sparsity_denominator(backbone)
     replace_classifier(backbone, info.num_classes, seed)
     replaced = arch.fit_to_small_inputs(backbone, seed) if config.resolution == 32 else []
-    return with_normalization(backbone, info.mean, info.std), backbone, replaced
+    return CellModel(with_normalization(backbone, info.mean, info.std), backbone, replaced, denominator)
 
 
 def first_images(images: ImageArrays, n: int) -> ImageArrays:
@@ -693,7 +704,7 @@ def _measure_check(
     # fp32, as AutoAttack's reference runs: a low-precision attack can be a weaker one.
     precision = Precision.for_device(session.precision.device, bf16=False, channels_last=False)
     batches = ArrayBatches(test, config.transforms, precision.device)
-    model, _, _ = cell_model(config, inputs, splits.info, session.seed)
+    model = cell_model(config, inputs, splits.info, session.seed).model
     precision.prepare(model)
     rows = []
     for checkpoint in config.recipe.keep:
@@ -756,7 +767,7 @@ def _measure_corruptions(
 ) -> pd.DataFrame:
     precision = session.precision
     corrupted = inputs.corrupted(config)
-    model, _, _ = cell_model(config, inputs, inputs.splits(config).info, session.seed)
+    model = cell_model(config, inputs, inputs.splits(config).info, session.seed).model
     precision.prepare(model)
     test_sets = (
         (

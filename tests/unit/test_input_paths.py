@@ -47,9 +47,12 @@ def test_the_32px_model_is_the_official_surgery_layer_by_layer():
     torch.manual_seed(0)
     theta_p = resnet50().state_dict()
     cifar10 = dataset_info("cifar10")
-    ours, backbone, replaced = transfer.cell_model(paper_cell(resolution=32), SourceOnly(theta_p), cifar10, seed=3)
+    ours, backbone, replaced, denominator = transfer.cell_model(
+        paper_cell(resolution=32), SourceOnly(theta_p), cifar10, seed=3
+    )
     official = official_32px(theta_p, cifar10.num_classes)
     assert replaced == ["conv1.weight"]
+    assert denominator == "all 23,454,912 weights of the 53 backbone Conv2d layers"  # θ_p's, as the ticket's
 
     theirs_modules, our_modules = dict(official.named_modules()), dict(backbone.named_modules())
     assert list(theirs_modules) == list(our_modules)
@@ -97,7 +100,7 @@ def test_a_ticket_at_32px_keeps_the_fresh_first_conv_whole(session, plant_source
     assert (records.deviations.str.contains(RESOLUTION_32_DEVIATION, regex=False)).all()
 
     config, directory = at_32.runs[-1]
-    model, backbone, _ = transfer.cell_model(config, at_32.inputs, dataset_info("digits"), session.seed)
+    model, backbone, _, _ = transfer.cell_model(config, at_32.inputs, dataset_info("digits"), session.seed)
     load_selected(model, FitResult(directory), "best_sa")
     ticket = at_32.inputs.mask(config)
     assert backbone.conv1.weight.shape == (8, 3, 3, 3) and bool((backbone.conv1.weight != 0).all())
