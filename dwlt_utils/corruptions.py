@@ -121,9 +121,10 @@ def load_cifar10_c(
     *,
     images_per_severity: int = CIFAR10_C_IMAGES_PER_SEVERITY,
 ) -> CorruptedSets:
-    """CIFAR-10-C's sets of `corruptions` at every severity, from `<data_root>/CIFAR-10-C/`, after the checks of
-    `check_cifar10_c`. Each set is read from disk when asked for. `images_per_severity` is not 10,000 only for
-    small test files."""
+    """CIFAR-10-C's sets of `corruptions` at every severity, from `<data_root>/CIFAR-10-C/`. Every file is checked
+    first, reading the image files' headers and the labels, not the images: MissingInputError names every
+    missing file, else FileFormatError every file of the wrong layout. Each set is read from disk when asked for.
+    `images_per_severity` is not 10,000 only for small test files."""
     names = check_corruption_names(corruptions)
     folder = Path(data_root) / CIFAR10_C_FOLDER
     labels = torch.from_numpy(_checked_labels(folder, names, images_per_severity))
@@ -135,20 +136,8 @@ def load_cifar10_c(
     return CorruptedSets(names, CIFAR10_C_WORDS, read)
 
 
-def check_cifar10_c(
-    data_root: str | Path,
-    corruptions: Sequence[str] = CORRUPTIONS,
-    *,
-    images_per_severity: int = CIFAR10_C_IMAGES_PER_SEVERITY,
-) -> None:
-    """Raise, before anything trains, what would make `load_cifar10_c` or a later read fail: MissingInputError
-    naming every missing file, else FileFormatError naming every file of the wrong layout. Reads the headers of
-    the image files and the labels, not the images."""
-    _checked_labels(Path(data_root) / CIFAR10_C_FOLDER, check_corruption_names(corruptions), images_per_severity)
-
-
 def _checked_labels(folder: Path, corruptions: tuple[str, ...], images_per_severity: int) -> np.ndarray:
-    """The int64 labels of one severity, after every file has been checked (`check_cifar10_c`)."""
+    """The int64 labels of one severity, after every file has been checked (`load_cifar10_c`)."""
     check_number("images_per_severity", images_per_severity, 1, CIFAR10_C_IMAGES_PER_SEVERITY, integer=True)
     image_files = [f"{corruption}.npy" for corruption in corruptions]
     _require(folder, [*image_files, CIFAR10_C_LABELS])

@@ -17,7 +17,6 @@ from dwlt_utils.corruptions import (
     SEVERITIES,
     STAND_IN_CORRUPTIONS,
     STAND_IN_WORDS,
-    check_cifar10_c,
     load_cifar10_c,
     stand_in_corruptions,
 )
@@ -57,10 +56,6 @@ def write_cifar10_c(root: Path, corruptions=PICKED, n: int = N, labels_dtype=np.
 
 def load_small(root: Path, corruptions=PICKED):
     return load_cifar10_c(root, corruptions, images_per_severity=N)
-
-
-def check_small(root: Path, corruptions=PICKED) -> None:
-    check_cifar10_c(root, corruptions, images_per_severity=N)
 
 
 # ---- reading CIFAR-10-C
@@ -109,7 +104,7 @@ def test_the_defaults_are_the_published_layout(tmp_path):
     assert len(load_cifar10_c(tmp_path, images_per_severity=N)) == 75
 
 
-def test_check_passes_on_published_files_and_loads_no_images(tmp_path, monkeypatch):
+def test_loading_checks_published_files_and_reads_no_images(tmp_path, monkeypatch):
     write_cifar10_c(tmp_path)
     modes = []
     real_load = np.load
@@ -119,7 +114,7 @@ def test_check_passes_on_published_files_and_loads_no_images(tmp_path, monkeypat
         return real_load(*args, **kwargs)
 
     monkeypatch.setattr(np, "load", recording_load)
-    assert check_small(tmp_path) is None
+    assert len(load_small(tmp_path)) == 10
     assert modes == ["r", "r", "r"]  # two corruption files and the labels, each memory-mapped
 
 
@@ -128,7 +123,7 @@ def test_check_passes_on_published_files_and_loads_no_images(tmp_path, monkeypat
 
 def test_missing_folder_names_every_file_and_where_to_get_them(tmp_path):
     with pytest.raises(MissingInputError) as caught:
-        check_small(tmp_path)
+        load_small(tmp_path)
     said = str(caught.value)
     for name in ("fog.npy", "gaussian_noise.npy", "labels.npy"):
         assert name in said
@@ -139,10 +134,10 @@ def test_missing_folder_names_every_file_and_where_to_get_them(tmp_path):
 def test_a_missing_file_is_named_alone(tmp_path):
     folder = write_cifar10_c(tmp_path)
     (folder / "fog.npy").unlink()
-    with pytest.raises(MissingInputError, match=r"CIFAR-10-C: fog\.npy missing from .*zenodo\.org/record/2535967"):
+    with pytest.raises(
+        MissingInputError, match=r"CIFAR-10-C: fog\.npy missing from .*zenodo\.org/record/2535967"
+    ) as caught:
         load_small(tmp_path)
-    with pytest.raises(MissingInputError) as caught:
-        check_small(tmp_path)
     assert "gaussian_noise" not in str(caught.value) and "does not exist" not in str(caught.value)
 
 
@@ -158,9 +153,8 @@ def test_a_missing_file_is_named_alone(tmp_path):
 def test_images_of_the_wrong_layout_are_refused(tmp_path, images, wrong):
     folder = write_cifar10_c(tmp_path)
     np.save(folder / "fog.npy", images)
-    for action in (check_small, load_small):
-        with pytest.raises(FileFormatError, match=rf"fog\.npy holds {wrong} \(accepted: a uint8 array of shape "):
-            action(tmp_path)
+    with pytest.raises(FileFormatError, match=rf"fog\.npy holds {wrong} \(accepted: a uint8 array of shape "):
+        load_small(tmp_path)
 
 
 @pytest.mark.parametrize(
@@ -178,7 +172,7 @@ def test_labels_of_the_wrong_layout_are_refused(tmp_path, labels, wrong):
     folder = write_cifar10_c(tmp_path)
     np.save(folder / "labels.npy", labels)
     with pytest.raises(FileFormatError, match=rf"labels\.npy (holds )?{wrong}.*accepted: integer labels 0\.\.9"):
-        check_small(tmp_path)
+        load_small(tmp_path)
 
 
 def test_several_damaged_files_in_one_sentence(tmp_path):
@@ -186,7 +180,7 @@ def test_several_damaged_files_in_one_sentence(tmp_path):
     np.save(folder / "fog.npy", file_images("fog").astype(np.int16))
     (folder / "labels.npy").write_bytes(b"<html>Not found</html>")
     with pytest.raises(FileFormatError) as caught:
-        check_small(tmp_path)
+        load_small(tmp_path)
     said = str(caught.value)
     assert "fog.npy holds a int16 array" in said and "labels.npy is not a .npy file" in said
     assert "gaussian_noise" not in said and said.endswith(f"from {CIFAR10_C_URL} again.")
@@ -200,7 +194,7 @@ def test_a_truncated_file_is_refused(tmp_path):
         load_small(tmp_path)
     (folder / "gaussian_noise.npy").write_bytes(whole[:20])  # inside the header
     with pytest.raises(FileFormatError, match=r"gaussian_noise\.npy is not a readable \.npy array"):
-        check_small(tmp_path)
+        load_small(tmp_path)
 
 
 def test_an_archive_is_not_a_npy_file(tmp_path):
@@ -208,7 +202,7 @@ def test_an_archive_is_not_a_npy_file(tmp_path):
     with open(folder / "fog.npy", "wb") as f:
         np.savez(f, images=file_images("fog"))
     with pytest.raises(FileFormatError, match=r"fog\.npy is not a \.npy file \(accepted: a uint8 array"):
-        check_small(tmp_path)
+        load_small(tmp_path)
 
 
 def leave_mark(path: str) -> str:
@@ -231,9 +225,8 @@ def test_a_pickled_object_array_is_refused_unrun(tmp_path, name):
     folder = write_cifar10_c(tmp_path)
     mark = tmp_path / "mark"
     np.save(folder / name, np.array([Payload(mark)] * 20, dtype=object), allow_pickle=True)
-    for action in (check_small, load_small):
-        with pytest.raises(FileFormatError, match=rf"{name} is not a readable \.npy array of numbers"):
-            action(tmp_path)
+    with pytest.raises(FileFormatError, match=rf"{name} is not a readable \.npy array of numbers"):
+        load_small(tmp_path)
     assert not mark.exists()
     np.load(folder / name, allow_pickle=True)  # the payload is live: unpickled, it leaves its mark
     assert mark.read_text() == "unpickled"
@@ -245,9 +238,8 @@ def test_a_pickled_object_array_is_refused_unrun(tmp_path, name):
 @pytest.mark.parametrize("corruptions", [["fog", "rain"], [], "fog", ["fog", "fog"], ["Gaussian Noise"]], ids=str)
 def test_corruptions_must_be_distinct_benchmark_names(tmp_path, corruptions):
     write_cifar10_c(tmp_path)
-    for action in (load_cifar10_c, check_cifar10_c):
-        with pytest.raises(InputError, match="non-empty list of distinct names.*accepted: gaussian_noise, shot_noise"):
-            action(tmp_path, corruptions, images_per_severity=N)
+    with pytest.raises(InputError, match="non-empty list of distinct names.*accepted: gaussian_noise, shot_noise"):
+        load_cifar10_c(tmp_path, corruptions, images_per_severity=N)
 
 
 @pytest.mark.parametrize("images_per_severity", [0, 2.5, 10_001])
