@@ -57,7 +57,7 @@ def _panel(
         color = PALETTE[pretraining]
         style = "-" if precision == precisions[0] and deviated == numbered[0] else "-."
         label = PRETRAINING_LABELS[pretraining] + (f" ({precision})" if len(precisions) > 1 else "")
-        label += f" [{numbered.index(deviated) + 1}]" if len(numbered) > 1 else ""
+        label += _variant_number(deviated, numbered)
         curve = group[group.ticket == "imp"].sort_values("sparsity")
         if not curve.empty:
             x = 100 * curve.sparsity
@@ -87,6 +87,11 @@ def _panel(
 def variants(records: pd.DataFrame) -> list[str]:
     """The distinct deviations of records, the protocol's own (none) first: each is drawn as a line of its own."""
     return sorted(set(records.deviations), key=lambda deviations: (deviations != "", deviations))
+
+
+def _variant_number(deviations: str, numbered: list[str]) -> str:
+    """How a legend label names its variant: its number in the caption, when the figure has several."""
+    return f" [{numbered.index(deviations) + 1}]" if len(numbered) > 1 else ""
 
 
 def _variants_note(records: pd.DataFrame) -> str:
@@ -194,8 +199,7 @@ def corruption_figure(table: pd.DataFrame) -> plt.Figure | None:
             for (pretraining, deviated), cell in panel.groupby(["pretraining", "deviations"], sort=False):
                 by_level = cell.groupby(["sparsity", "severity"]).value.mean().unstack("severity").sort_index()
                 x, color = 100 * by_level.index, PALETTE[pretraining]
-                label = PRETRAINING_LABELS[pretraining]
-                label += f" [{numbered.index(deviated) + 1}]" if len(numbered) > 1 else ""
+                label = PRETRAINING_LABELS[pretraining] + _variant_number(deviated, numbered)
                 ax.plot(x, by_level[0], "o-", color=color, label=label)
                 ax.plot(x, by_level.drop(columns=0).mean(axis=1), "s--", color=color)
                 if 5 in by_level:

@@ -79,6 +79,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
 # `attack` is empty for SA rows; `deviations` is empty when the run follows its profile's protocol exactly
 # (otherwise it says how it differs, e.g. "epochs 10 instead of 100"); `git_rev` is empty outside a git checkout.
 MAY_BE_EMPTY = frozenset({"attack", "corruption", "deviations", "git_rev"})
+# The columns a measurement fills in; the others, copied from a run's records, say what was measured.
+MEASURED = ("attack", "value", "wall_s", "timestamp", "torch_version", "dwlt_version", "git_rev")
 # Columns that records written before them lack, with the value they meant.
 ADDED_LATER = {"corruption": "", "severity": 0}
 

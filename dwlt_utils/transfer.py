@@ -271,12 +271,13 @@ def check_input_path(profile: Profile, paper: DatasetInfo, resolution: Any, test
     whatever stands in for it)."""
     check_choice("resolution", resolution, RESOLUTIONS)
     check_choice("test_transform", test_transform, TEST_TRANSFORMS)
-    if resolution == 32 and paper.native_size > 32:
+    if resolution != 32:
+        return
+    if paper.native_size > 32:
         raise InputError(f"resolution 32 is for data sets of 32 px images; {paper.name} is not one: use 224.")
-    if resolution == 32 and test_transform != "resize_crop":
+    if test_transform != "resize_crop":
         raise InputError("test_transform applies to 224 px inputs; at resolution 32 test images are used as they are.")
-    if resolution == 32:
-        profile.architecture.check_small_inputs()
+    profile.architecture.check_small_inputs()
 
 
 def check_extra_dataset(dataset: str, regime: str, data_fraction: float, test_transform: str) -> None:
@@ -710,8 +711,7 @@ def _measure_check(
     for checkpoint in config.recipe.keep:
         load_selected(model, FitResult(directory), checkpoint)
         ra = cell_records[(cell_records.metric == "RA") & (cell_records.checkpoint == checkpoint)]
-        measured = ["attack", "value", "wall_s", "timestamp", "torch_version", "dwlt_version", "git_rev"]
-        fields = ra.iloc[0].drop(measured).to_dict()
+        fields = ra.iloc[0].drop(list(results.MEASURED)).to_dict()
         robust_under_all = None
         for attack, name in zip(check.attacks(config), check.attack_names(config)):
             started = time.perf_counter()
@@ -781,18 +781,7 @@ def _measure_corruptions(
         model, FitResult(directory), config, test_sets, precision, PROFILES[config.profile].eval_batch_size
     )
     # The cell's own fields, from its records; a stand-in's corruptions say so beside the cell's deviations.
-    measured = [
-        "metric",
-        "checkpoint",
-        "value",
-        "attack",
-        "wall_s",
-        "timestamp",
-        "torch_version",
-        "dwlt_version",
-        "git_rev",
-    ]
-    fields = clean.iloc[0].drop(measured).to_dict()
+    fields = clean.iloc[0].drop(["metric", "checkpoint", *results.MEASURED]).to_dict()
     if corrupted.stand_in:
         fields["deviations"] = "; ".join(filter(None, [fields["deviations"], STAND_IN_WORDS]))
     wall = time.perf_counter() - started
