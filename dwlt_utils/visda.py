@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -78,17 +78,8 @@ def visda_splits(data_root: str | Path) -> VisdaSplits:
     """Train and validation samples from `<data_root>/visda17/{train,validation}/image_list.txt`."""
     folder = Path(data_root) / VISDA_FOLDER
     train, validation = (read_image_list(folder / split) for split in SPLIT_FOLDERS)
-    info = DatasetInfo(
-        "visda17",
-        len(CLASSES),
-        MEAN,
-        STD,
-        native_size=SIZE,
-        train_size=len(train),
-        val_size=len(validation),
-        test_size=len(validation),
-        quick=False,
-    )
+    # The release's constants, with the sizes of the lists found (a partial copy is read as it is).
+    info = replace(RELEASE, train_size=len(train), val_size=len(validation), test_size=len(validation))
     return VisdaSplits(info, train, validation)
 
 
