@@ -138,10 +138,12 @@ def _duration(hours: float) -> str:
 class _Runs:
     """Transfer runs priced once each: a dense baseline that several cells share is one job. An adversarial
     run of an execution that asks for the AutoAttack check carries it too, and every run of one that asks for
-    the tests on corrupted images carries them."""
+    the tests on corrupted images carries them; a shared run priced before without them gets a job of its own
+    for the extra tests alone."""
 
     def __init__(self, pricer: Pricer):
-        self.pricer, self.seen = pricer, set()
+        self.pricer = pricer
+        self.extras_of: dict[Path, set[str]] = {}  # the runs priced, each with the extra tests counted for it
         self.check_forwards: set[int] = set()  # of the checks counted, per test image and kept checkpoint
         self.checks_done = 0
         self.corruptions: set[int] = set()  # of the corruption tests counted, how many corruptions each
@@ -157,10 +159,13 @@ class _Runs:
     def price_plan(self, profile: Profile, made: transfer.TransferPlan, *, fresh: bool = False) -> list[Job]:
         jobs = []
         for config, directory in made.runs:
-            if fresh and config.ticket == "dense" or not fresh and directory in self.seen:
+            if fresh and config.ticket == "dense":
                 continue
-            self.seen.add(directory)
-            jobs.append(self._job(profile, made, config, directory, fresh))
+            trains = fresh or directory not in self.extras_of
+            extras = [e for e in _extras(made, config) if fresh or e not in self.extras_of.get(directory, ())]
+            if trains or extras:
+                self.extras_of.setdefault(directory, set()).update(extras)
+                jobs.append(self._job(profile, made, config, directory, fresh, trains, extras))
         return jobs
 
     def _job(
@@ -170,18 +175,19 @@ class _Runs:
         config: transfer.TransferConfig,
         directory: Path,
         fresh: bool,
+        trains: bool,
+        extras: list[str],
     ) -> Job:
-        """One run's job at its image size: its training and tests, and the extra tests asked for, each unless on
-        disk."""
-        work, what = Work(), f"{config.regime} transfer"
-        if fresh or not made.finished(config, directory):
+        """One run's job at its image size: its training and tests unless priced before (`trains`), and the
+        `extras` asked for, each unless on disk."""
+        work, what = Work(), f"{config.regime} transfer" + ("" if trains else " (priced above)")
+        if trains and (fresh or not made.finished(config, directory)):
             work += run_work(config)
-        if made.check and config.regime == "adv":
-            what += " + AutoAttack"
+        if AUTOATTACK in extras:
             work += self._check(made.check, config, directory, fresh)
-        if made.corruptions:
-            what += " + corruptions"
+        if CORRUPTIONS in extras:
             work += self._corruptions(config, directory, fresh)
+        what += "".join(f" + {extra}" for extra in extras)
         self.reads_jpegs |= profile.dataset(config.dataset) == VISDA_FOLDER
         px = config.transforms.size
         seconds, source = self.pricer.seconds(profile, config.regime, px, work)
@@ -231,11 +237,22 @@ class _Runs:
         return notes
 
 
-def _merged(jobs: list[Job], what: str) -> Job:
-    """The runs of one execution as one job (an execution runs them one after the other on its GPU)."""
+AUTOATTACK, CORRUPTIONS = "AutoAttack", "corruptions"
+
+
+def _extras(made: transfer.TransferPlan, config: transfer.TransferConfig) -> list[str]:
+    """The extra tests a plan asks of one of its runs."""
+    return [AUTOATTACK] * bool(made.check and config.regime == "adv") + [CORRUPTIONS] * bool(made.corruptions)
+
+
+def _merged(jobs: list[Job], kind: str = "") -> Job:
+    """The runs of one execution as one job (an execution runs them one after the other on its GPU), named by
+    its `kind`, its runs, then the extra tests they carry."""
     first = jobs[0]
+    parts = dict.fromkeys(part for job in jobs for part in job.what.split(" + "))
+    runs = [part for part in parts if part not in (AUTOATTACK, CORRUPTIONS)]
     return Job(
-        what,
+        ", ".join(filter(None, [kind, " + ".join([*runs, *(part for part in parts if part not in runs)])])),
         first.dataset,
         first.data_fraction,
         first.px,
@@ -320,7 +337,7 @@ def sweep_plan(executions: list[Execution], pricer: Pricer) -> Plan:
         elif isinstance(made, transfer.TransferPlan):
             execution_jobs = runs.price_plan(session.profile, made)
             if execution_jobs:
-                jobs.append(_merged(execution_jobs, " + ".join(dict.fromkeys(j.what for j in execution_jobs))))
+                jobs.append(_merged(execution_jobs))
         else:
             raise InputError(
                 f"plan prices the notebooks that train (02 to 05); {execution.notebook.name} takes minutes and is not "
@@ -344,9 +361,9 @@ def _search_stages(
         for seed in seeds:
             dense_jobs = runs.price(search.level_parameters(group, 0, seed))
             if dense_jobs:
-                dense.jobs.append(_merged(dense_jobs, "dense, std + adv transfer"))
+                dense.jobs.append(_merged(dense_jobs, "dense"))
             ticket = search.level_parameters(group, top_level, seed)
-            step.append(_merged(runs.price(ticket, fresh=True), "ticket, std + adv transfer"))
+            step.append(_merged(runs.price(ticket, fresh=True), "ticket"))
     steps = worst_bisection(top_level) + (2 if confirm else 0)
     # Which level a step decides is known only after the step before it: each is priced as a level to run.
     return [dense, Stage(f"{steps} bisection steps", step, repeat=steps)]

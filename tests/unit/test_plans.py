@@ -334,6 +334,20 @@ def test_a_sweep_asked_for_autoattack_adds_the_check_to_its_adversarial_runs_unl
     assert "AutoAttack check (2 done on disk)" in plan.describe(1)
 
 
+def test_a_shared_run_priced_without_the_check_gets_a_job_for_the_check_alone(tmp_path):
+    pricer = costs.Pricer(tmp_path / "r", write_bench(tmp_path / "bench.json", RATES))
+    [plain] = plans.sweep_plan(sweep_executions(tmp_path), pricer).stages[0].jobs
+    # two executions of the same cell: the second asks for the check of the runs the first prices
+    grid = {"eval_attack": ["pgd20", "autoattack"]}
+    executions = sweeps.grid_executions(
+        cli.NOTEBOOKS / "04_adv_transfer.ipynb", {"run_root": str(tmp_path / "r")}, grid, tmp_path
+    )
+    first, second = plans.sweep_plan(executions, pricer).stages[0].jobs
+    assert first.seconds == pytest.approx(plain.seconds) and first.what == "adv transfer"
+    assert second.seconds == pytest.approx(2 * 2 * 1000 * 10_764 * 0.2 / 62)  # the cell's and its baseline's
+    assert second.what == "adv transfer (priced above) + AutoAttack"
+
+
 def test_plan_paper_counts_one_check_per_adversarial_run_when_asked(tmp_path, capsys):
     arguments = ["plan", "paper", "--bench", str(write_bench(tmp_path / "b.json", RATES)), "-p", "run_root", "r"]
 
@@ -493,6 +507,14 @@ def test_the_tests_on_corrupted_images_add_their_forwards_to_every_run(tmp_path,
     assert after.what.endswith(" transfer + corruptions") and before.what.endswith(" transfer")
     assert "tests on corrupted images (0 done on disk)" in asked.describe(1) and "(15 × 5 sets)" in asked.describe(1)
     assert "corrupted" not in plain.describe(1)
+
+
+def test_a_search_names_the_extra_tests_its_jobs_carry(tmp_path):
+    pricer = costs.Pricer(tmp_path / "r", write_bench(tmp_path / "bench.json", RATES))
+    fixed = {**search_fixed(tmp_path), "eval_corruptions": True}
+    dense, step = plans.search_plan(fixed, top_level=19, seeds=[1], pricer=pricer).stages[1:]
+    assert [job.what for job in dense.jobs] == ["dense, std transfer + adv transfer + corruptions"]
+    assert [job.what for job in step.jobs] == ["ticket, std transfer + adv transfer + corruptions"]
 
 
 def run_rows(config: transfer.TransferConfig, directory, **test_set) -> list[dict]:
