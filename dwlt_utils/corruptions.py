@@ -69,7 +69,7 @@ class CorruptedSets(Mapping[tuple[str, int], ImageArrays]):
 
     corruptions: tuple[str, ...]
     source: str
-    make: Callable[[str, int], ImageArrays] = field(repr=False)
+    make: Callable[[str, int, int], ImageArrays] = field(repr=False)  # (corruption, severity, first n; 0: all)
 
     @property
     def stand_in(self) -> bool:
@@ -78,7 +78,7 @@ class CorruptedSets(Mapping[tuple[str, int], ImageArrays]):
     def __getitem__(self, key: tuple[str, int]) -> ImageArrays:
         if key not in self:
             raise KeyError(key)
-        return self.make(*key)
+        return self.make(*key, 0)
 
     def __contains__(self, key: object) -> bool:
         # Mapping's own would make the set to answer.
@@ -90,10 +90,11 @@ class CorruptedSets(Mapping[tuple[str, int], ImageArrays]):
     def __len__(self) -> int:
         return len(self.corruptions) * len(SEVERITIES)
 
-    def sets(self) -> Iterator[tuple[str, int, ImageArrays]]:
-        """(corruption, severity, its ImageArrays) for every key in order, each made as the loop reaches it."""
+    def sets(self, first: int = 0) -> Iterator[tuple[str, int, ImageArrays]]:
+        """(corruption, severity, its ImageArrays) for every key in order, each made as the loop reaches it; with
+        `first`, of each set's first images only (read no further from disk)."""
         for corruption, severity in self:
-            yield corruption, severity, self.make(corruption, severity)
+            yield corruption, severity, self.make(corruption, severity, first)
 
     # By identity: comparing by content would read every set.
     __eq__ = object.__eq__
@@ -130,8 +131,8 @@ def load_cifar10_c(
     labels = torch.from_numpy(_checked_labels(folder, names, images_per_severity))
     indices = torch.arange(images_per_severity)
 
-    def read(corruption: str, severity: int) -> ImageArrays:
-        return _read_severity(folder / f"{corruption}.npy", severity, labels, indices)
+    def read(corruption: str, severity: int, first: int) -> ImageArrays:
+        return _read_severity(folder / f"{corruption}.npy", severity, labels, indices, first)
 
     return CorruptedSets(names, CIFAR10_C_WORDS, read)
 
@@ -236,16 +237,18 @@ def _labels(path: Path, images_per_severity: int) -> np.ndarray:
     return per_severity[0].copy()
 
 
-def _read_severity(path: Path, severity: int, labels: torch.Tensor, indices: torch.Tensor) -> ImageArrays:
-    """One severity's rows of a corruption file as NCHW; the file is checked again, as it may have changed."""
+def _read_severity(path: Path, severity: int, labels: torch.Tensor, indices: torch.Tensor, first: int) -> ImageArrays:
+    """One severity's rows of a corruption file as NCHW, its `first` only (0: all); the file is checked again, as
+    it may have changed."""
     n = len(labels)
     try:
         mapped = _mapped_images(path, n)
     except _Unfit as unfit:
         raise _format_error(path.parent, [str(unfit)]) from None
-    rows = mapped[(severity - 1) * n : severity * n]
+    kept = min(first, n) if first else n
+    rows = mapped[(severity - 1) * n : (severity - 1) * n + kept]
     images = torch.from_numpy(np.ascontiguousarray(rows.transpose(0, 3, 1, 2)))  # HWC → CHW, one copy
-    return ImageArrays(images, labels, indices)
+    return ImageArrays(images, labels[:kept], indices[:kept])
 
 
 # ---- the quick profile's stand-in
@@ -271,11 +274,12 @@ def stand_in_corruptions(test: ImageArrays, corruptions: Sequence[str] = STAND_I
     global random state is used or changed."""
     names = check_corruption_names(corruptions, STAND_IN_CORRUPTIONS)
 
-    def corrupt(corruption: str, severity: int) -> ImageArrays:
+    def corrupt(corruption: str, severity: int, first: int) -> ImageArrays:
         clean = test.images.float() / 255
         level = STAND_IN_SEVERITIES[corruption][severity - 1]
         corrupted = _STAND_INS[corruption](clean, level).clamp(0, 1)
-        return ImageArrays(torch.round(corrupted * 255).to(torch.uint8), test.labels, test.indices)
+        # The whole set is corrupted before the cut: the noise an image gets does not depend on the cut.
+        return ImageArrays(torch.round(corrupted * 255).to(torch.uint8), test.labels, test.indices).first(first)
 
     return CorruptedSets(names, STAND_IN_WORDS, corrupt)
 

@@ -118,6 +118,10 @@ class ImageArrays:
     def __len__(self) -> int:
         return len(self.labels)
 
+    def first(self, n: int) -> ImageArrays:
+        """The first n images (0: all of them)."""
+        return self.take(torch.arange(min(n, len(self)))) if n else self
+
     def take(self, positions) -> ImageArrays:
         """The images at these positions (integers), in that order, with their `indices` kept."""
         pos = torch.as_tensor(positions, device=self.labels.device)

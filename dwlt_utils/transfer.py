@@ -34,7 +34,7 @@ from .corruptions import (
     load_cifar10_c,
     stand_in_corruptions,
 )
-from .data import DatasetInfo, DataSplits, ImageArrays, check_trainable, dataset_info, limit_train, load_splits
+from .data import DatasetInfo, DataSplits, check_trainable, dataset_info, limit_train, load_splits
 from .engine import Precision
 from .errors import DwltError, InputError, MissingInputError, check_choice, check_number, phrase
 from .evaluate import correct_per_image, evaluate
@@ -609,8 +609,8 @@ def cell_batches(
         splits = limit_train(splits, config.data_fraction, config.subset, seed)
     arrays = dict(
         train=splits.train,
-        val=first_images(splits.val, config.val_images),
-        test=first_images(splits.test, config.test_images),
+        val=splits.val.first(config.val_images),
+        test=splits.test.first(config.test_images),
     )
     batches = {name: ArrayBatches(images, config.transforms, device) for name, images in arrays.items()}
     return batches, splits.train.indices.tolist()
@@ -668,11 +668,6 @@ def cell_model(config: TransferConfig, inputs: Inputs, info: DatasetInfo, seed: 
     return CellModel(with_normalization(backbone, info.mean, info.std), backbone, replaced, denominator)
 
 
-def first_images(images: ImageArrays, n: int) -> ImageArrays:
-    """The first n images (0: all of them)."""
-    return images.take(torch.arange(min(n, len(images)))) if n else images
-
-
 def run_check(plan: TransferPlan, session: Session) -> pd.DataFrame:
     """The AutoAttack check's records of every adversarial run of a plan, measured once (each run must be
     finished) and then read from disk."""
@@ -701,7 +696,7 @@ def _measure_check(
 ) -> None:
     profile = PROFILES[config.profile]
     splits = inputs.splits(config)
-    test = first_images(splits.test, check.images)
+    test = splits.test.first(check.images)
     # fp32, as AutoAttack's reference runs: a low-precision attack can be a weaker one.
     precision = Precision.for_device(session.precision.device, bf16=False, channels_last=False)
     batches = ArrayBatches(test, config.transforms, precision.device)
@@ -772,9 +767,9 @@ def _measure_corruptions(
     test_sets = (
         (
             dict(corruption=c, severity=s),
-            ArrayBatches(first_images(images, config.test_images), config.transforms, precision.device),
+            ArrayBatches(images, config.transforms, precision.device),
         )
-        for c, s, images in corrupted.sets()
+        for c, s, images in corrupted.sets(config.test_images)
     )
     started = time.perf_counter()
     rows = _test_rows(

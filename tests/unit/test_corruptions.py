@@ -80,6 +80,18 @@ def test_each_severity_comes_from_its_rows_as_nchw(tmp_path, labels_dtype):
         assert torch.equal(sets[corruption, severity].images, arrays.images)  # the mapping gives the same set
 
 
+def test_capped_sets_are_the_first_images_of_the_whole_and_read_no_further(tmp_path):
+    write_cifar10_c(tmp_path)
+    whole, capped = (list(load_small(tmp_path).sets(first)) for first in (0, 3))
+    for (corruption, severity, every), (*key, first) in zip(whole, capped):
+        assert key == [corruption, severity] and len(first) == 3
+        for name in ("images", "labels", "indices"):
+            assert torch.equal(getattr(first, name), getattr(every, name)[:3])
+    # the copy to CHW is of the rows kept: the tensor owns 3 images' bytes, not the severity's
+    assert first.images.untyped_storage().nbytes() == 3 * 3 * 32 * 32
+    assert [len(arrays) for *_, arrays in load_small(tmp_path).sets(N + 5)] == [N] * 10  # a cap above N: all
+
+
 def test_a_set_is_read_when_asked_for_and_checked_again(tmp_path):
     folder = write_cifar10_c(tmp_path)
     sets = load_small(tmp_path)
@@ -293,6 +305,8 @@ def test_stand_ins_are_deterministic_and_leave_global_random_state_alone(digits_
     torch.manual_seed(12345)  # a different global state changes nothing
     again = [arrays.images for _, _, arrays in stand_in_corruptions(digits_test).sets()]
     assert all(torch.equal(a, b) for a, b in zip(first, again))
+    capped = [arrays.images for _, _, arrays in stand_in_corruptions(digits_test).sets(5)]
+    assert all(torch.equal(a[:5], b) for a, b in zip(first, capped))  # a cap keeps each image's corruption
 
 
 def test_stand_in_names_are_checked(digits_test):
