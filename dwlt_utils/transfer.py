@@ -444,7 +444,7 @@ class Inputs:
         used), or the stand-in's own test images corrupted in a profile with stand-ins."""
         name = PROFILES[config.profile].dataset(config.dataset)
         if name not in self._corrupted:
-            if name == CORRUPTED_DATASET:
+            if reads_cifar10_c(config):
                 self._corrupted[name] = load_cifar10_c(self.roots.data_root)
             else:
                 self._corrupted[name] = stand_in_corruptions(self.splits(config).test)
@@ -719,10 +719,14 @@ def _measure_check(
     results.write_records(directory, rows, check.file(directory))
 
 
+def reads_cifar10_c(config: TransferConfig) -> bool:
+    """Whether a run's corrupted test sets are CIFAR-10-C's (else its profile's stand-ins)."""
+    return PROFILES[config.profile].dataset(config.dataset) == CORRUPTED_DATASET
+
+
 def corruptions_of(config: TransferConfig) -> tuple[str, ...]:
     """The corruptions a run is tested on: CIFAR-10-C's, or its profile's stand-ins."""
-    used = PROFILES[config.profile].dataset(config.dataset)
-    return CORRUPTIONS if used == CORRUPTED_DATASET else STAND_IN_CORRUPTIONS
+    return CORRUPTIONS if reads_cifar10_c(config) else STAND_IN_CORRUPTIONS
 
 
 def corruption_records(config: TransferConfig, directory: Path) -> pd.DataFrame | None:
