@@ -1,7 +1,7 @@
 """Images per second of the training engine against a loop written the way the official code works.
 
     python -m dwlt_utils.bench [--device auto|cpu|cuda] [--quick] [--compile | --cuda-graphs] [--json PATH]
-                               [--imagenet-input N]
+                               [--imagenet-input N] [--processes K]
 
 The reference loop is the official one's shape: fp32, per-sample PIL transforms in a DataLoader with
 worker processes, PGD whose every step also computes (and later discards) the parameters' gradients, and
@@ -18,6 +18,9 @@ share of the chip's bf16 peak (measured in the same run) and, at 224 px, of the 
 ImageNet-sized JPEGs through each of the device decoders of `batches.jpeg_folder_batches` ("turbo", "nvjpeg",
 "mixed") against PIL per image in DataLoader workers ("pil", the official way).
 
+`--processes K` times every figure in K processes at once on the one device (`compare_shared`): what K small
+runs sharing a GPU reach together (`cli sweep --per-gpu K`).
+
 `--json PATH` rewrites the whole file after every figure, so a bench stopped by a time limit leaves every
 figure it finished.
 """
@@ -31,6 +34,7 @@ import math
 import multiprocessing
 import os
 import platform
+import queue as queue_module
 import sys
 import tempfile
 import time
@@ -63,6 +67,7 @@ PIPELINES = {224: ("resnet50", PAPER_224), 32: ("resnet50_32px", PAPER_32)}
 CIFAR = DATASETS["cifar10"]
 # The decoders timed against "pil", the reference, on the ImageNet input path.
 INPUT_DECODERS = ("turbo", "nvjpeg", "mixed")
+POLL_S = 5  # how often the parent of processes timing at once looks whether they are still alive
 
 # The anchor of the 224 px figures: MLPerf Training v4.0, ResNet-50 on 8x H200 reaches about 7,950 images/s
 # per GPU for clean training (DALI decoding on the hardware JPEG engine; DESIGN.md section 5). Another figure's
@@ -166,6 +171,7 @@ class Figure:
     anchor_fraction: float | None = None
     anchor: str | None = None
     decoder: str | None = None  # the ImageNet input figures' decoder
+    processes: int = 1  # timing at once on one device, each side's rate the sum of theirs (`compare_shared`)
 
 
 class Loop:
@@ -267,7 +273,30 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def compare(
+SIDES = ("ours", "reference")
+Rounds = dict[str, list[tuple[float, int]]]  # each side's timed rounds: (seconds, images)
+
+
+def _loops(name: str, px: int, precision: Precision, batch: int, steps: int, workers: int, seed: int) -> dict:
+    """The engine's loop and the reference's on the same model, data and batch."""
+    generator = torch.Generator().manual_seed(seed)
+    n = batch * steps * 2
+    arrays = ImageArrays(
+        torch.randint(0, 256, (n, 3, 32, 32), generator=generator, dtype=torch.uint8),
+        torch.randint(0, CIFAR.num_classes, (n,), generator=generator),
+        torch.arange(n),
+    )
+    torch.manual_seed(seed)
+    model = build_model(PIPELINES[px][0], CIFAR.num_classes, CIFAR.mean, CIFAR.std)
+    reference_model = copy.deepcopy(model).to(precision.device)
+    fp32 = Precision(precision.device, bf16=False, channels_last=False)
+    return {
+        "ours": Loop(name, px, arrays, batch, precision, precision.prepare(model), reference=False, workers=workers),
+        "reference": Loop(name, px, arrays, batch, fp32, reference_model, reference=True, workers=workers),
+    }
+
+
+def timed_rounds(
     name: str,
     px: int,
     precision: Precision,
@@ -278,50 +307,115 @@ def compare(
     warmup: int,
     workers: int,
     seed: int = 0,
-) -> Figure:
-    """Time the engine and the reference on one figure, alternating `rounds` times after `warmup` steps."""
-    arch, _ = PIPELINES[px]
-    generator = torch.Generator().manual_seed(seed)
-    n = batch * steps * 2
-    arrays = ImageArrays(
-        torch.randint(0, 256, (n, 3, 32, 32), generator=generator, dtype=torch.uint8),
-        torch.randint(0, CIFAR.num_classes, (n,), generator=generator),
-        torch.arange(n),
-    )
-    torch.manual_seed(seed)
-    model = build_model(arch, CIFAR.num_classes, CIFAR.mean, CIFAR.std)
-    reference_model = copy.deepcopy(model).to(precision.device)
-    ours = Loop(name, px, arrays, batch, precision, precision.prepare(model), reference=False, workers=workers)
-    fp32 = Precision(precision.device, bf16=False, channels_last=False)
-    theirs = Loop(name, px, arrays, batch, fp32, reference_model, reference=True, workers=workers)
-    timed = {"ours": [0.0, 0], "reference": [0.0, 0]}
+    barrier=None,
+) -> Rounds:
+    """Each side's rounds of `steps` batches, alternating after `warmup` untimed steps; with a `barrier` (shared by
+    processes timing at once), every round starts when every process is ready for it."""
+    loops = _loops(name, px, precision, batch, steps, workers, seed)
+    ours = loops["ours"]
     # A CUDA graph is captured after GraphedStep.WARMUP eager steps: its capture and first replay stay untimed.
     ours.run(max(warmup, GraphedStep.WARMUP + 2) if ours.graphed else warmup)
-    theirs.run(warmup)
+    loops["reference"].run(warmup)
     _synchronize(precision.device)
+    timed: Rounds = {side: [] for side in SIDES}
     for round_ in range(rounds):
-        order = (("ours", ours), ("reference", theirs))
-        for key, loop in order if round_ % 2 == 0 else order[::-1]:  # neither side always goes first
+        for side in SIDES if round_ % 2 == 0 else SIDES[::-1]:  # neither side always goes first
+            if barrier is not None:
+                barrier.wait()
             started = time.perf_counter()
-            images = loop.run(steps)
+            images = loops[side].run(steps)
             _synchronize(precision.device)
-            timed[key][0] += time.perf_counter() - started
-            timed[key][1] += images
-    ours_rate, ref_rate = (timed[k][1] / timed[k][0] for k in ("ours", "reference"))
+            timed[side].append((time.perf_counter() - started, images))
+    return timed
+
+
+def _figure(
+    name: str, px: int, precision: Precision, batch: int, workers: int, rates: dict, steps: int, processes: int = 1
+) -> Figure:
+    ours, reference = rates["ours"], rates["reference"]
+    shared = f", {processes} processes at once" if processes > 1 else ""
     return Figure(
         name,
         px,
         precision.device.type,
         batch,
-        round(ours_rate, 3),
-        round(ref_rate, 3),
-        round(ours_rate / ref_rate, 3),
-        arch,
-        steps * rounds,
-        precision.describe(),
+        round(ours, 3),
+        round(reference, 3),
+        round(ours / reference, 3),
+        PIPELINES[px][0],
+        steps,
+        precision.describe() + shared,
         f"{precision.device.type}, fp32, PIL transforms in a DataLoader ({workers} workers), param-grad PGD, "
-        ".item() per step",
+        f".item() per step{shared}",
+        processes=processes,
     )
+
+
+def compare(name: str, px: int, precision: Precision, *, workers: int, **sizes) -> Figure:
+    """Time the engine and the reference on one figure (`timed_rounds`), in images per second."""
+    timed = timed_rounds(name, px, precision, workers=workers, **sizes)
+    rates = {side: sum(n for _, n in rounds) / sum(t for t, _ in rounds) for side, rounds in timed.items()}
+    return _figure(name, px, precision, sizes["batch"], workers, rates, sizes["steps"] * sizes["rounds"])
+
+
+def _shared_process(queue, barrier, threads: int, args: tuple, kwargs: dict) -> None:
+    torch.set_num_threads(threads)
+    try:
+        queue.put(timed_rounds(*args, barrier=barrier, **kwargs))
+    except BaseException as err:  # the parent says what failed; a silent death would leave it waiting
+        barrier.abort()
+        queue.put(f"{type(err).__name__}: {err}")
+
+
+def _answers(queue, children: list) -> list:
+    """What each child put on the queue, or, for a child that died without a word, a sentence saying so."""
+    answers = []
+    while len(answers) < len(children):
+        try:
+            answers.append(queue.get(timeout=POLL_S))
+        except queue_module.Empty:
+            if all(not child.is_alive() for child in children) and queue.empty():
+                codes = [child.exitcode for child in children]
+                answers += [f"a process ended with exit code {codes} and no result"] * (len(children) - len(answers))
+    for child in children:
+        child.join()
+    return answers
+
+
+def shared_rates(timed: list[Rounds]) -> dict[str, float]:
+    """Each side's images per second of processes timed at once: the images of all of them over the time the
+    slowest took, round by round."""
+    rates = {}
+    for side in SIDES:
+        rounds = list(zip(*(each[side] for each in timed)))  # round by round, every process's (seconds, images)
+        rates[side] = sum(n for row in rounds for _, n in row) / sum(max(t for t, _ in row) for row in rounds)
+    return rates
+
+
+def compare_shared(name: str, px: int, precision: Precision, *, processes: int, workers: int, **sizes) -> Figure:
+    """One figure timed in `processes` processes at once on one device, as several runs sharing a GPU would
+    train: every round starts together in all of them, and a side's rate is the images of all processes over
+    the time the slowest took, round by round. Each process has its share of the cores and the workers."""
+    context = multiprocessing.get_context("spawn")  # CUDA cannot be used in a forked process
+    queue, barrier = context.Queue(), context.Barrier(processes)
+    threads, share = max(1, torch.get_num_threads() // processes), workers // processes
+    children = [
+        context.Process(
+            target=_shared_process,
+            args=(queue, barrier, threads, (name, px, precision), {**sizes, "workers": share, "seed": seed}),
+            daemon=False,
+        )
+        for seed in range(processes)
+    ]
+    for child in children:
+        child.start()
+    timed = _answers(queue, children)
+    failed = [said for said in timed if isinstance(said, str)]
+    if failed:
+        raise DwltError(f"bench --processes {processes}: a process failed ({failed[0]}).")
+    rates = shared_rates(timed)
+    steps = sizes["steps"] * sizes["rounds"] * processes
+    return _figure(name, px, precision, sizes["batch"], share, rates, steps, processes)
 
 
 # ---- what a figure does with the device -------------------------------------------------------------------
@@ -556,6 +650,7 @@ class Record:
     def add(self, figure: Figure) -> None:
         self.figures.append(figure)
         label = figure.name if figure.decoder is None else f"{figure.name} ({figure.decoder})"
+        label += f" ×{figure.processes}" if figure.processes > 1 else ""
         print(
             f"{label:<22} {figure.px:>4} {figure.batch:>5} {figure.ours_img_s:>11,.1f} "
             f"{figure.reference_img_s:>16,.1f} {figure.ratio:>6.2f}x {_shown(figure.gflop_per_img, digits=2):>10} "
@@ -592,6 +687,14 @@ def _parser() -> argparse.ArgumentParser:
         metavar="N",
         help="also time the ImageNet input path on N generated JPEGs: each device decoder against PIL",
     )
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        metavar="K",
+        help="time each figure in K processes at once on the one device, as K small runs sharing a GPU would "
+        "train (each side's rate is theirs together)",
+    )
     parser.add_argument("--json", type=Path, default=None, help="write the figures to this JSON file")
     return parser
 
@@ -602,6 +705,7 @@ def run(args: argparse.Namespace) -> None:
     workers = (
         args.workers if args.workers is not None else (min(8, os.cpu_count() or 1) if device.type == "cuda" else 0)
     )
+    check_number("--processes", args.processes, 1, 64, integer=True)
     inputs = input_settings(device, args.quick, args.batch)
     if args.imagenet_input:
         check_number("--imagenet-input", args.imagenet_input, inputs["batch"], 10_000_000, integer=True)
@@ -610,7 +714,11 @@ def run(args: argparse.Namespace) -> None:
     clean_gflop = gflop_per_image("clean_train", 224, precision) if 224 in args.px else None
     for px in args.px:
         for name in args.figures:
-            figure = compare(name, px, precision, workers=workers, **settings(device, args.quick, args.batch, name, px))
+            sizes = settings(device, args.quick, args.batch, name, px)
+            if args.processes > 1:
+                figure = compare_shared(name, px, precision, processes=args.processes, workers=workers, **sizes)
+            else:
+                figure = compare(name, px, precision, workers=workers, **sizes)
             gflop = clean_gflop if (name, px) == ("clean_train", 224) else gflop_per_image(name, px, precision)
             record.add(rated(figure, gflop, peak, anchor_img_s(name, px, gflop, clean_gflop)))
     if args.imagenet_input:

@@ -14,8 +14,8 @@ run the quick demo, check committed notebooks.
     python -m dwlt_utils.cli check notebooks/*.ipynb
 
 A sweep executes its notebook once per combination of its grid, each execution a submitit job
-(`dwlt_utils.sweeps`): on this machine, `--jobs` at a time, one GPU each when there are GPUs; or on Slurm, as
-one job array. It submits only the executions that are not done, so it can be run again after a crash.
+(`dwlt_utils.sweeps`): on this machine, `--jobs` at a time, one GPU each when there are GPUs (or `--per-gpu K`
+on one); or on Slurm, as one job array. It submits only the executions that are not done, so it can be run again after a crash.
 Executed notebooks and logs are kept, named after their parameters, so every execution can be opened and
 read.
 """
@@ -321,7 +321,7 @@ def _sweep(args: argparse.Namespace) -> int:
         flush=True,
     )
     if args.executor == "local":
-        finished = run_local(todo, parallel=args.jobs)
+        finished = run_local(todo, parallel=args.jobs, per_gpu=args.per_gpu)
         return int(not all(finished.values()))
     jobs = sweeps.submit_slurm(todo, _slurm_options(args))
     if jobs:
@@ -348,7 +348,7 @@ def _search(args: argparse.Namespace) -> int:
         _print_status(search.status_table(fixed, top_level=top, seeds=seeds, out=args.out or sweep_dir(fixed)))
         return 0
     check_executor(args.executor)
-    runner = search.Runner(args.executor, args.jobs, _slurm_options(args))
+    runner = search.Runner(args.executor, args.jobs, args.per_gpu, _slurm_options(args))
     found = search.search(
         fixed, top_level=top, seeds=seeds, out=args.out or sweep_dir(fixed), runner=runner, confirm=args.confirm
     )
@@ -465,6 +465,14 @@ def _executor_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--executor", choices=sweeps.EXECUTORS, default="local", help="this machine, or Slurm")
     parser.add_argument(
         "--jobs", type=int, default=1, help="local: executions at once (one GPU each, when there are GPUs)"
+    )
+    parser.add_argument(
+        "--per-gpu",
+        type=int,
+        default=1,
+        metavar="K",
+        help="local: executions that may share one GPU, for small runs that leave it idle (32 px, data-limited); "
+        "`bench --processes K` times it",
     )
     parser.add_argument("--partition", default=None, help="slurm: the partition")
     parser.add_argument("--gpus-per-job", type=int, default=1, help="slurm: GPUs of each execution's job")

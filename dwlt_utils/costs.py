@@ -201,9 +201,14 @@ class BenchFile:
         return cls(Path(path), figures)
 
     def prices(self, profile: Profile, px: int) -> Prices | None:
-        """The unit prices of the profile's model at `px` (None: the file has no figures of them)."""
+        """The unit prices of the profile's model at `px` (None: the file has no figures of them), from figures of
+        one process: those of several processes timed at once (`bench --processes`) are their sum, no run's."""
         arch = bench_arch(profile, px)
-        rates = {f["name"]: float(f["ours_img_s"]) for f in self.figures if f["arch"] == arch and f["px"] == px}
+        rates = {
+            f["name"]: float(f["ours_img_s"])
+            for f in self.figures
+            if f["arch"] == arch and f["px"] == px and f.get("processes", 1) == 1
+        }
         if not rates:
             return None
         missing = [name for name in FIGURES if name not in rates]

@@ -13,6 +13,7 @@ steps after it):
 - bench: `python -m dwlt_utils.bench --quick` at 224 and 32 px with the ImageNet input path;
 - bench_cuda_graphs, bench_compile: PGD-10 training at 224 px with each fast path (tests/gpu checks them against
   eager; here they are timed);
+- bench_shared: the 32 px figures timed in 4 processes at once, as small runs sharing one GPU would train;
 - rehearsal: `pytest -m "rehearsal and gpu" tests/rehearsal`, when papermill is installed.
 
 The report, `OUT/<device>-<date>.json` and `.md`, is rewritten atomically after every step, so a check stopped by
@@ -254,6 +255,7 @@ def _figures_note(env: dict) -> str:
 
 def _figure_row(f: dict) -> list[str]:
     name = f["name"] if not f.get("decoder") else f"{f['name']} ({f['decoder']})"
+    name += f" ×{f['processes']}" if f.get("processes", 1) > 1 else ""
     return [
         f["step"],
         name,
@@ -354,6 +356,7 @@ def _without_papermill(check: Check) -> str | None:
 
 IMAGENET_INPUT_IMAGES = 1024
 FAST_PATH_FIGURE = ("--figures", "adv_train", "--px", "224")
+SHARED_PROCESSES = 4  # 32 px runs timed at once: what `cli sweep --per-gpu 4` would train on one GPU
 
 # In the order they run: the short ones and the one never run before first, the compiler last. The shares fit
 # 6 minutes on one H200: the GPU tests (bf16 against fp32 over 16 runs, the speed test) take the most.
@@ -387,6 +390,13 @@ STEPS = [
         "bench --quick --cuda-graphs, PGD-10 training at 224 px",
         9,
         lambda c, s: _bench(c, s, "--cuda-graphs", *FAST_PATH_FIGURE),
+        _read_figures,
+    ),
+    Step(
+        "bench_shared",
+        f"bench --quick at 32 px in {SHARED_PROCESSES} processes at once: small runs sharing the GPU",
+        7,
+        lambda c, s: _bench(c, s, "--px", "32", "--processes", str(SHARED_PROCESSES)),
         _read_figures,
     ),
     Step(

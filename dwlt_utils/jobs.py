@@ -107,9 +107,10 @@ def ended_because(err: BaseException, execution: Execution, log: str) -> str:
     return said(err)
 
 
-def submitting(execution: Execution, executor: str, gpus: int) -> None:
+def submitting(execution: Execution, executor: str, gpus: float) -> None:
     """A new submission starts a new record, before its job can start: nothing of an earlier job (its error,
-    its process) carries over. The job adds where it runs and logs when it starts."""
+    its process) carries over. The job adds where it runs and logs when it starts. `gpus`: what its job holds,
+    a fraction where it shares one."""
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
     io.write_json(execution.state_file, {"state": "submitted", "executor": executor, "gpus": gpus, "at": now})
 

@@ -78,13 +78,14 @@ class Runner:
 
     executor: str = "local"
     parallel: int = 1
+    per_gpu: int = 1
     slurm: SlurmOptions = field(default_factory=SlurmOptions)
 
     def run(self, executions: list[Execution]) -> int:
         """Run the executions that are not done and wait for them; returns how many ran."""
         todo = to_submit(executions)
         if self.executor == "local":
-            run_local(todo, parallel=self.parallel)
+            run_local(todo, parallel=self.parallel, per_gpu=self.per_gpu)
         else:
             submit_slurm(todo, self.slurm)
             while any(execution_status(e)["status"] in ("running", "queued") for e in todo):

@@ -174,7 +174,7 @@ def execution_status(execution: Execution) -> dict[str, Any]:
 
 
 def _status_row(
-    execution: Execution, status: str, wall_s: float, gpus: int, note: str, *, invalid: bool = False
+    execution: Execution, status: str, wall_s: float, gpus: float, note: str, *, invalid: bool = False
 ) -> dict:
     return {
         "execution": execution.name,
@@ -241,13 +241,27 @@ def _gpu_count() -> int:
     return torch.cuda.device_count()
 
 
-def run_local(executions: list[Execution], *, parallel: int = 1, quiet: bool = False) -> dict[Execution, bool]:
-    """Run executions on this machine as submitit local jobs, `parallel` at a time (at most one per GPU when
-    there are GPUs, each job seeing only its own), each with its share of the CPU cores; waits for them all
-    and returns whether each finished."""
+def gpu_slots(parallel: int, gpus: int, per_gpu: int = 1) -> list[int | None]:
+    """The GPU of each of the executions that run at once: at most `parallel`, `per_gpu` on each GPU, spread
+    over the GPUs before any is shared (None: no GPU)."""
+    if not gpus:
+        return [None] * parallel
+    return [gpu for _ in range(per_gpu) for gpu in range(gpus)][:parallel]
+
+
+def run_local(
+    executions: list[Execution], *, parallel: int = 1, per_gpu: int = 1, quiet: bool = False
+) -> dict[Execution, bool]:
+    """Run executions on this machine as submitit local jobs, `parallel` at a time (at most `per_gpu` on each
+    GPU when there are GPUs, each job seeing only its own), each with its share of the CPU cores; waits for
+    them all and returns whether each finished. An execution that shares its GPU counts its share of it in
+    GPU-hours."""
     check_number("--jobs", parallel, 1, 1024, integer=True)
+    check_number("--per-gpu", per_gpu, 1, 64, integer=True)
     gpus = _gpu_count()
-    slots = list(range(min(parallel, gpus))) if gpus else [None] * parallel
+    if per_gpu > 1 and not gpus:
+        note(f"--per-gpu {per_gpu} changes nothing on a machine without GPUs.")
+    slots = gpu_slots(parallel, gpus, per_gpu)
     threads = max(1, (os.cpu_count() or 1) // min(len(slots), max(len(executions), 1)))  # a lone job takes every core
     free, pending, running, finished = list(range(len(slots))), list(executions), {}, {}
     while pending or running:
@@ -260,7 +274,7 @@ def run_local(executions: list[Execution], *, parallel: int = 1, quiet: bool = F
                 gpus_per_node=int(gpu is not None),
                 visible_gpus=() if gpu is None else (gpu,),
             )
-            submitting(execution, "local", int(gpu is not None))
+            submitting(execution, "local", 0 if gpu is None else 1 / slots.count(gpu))
             job = executor.submit(Execute(threads), execution)
             running[job] = (slot, execution)
         time.sleep(POLL_S)

@@ -53,6 +53,21 @@ def test_a_stopped_bench_leaves_every_figure_it_finished(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["bench.json"]  # no temporary file left behind
 
 
+def test_processes_timing_at_once_add_their_images_over_the_slowest_rounds(monkeypatch):
+    sizes = dict(batch=2, steps=1, rounds=2, warmup=0, workers=0)
+    figure = bench.compare_shared("clean_train", 32, CPU, processes=2, **sizes)
+    assert figure.processes == 2 and figure.steps_timed == 4 and figure.ours.endswith(", 2 processes at once")
+    assert figure.ours_img_s > 0 and figure.ratio == pytest.approx(figure.ours_img_s / figure.reference_img_s, 1e-2)
+    # the arithmetic, on made-up rounds: round by round, every process's images over the slowest's seconds
+    rounds = [{"ours": [(1.0, 4), (2.0, 4)], "reference": [(4.0, 4), (4.0, 4)]}] + [
+        {"ours": [(3.0, 4), (1.0, 4)], "reference": [(2.0, 4), (8.0, 4)]}
+    ]
+    assert bench.shared_rates(rounds) == {"ours": 16 / (3 + 2), "reference": 16 / (4 + 8)}
+    # a process that fails stops the others and the figure, in one sentence
+    with pytest.raises(bench.DwltError, match=r"bench --processes 2: a process failed \(KeyError: 64\)"):
+        bench.compare_shared("clean_train", 64, CPU, processes=2, **sizes)
+
+
 def test_flops_per_image_are_what_torch_counts_for_the_bare_loop():
     assert bench.gflop_per_image("clean_train", 224, CPU) == pytest.approx(BARE_LOOP_GFLOP["clean_train"], rel=5e-3)
     # At 32 px an attacked step costs about as many clean steps as at 224 px: the same network on smaller maps,

@@ -102,6 +102,11 @@ def test_bench_figures_price_each_unit(tmp_path):
     # the quick profile's model is not what bench measures
     assert figures.prices(QUICK, 16) is None
     assert figures.prices(PAPER, 32) is None  # nor is the paper's model at 32 px
+    # figures of processes timed at once are their sum: no run's price
+    shared = [{**figure, "ours_img_s": 4 * figure["ours_img_s"], "processes": 4} for figure in bench_figures(RATES)]
+    path = tmp_path / "shared.json"
+    path.write_text(json.dumps([*json.loads((tmp_path / "bench.json").read_text()), *shared]))
+    assert costs.BenchFile.read(path).prices(PAPER, 224) == prices
 
 
 @pytest.mark.parametrize(

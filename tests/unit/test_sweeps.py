@@ -206,6 +206,25 @@ def test_a_failing_execution_is_failed_with_its_sentence_and_log(roots, capsys):
     assert "Log: " in row and ".out" in row
 
 
+def test_executions_share_a_gpu_only_once_every_gpu_has_one():
+    assert sweeps.gpu_slots(3, 0, 4) == [None, None, None]
+    assert sweeps.gpu_slots(3, 2) == [0, 1]  # one per GPU: no more at once than GPUs
+    assert sweeps.gpu_slots(3, 2, 2) == [0, 1, 0]
+    assert sweeps.gpu_slots(8, 2, 2) == [0, 1, 0, 1]
+
+
+def test_executions_sharing_a_gpu_each_count_their_share_of_it(roots, monkeypatch, capsys):
+    monkeypatch.setattr(sweeps, "_gpu_count", lambda: 1)  # a GPU that only submitit's environment names
+    arguments = sweep_arguments(roots, sparsities=(0.36,))  # no source planted: the execution stops at once
+    assert cli.main(["sweep", *arguments, "--jobs", "2", "--per-gpu", "2"]) == 1
+    state = json.loads((roots.run_root / "executed" / "03_std_transfer" / "sparsity-0.36.json").read_text())
+    assert state["state"] == "failed" and state["gpus"] == 0.5
+    monkeypatch.setattr(sweeps, "_gpu_count", lambda: 0)
+    capsys.readouterr()
+    assert sweeps.run_local([], per_gpu=2) == {}
+    assert "--per-gpu 2 changes nothing on a machine without GPUs." in capsys.readouterr().err
+
+
 def test_a_killed_sweep_run_again_runs_only_its_unfinished_executions(roots, plant_source, capsys):
     plant_source()
     arguments = sweep_arguments(roots, seeds=(1, 2))  # a dense model each: one training per execution
