@@ -230,41 +230,43 @@ def test_every_notebook_executes_and_renders_to_html(chain):
 @pytest.mark.parametrize(
     "name, parameters, message",
     [
+        # One refusal per notebook runs in the default suite; the unit tests check every sentence, so the rest run
+        # through papermill in the slow suite.
         ("04_adv_transfer", {"sparsity": 0.5}, r"Sparsity 0.5 is not on the IMP ladder .*level 3 \(0.4880\)"),
-        ("04_adv_transfer", {"dataset": "imagenet"}, r"Unknown data set 'imagenet'; accepted: cifar10, cifar100, svhn"),
         ("03_std_transfer", {"pretraining": "moco"}, r"Unknown pre-training 'moco'; accepted: standard, fast_adv, adv"),
         ("05_data_limited", {"data_fraction": 1.5}, r"data_fraction must be a number in \(0, 1\]; got 1.5"),
-        ("04_adv_transfer", {"eps_255": "8/255"}, r"eps_255 must be a number in \[0, 255\]; got '8/255'"),
-        # Through papermill in the slow suite: the unit tests check these sentences, and the default suite's time
-        # is near its limit.
-        pytest.param(
-            "04_adv_transfer", {"resolution": 64}, r"Unknown resolution 64; accepted: 224, 32\.", marks=pytest.mark.slow
-        ),
-        pytest.param(
-            "03_std_transfer",
-            {"dataset": "visda17", "regimes": ["adv"]},
-            r"VisDA-2017 is in standard transfer only",
-            marks=pytest.mark.slow,
-        ),
         ("02_imp", {"levels": 50}, r"levels must be an integer in \[0, 40\]; got 50"),
-        ("03_std_transfer", {"device": "cpu", "torch_compile": True}, r"CUDA graphs are for CUDA devices"),
-        # Degenerate runs and parameters the notebook does not have stop too, instead of passing as results
+        ("06_figures", {}, r"^MissingInputError: No records of the quick profile under .*runs: check run_root"),
+        # A parameter the notebook does not have stops too, instead of passing as results
         (
             "03_std_transfer",
             {"eps_255": -8},
             r"^InputError: Unknown parameter eps_255: this notebook takes quick, seed,",
         ),
-        (
-            "05_data_limited",
-            {"data_fraction": 0.001},
-            r"1 image, too few .* smallest data_fraction that trains is 0.0017",
+        *(
+            pytest.param(*case, marks=pytest.mark.slow)
+            for case in [
+                ("04_adv_transfer", {"dataset": "imagenet"}, r"Unknown data set 'imagenet'; accepted: cifar10, "),
+                ("04_adv_transfer", {"eps_255": "8/255"}, r"eps_255 must be a number in \[0, 255\]; got '8/255'"),
+                ("04_adv_transfer", {"resolution": 64}, r"Unknown resolution 64; accepted: 224, 32\."),
+                (
+                    "03_std_transfer",
+                    {"dataset": "visda17", "regimes": ["adv"]},
+                    r"VisDA-2017 is in standard transfer only",
+                ),
+                ("03_std_transfer", {"device": "cpu", "torch_compile": True}, r"CUDA graphs are for CUDA devices"),
+                (
+                    "05_data_limited",
+                    {"data_fraction": 0.001},
+                    r"1 image, too few .* smallest data_fraction that trains is 0.0017",
+                ),
+                (
+                    "02_imp",
+                    {"pretraining": "adv", "source_eps_255": 3},
+                    r"quick profile pre-trains its robust sources at ε = 4",
+                ),
+            ]
         ),
-        (
-            "02_imp",
-            {"pretraining": "adv", "source_eps_255": 3},
-            r"quick profile pre-trains its robust sources at ε = 4",
-        ),
-        ("06_figures", {}, r"^MissingInputError: No records of the quick profile under .*runs: check run_root"),
     ],
 )
 def test_bad_parameters_stop_in_the_validation_cell_and_write_nothing(tmp_path, name, parameters, message):

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from dwlt_utils import gpu_check
+from dwlt_utils import bench, gpu_check
 from dwlt_utils.gpu_check import Check, Step
 
 JUNIT = """<?xml version="1.0" encoding="utf-8"?>
@@ -193,6 +193,22 @@ def test_each_step_gets_its_share_of_the_budget_left():
     assert gpu_check.timeout_for(5, 10, -3) == 0
     shares = [step.share for step in gpu_check.STEPS]
     assert sum(shares) == 117 and all(share > 0 for share in shares)
+
+
+def test_every_module_a_step_runs_takes_the_steps_arguments(check):
+    """A misspelt option would cost a lent GPU's minutes: each step's command is parsed here as its module would."""
+    parsers = {"dwlt_utils.bench": bench._parser(), "dwlt_utils.gpu_check": gpu_check._parser()}
+    parsed = []
+    for step in gpu_check.STEPS:
+        if step.name == "nccl":  # torchrun's command counts the GPUs present
+            continue
+        command = step.command(check, step)
+        if command[1:3] == ["-m", "dwlt_utils.bench"] or command[1:3] == ["-m", "dwlt_utils.gpu_check"]:
+            parsers[command[2]].parse_args(command[3:])
+            parsed.append(step.name)
+    assert parsed == ["environment", "bench", "bench_cuda_graphs", "bench_shared", "bench_compile"]
+    shared = bench._parser().parse_args(step_named("bench_shared").command(check, step_named("bench_shared"))[3:])
+    assert shared.processes == gpu_check.SHARED_PROCESSES and shared.px == [32]
 
 
 def test_the_environment_names_the_optional_packages(tmp_path):

@@ -196,9 +196,14 @@ def test_a_local_sweep_runs_each_execution_as_a_job_and_a_second_run_submits_not
     assert "Total: 0.00 GPU-hours still to run, 0.0 min of wall time on 2 GPUs" in out
 
 
-def test_a_failing_execution_is_failed_with_its_sentence_and_log(roots, capsys):
+def test_a_failing_execution_is_failed_with_its_sentence_and_log(roots, monkeypatch, capsys):
+    monkeypatch.setattr(sweeps, "_gpu_count", lambda: 1)  # a GPU that only submitit's environment names
     arguments = sweep_arguments(roots, sparsities=(0.36,))  # no source planted: the notebook stops
-    assert cli.main(["sweep", *arguments]) == 1
+    assert cli.main(["sweep", *arguments, "--jobs", "2", "--per-gpu", "2"]) == 1
+    # an execution that may share its GPU counts its share of it
+    assert (
+        json.loads((roots.run_root / "executed" / "03_std_transfer" / "sparsity-0.36.json").read_text())["gpus"] == 0.5
+    )
     capsys.readouterr()
     assert cli.main(["status", *arguments]) == 0
     row = capsys.readouterr().out.splitlines()[1]
@@ -213,18 +218,13 @@ def test_executions_share_a_gpu_only_once_every_gpu_has_one():
     assert sweeps.gpu_slots(8, 2, 2) == [0, 1, 0, 1]
 
 
-def test_executions_sharing_a_gpu_each_count_their_share_of_it(roots, monkeypatch, capsys):
-    monkeypatch.setattr(sweeps, "_gpu_count", lambda: 1)  # a GPU that only submitit's environment names
-    arguments = sweep_arguments(roots, sparsities=(0.36,))  # no source planted: the execution stops at once
-    assert cli.main(["sweep", *arguments, "--jobs", "2", "--per-gpu", "2"]) == 1
-    state = json.loads((roots.run_root / "executed" / "03_std_transfer" / "sparsity-0.36.json").read_text())
-    assert state["state"] == "failed" and state["gpus"] == 0.5
+def test_sharing_gpus_on_a_machine_without_one_is_said_to_change_nothing(monkeypatch, capsys):
     monkeypatch.setattr(sweeps, "_gpu_count", lambda: 0)
-    capsys.readouterr()
     assert sweeps.run_local([], per_gpu=2) == {}
     assert "--per-gpu 2 changes nothing on a machine without GPUs." in capsys.readouterr().err
 
 
+@pytest.mark.slow  # 35 s: the unit suite's longest
 def test_a_killed_sweep_run_again_runs_only_its_unfinished_executions(roots, plant_source, capsys):
     plant_source()
     arguments = sweep_arguments(roots, seeds=(1, 2))  # a dense model each: one training per execution
