@@ -15,7 +15,8 @@ run the quick demo, check committed notebooks.
 
 A sweep executes its notebook once per combination of its grid, each execution a submitit job
 (`dwlt_utils.sweeps`): on this machine, `--jobs` at a time, one GPU each when there are GPUs (or `--per-gpu K`
-on one); or on Slurm, as one job array. It submits only the executions that are not done, so it can be run again after a crash.
+on one); or on Slurm, as one job array. It submits only the executions that are not done, so it can be run
+again after a crash.
 Executed notebooks and logs are kept, named after their parameters, so every execution can be opened and
 read.
 """

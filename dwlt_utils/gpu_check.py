@@ -9,7 +9,8 @@ steps after it):
 
 - environment: the GPUs (nvidia-smi when present), torch, torchvision, cuDNN, CPUs, the optional packages;
 - nccl: one DDP training step under NCCL on every GPU through torchrun, against one process's step;
-- gpu_tests: `pytest -m gpu tests/gpu`, each test's outcome and duration;
+- gpu_tests, gpu_fast_path_tests: `pytest -m gpu tests/gpu`, each test's outcome and duration; the fast paths'
+  tests (CUDA graphs and torch.compile against eager) apart, with a share of their own;
 - bench: `python -m dwlt_utils.bench --quick` at 224 and 32 px with the ImageNet input path;
 - bench_cuda_graphs, bench_compile: PGD-10 training at 224 px with each fast path (tests/gpu checks them against
   eager; here they are timed);
@@ -356,6 +357,7 @@ def _without_papermill(check: Check) -> str | None:
 
 IMAGENET_INPUT_IMAGES = 1024
 FAST_PATH_FIGURE = ("--figures", "adv_train", "--px", "224")
+FAST_PATH_TESTS = "tests/gpu/test_fast_paths.py"
 SHARED_PROCESSES = 4  # 32 px runs timed at once: what `cli sweep --per-gpu 4` would train on one GPU
 
 # In the order they run: the short ones and the one never run before first, the compiler last. The shares fit
@@ -373,9 +375,17 @@ STEPS = [
     # tests need none of them, so conftest files above tests/gpu are left out.
     Step(
         "gpu_tests",
-        "pytest -m gpu tests/gpu",
-        38,
-        lambda c, s: _pytest(c, s, "gpu", "tests/gpu", "--confcutdir", "tests/gpu"),
+        f"pytest -m gpu tests/gpu, but for {FAST_PATH_TESTS}",
+        22,
+        lambda c, s: _pytest(c, s, "gpu", "tests/gpu", "--confcutdir", "tests/gpu", "--ignore", FAST_PATH_TESTS),
+        _read_tests,
+    ),
+    # Apart, so that a compilation slower than planned stops at its own share, not the other tests'.
+    Step(
+        "gpu_fast_path_tests",
+        f"pytest -m gpu {FAST_PATH_TESTS}: CUDA graphs and torch.compile against the eager step",
+        16,
+        lambda c, s: _pytest(c, s, "gpu", FAST_PATH_TESTS, "--confcutdir", "tests/gpu"),
         _read_tests,
     ),
     Step(
