@@ -103,6 +103,14 @@ class ArrayBatches:
             yield self.transforms.eval_batch(self.arrays.images[start:end]), self.arrays.labels[start:end]
 
 
+def loader_workers(processes: int = 1) -> int:
+    """DataLoader workers for each of `processes` processes sharing this machine's cores: its share of them, less
+    one for the process itself (at least one). JPEG decoding is what binds ImageNet training, so none is left
+    idle."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cores // processes - 1)
+
+
 class FolderBatches:
     """Train and eval data sets that return (float tensor in [0, 1], label) after their own PIL transforms."""
 
@@ -110,7 +118,7 @@ class FolderBatches:
         self, train_set: Dataset | None, eval_set: Dataset | None, device: torch.device, workers: int | None = None
     ):
         self.train_set, self.eval_set, self.device = train_set, eval_set, device
-        self.workers = min(8, os.cpu_count() or 1) if workers is None else workers
+        self.workers = loader_workers() if workers is None else workers
 
     def __len__(self) -> int:
         return len(self.train_set if self.train_set is not None else self.eval_set)
@@ -253,7 +261,7 @@ class JpegBatches:
         decoder: str = "nvjpeg",
     ):
         self.files, self.transforms, self.device = JpegFiles(samples, decoder), transforms, device
-        self.workers = min(8, os.cpu_count() or 1) if workers is None else workers
+        self.workers = loader_workers() if workers is None else workers
 
     def __len__(self) -> int:
         return len(self.files)

@@ -53,7 +53,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from . import __version__, io
 from .attacks import PGD10_TRAIN, PGD20_EVAL, AttackSpec
 from .augment import PAPER_32, PAPER_224
-from .batches import ArrayBatches, Batches, jpeg_folder_batches
+from .batches import ArrayBatches, Batches, jpeg_folder_batches, loader_workers
 from .data import DATASETS, ImageArrays, imagenet_folder, pil_transforms
 from .engine import Precision, generator_for, resolve_device
 from .errors import DwltError, check_number
@@ -677,8 +677,9 @@ def _parser() -> argparse.ArgumentParser:
         "--workers",
         type=int,
         default=None,
-        help="DataLoader workers of the reference loop and the input path (default: up to 8 with CUDA, none on "
-        "a CPU, where workers would take the cores from the compute they feed)",
+        help="DataLoader workers of the reference loop and the input path (default with CUDA: up to 8 for the "
+        "reference loop, and what IMP reads ImageNet with for the input path, every core but one; none on a CPU, "
+        "where workers would take the cores from the compute they feed)",
     )
     parser.add_argument(
         "--imagenet-input",
@@ -702,9 +703,9 @@ def _parser() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> None:
     device = resolve_device(args.device)
     precision = Precision.for_device(device, compile=args.compile, cuda_graphs=args.cuda_graphs)
-    workers = (
-        args.workers if args.workers is not None else (min(8, os.cpu_count() or 1) if device.type == "cuda" else 0)
-    )
+    on_cuda = device.type == "cuda"
+    workers = args.workers if args.workers is not None else (min(8, os.cpu_count() or 1) if on_cuda else 0)
+    input_workers = args.workers if args.workers is not None else (loader_workers() if on_cuda else 0)
     check_number("--processes", args.processes, 1, 64, integer=True)
     inputs = input_settings(device, args.quick, args.batch)
     if args.imagenet_input:
@@ -722,7 +723,7 @@ def run(args: argparse.Namespace) -> None:
             gflop = clean_gflop if (name, px) == ("clean_train", 224) else gflop_per_image(name, px, precision)
             record.add(rated(figure, gflop, peak, anchor_img_s(name, px, gflop, clean_gflop)))
     if args.imagenet_input:
-        for figure in compare_input(device, images=args.imagenet_input, workers=workers, **inputs):
+        for figure in compare_input(device, images=args.imagenet_input, workers=input_workers, **inputs):
             record.add(rated(figure, None, peak, anchor_img_s(figure.name, 224, None, None)))
     print(f"device: {record.env['device_name']}; ours: {precision.describe()}; torch {torch.__version__}")
     if peak is not None:

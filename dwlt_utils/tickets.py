@@ -17,7 +17,7 @@ import torch
 
 from . import distributed, paths, sources, vocabulary
 from .augment import PAPER_224
-from .batches import NVJPEG_DEVIATION, ArrayBatches, Batches, jpeg_folder_batches, resolve_decoder
+from .batches import NVJPEG_DEVIATION, ArrayBatches, Batches, jpeg_folder_batches, loader_workers, resolve_decoder
 from .checkpoints import DEFAULT_EPS_255, IMAGENET_MEAN, IMAGENET_STD
 from .config import to_plain, write_config
 from .data import check_trainable, imagenet_folder, load_splits, subset_positions
@@ -37,6 +37,7 @@ from .vocabulary import IMP_VARIANTS, ONE_SHOT_METHODS, PRECISIONS, PRETRAININGS
 # A ladder's processes, named as the user gives them (a refusal that said "processes" named no parameter).
 LADDER_PROCESSES = "nproc_per_node × nnodes (notebook 02; imp_processes in 03-05)"
 GPUS_PER_NODE = 8  # how the notebook 02 parameters of a ladder of more processes split them into nodes
+AUTO_WORKERS = -1  # notebook 02's `workers`: each process's share of its node's cores, less one (`loader_workers`)
 
 
 def node_split(processes: int) -> dict[str, int]:
@@ -254,7 +255,7 @@ class LevelTrainer:
     precision: Precision
     seed: int
     imagenet_root: Path | None = None
-    workers: int = 8
+    workers: int = 1
     progress: str = "off"
     ranks: Ranks = SINGLE
 
@@ -366,14 +367,17 @@ def run_imp_ladder(
     *,
     levels: int,
     imagenet_root: Path | None = None,
-    workers: int = 8,
+    workers: int = AUTO_WORKERS,
     launch: Launch | None = None,
 ) -> list[Mask]:
     """The IMP ladder of `config` up to `levels`, resuming whatever is on disk; a ladder of several processes
     trains each level as a torchrun job of `launch` (by default on one node, or nodes of `GPUS_PER_NODE`).
-    Notebook 02 passes what `plan` made of its parameters."""
+    Each process reads ImageNet with `workers` DataLoader workers (AUTO_WORKERS: `loader_workers` of the
+    processes on its node). Notebook 02 passes what `plan` made of its parameters."""
     check_number("levels", levels, 1, 40, integer=True)
+    check_number("workers", workers, AUTO_WORKERS, 1024, integer=True)
     launch = launch or Launch(**node_split(config.processes))
+    workers = loader_workers(launch.nproc_per_node) if workers == AUTO_WORKERS else workers
     if launch.world != config.processes:
         raise InputError(f"This ladder trains on {config.processes} processes, but the launch starts {launch.world}.")
     profile, roots, precision, seed = PROFILES[config.profile], session.roots, session.precision, session.seed

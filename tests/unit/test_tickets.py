@@ -1,8 +1,10 @@
+import os
 from dataclasses import replace
 
 import pytest
 
 from dwlt_utils import paths, tickets, train
+from dwlt_utils.batches import loader_workers
 from dwlt_utils.engine import generator_for
 from dwlt_utils.errors import FileFormatError, InputError, MissingInputError
 from dwlt_utils.notebook import Parameters
@@ -35,6 +37,28 @@ def test_notebook_02s_parameters_make_one_ladder_and_its_inputs_are_found_where_
     with pytest.raises(MissingInputError, match="^The dense adv_linf4 source is not in"):
         tickets.run_imp_ladder(ladder_plan(session, pretraining="adv").ladder, session, levels=3)
     assert not (session.roots.run_root / "imp").exists()  # refused before anything of the ladder is written
+
+
+def test_each_ladder_process_reads_with_its_share_of_the_cores_unless_told(session, monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    assert [loader_workers(n) for n in (1, 2, 8, 32)] == [15, 7, 1, 1]
+    given = []
+
+    class Stop(Exception):
+        pass
+
+    def trainer(config, roots, precision, seed, imagenet_root, workers, progress):
+        given.append(workers)
+        raise Stop
+
+    monkeypatch.setattr(tickets, "LevelTrainer", trainer)
+    for processes, workers in ((1, -1), (4, -1), (4, 3)):
+        ladder = tickets.ImpConfig.create(profile=QUICK, pretraining="adv", processes=processes)
+        with pytest.raises(Stop):
+            tickets.run_imp_ladder(ladder, session, levels=3, workers=workers)
+    assert given == [15, 3, 3]  # 16 cores: 15 for one process, 16 // 4 - 1 for each of four, or as given
+    with pytest.raises(InputError, match=r"workers must be an integer in \[-1, 1,024\]; got -2"):
+        tickets.run_imp_ladder(ladder, session, levels=3, workers=-2)
 
 
 @pytest.mark.usefixtures("fashion_mnist")  # the ladder trains on the quick source data
