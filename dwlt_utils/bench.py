@@ -68,6 +68,7 @@ CIFAR = DATASETS["cifar10"]
 # The decoders timed against "pil", the reference, on the ImageNet input path.
 INPUT_DECODERS = ("turbo", "nvjpeg", "mixed")
 POLL_S = 5  # how often the parent of processes timing at once looks whether they are still alive
+BARRIER_TIMEOUT_S = 900  # a process that waits longer for the others to start a round stops, said so
 
 # The anchor of the 224 px figures: MLPerf Training v4.0, ResNet-50 on 8x H200 reaches about 7,950 images/s
 # per GPU for clean training (DALI decoding on the hardware JPEG engine; DESIGN.md section 5). Another figure's
@@ -358,28 +359,35 @@ def compare(name: str, px: int, precision: Precision, *, workers: int, **sizes) 
     return _figure(name, px, precision, sizes["batch"], workers, rates, sizes["steps"] * sizes["rounds"])
 
 
-def _shared_process(queue, barrier, threads: int, args: tuple, kwargs: dict) -> None:
+Timing = tuple[str, int, dict]  # a figure's name, its image size, and its batch, steps, rounds and warm-up
+
+
+def _shared_process(queue, barrier, threads: int, precision: Precision, timings: list[Timing], workers: int, seed: int):
+    """One of the processes timing at once: every figure in turn, each answer put on the queue as (seed, figure's
+    index, its rounds or the sentence of what failed)."""
     torch.set_num_threads(threads)
-    try:
-        queue.put(timed_rounds(*args, barrier=barrier, **kwargs))
-    except BaseException as err:  # the parent says what failed; a silent death would leave it waiting
-        barrier.abort()
-        queue.put(f"{type(err).__name__}: {err}")
-
-
-def _answers(queue, children: list) -> list:
-    """What each child put on the queue, or, for a child that died without a word, a sentence saying so."""
-    answers = []
-    while len(answers) < len(children):
+    for index, (name, px, sizes) in enumerate(timings):
         try:
-            answers.append(queue.get(timeout=POLL_S))
+            timed = timed_rounds(name, px, precision, workers=workers, seed=seed, barrier=barrier, **sizes)
+        except BaseException as err:  # said to the parent, and the others stopped at their barrier
+            barrier.abort()
+            queue.put((seed, index, f"{type(err).__name__}: {err}"))
+            return
+        queue.put((seed, index, timed))
+
+
+def _answer(queue, children: list, answered: list[int], figures: int) -> tuple[int, Rounds | str]:
+    """The next answer of a child, as (figure's index, what it said); a child that ended before answering every
+    figure is a failure, said so. `answered` counts each child's answers."""
+    while True:
+        try:
+            seed, index, said = queue.get(timeout=POLL_S)
+            answered[seed] += 1
+            return index, said
         except queue_module.Empty:
-            if all(not child.is_alive() for child in children) and queue.empty():
-                codes = [child.exitcode for child in children]
-                answers += [f"a process ended with exit code {codes} and no result"] * (len(children) - len(answers))
-    for child in children:
-        child.join()
-    return answers
+            for seed, child in enumerate(children):
+                if not child.is_alive() and queue.empty() and answered[seed] < figures:
+                    return answered[seed], f"it ended with exit code {child.exitcode} and no answer"
 
 
 def shared_rates(timed: list[Rounds]) -> dict[str, float]:
@@ -392,30 +400,36 @@ def shared_rates(timed: list[Rounds]) -> dict[str, float]:
     return rates
 
 
-def compare_shared(name: str, px: int, precision: Precision, *, processes: int, workers: int, **sizes) -> Figure:
-    """One figure timed in `processes` processes at once on one device, as several runs sharing a GPU would
-    train: every round starts together in all of them, and a side's rate is the images of all processes over
-    the time the slowest took, round by round. Each process has its share of the cores and the workers."""
+def compare_shared(timings: list[Timing], precision: Precision, *, processes: int, workers: int) -> Iterator[Figure]:
+    """Figures timed in `processes` processes at once on one device, as several runs sharing a GPU would train,
+    each yielded as all have timed it. The processes start once; every round starts together in all of them,
+    and a side's rate is the images of all of them over the time the slowest took, round by round
+    (`shared_rates`). Each process has its share of the cores and the workers."""
     context = multiprocessing.get_context("spawn")  # CUDA cannot be used in a forked process
-    queue, barrier = context.Queue(), context.Barrier(processes)
+    queue, barrier = context.Queue(), context.Barrier(processes, timeout=BARRIER_TIMEOUT_S)
     threads, share = max(1, torch.get_num_threads() // processes), workers // processes
     children = [
-        context.Process(
-            target=_shared_process,
-            args=(queue, barrier, threads, (name, px, precision), {**sizes, "workers": share, "seed": seed}),
-            daemon=False,
-        )
+        context.Process(target=_shared_process, args=(queue, barrier, threads, precision, timings, share, seed))
         for seed in range(processes)
     ]
     for child in children:
         child.start()
-    timed = _answers(queue, children)
-    failed = [said for said in timed if isinstance(said, str)]
-    if failed:
-        raise DwltError(f"bench --processes {processes}: a process failed ({failed[0]}).")
-    rates = shared_rates(timed)
-    steps = sizes["steps"] * sizes["rounds"] * processes
-    return _figure(name, px, precision, sizes["batch"], share, rates, steps, processes)
+    answered, waiting = [0] * processes, {index: [] for index in range(len(timings))}
+    try:
+        for index, (name, px, sizes) in enumerate(timings):
+            while len(waiting[index]) < processes:
+                at, said = _answer(queue, children, answered, len(timings))
+                if isinstance(said, str):
+                    raise DwltError(f"bench --processes {processes}: a process failed ({said}).")
+                waiting[at].append(said)
+            steps = sizes["steps"] * sizes["rounds"] * processes
+            yield _figure(
+                name, px, precision, sizes["batch"], share, shared_rates(waiting.pop(index)), steps, processes
+            )
+    finally:
+        for child in children:
+            child.terminate()
+            child.join()
 
 
 # ---- what a figure does with the device -------------------------------------------------------------------
@@ -713,15 +727,18 @@ def run(args: argparse.Namespace) -> None:
     peak = peak_tflop_s(device)
     record = Record(args.json, environment(device, workers, peak))
     clean_gflop = gflop_per_image("clean_train", 224, precision) if 224 in args.px else None
-    for px in args.px:
-        for name in args.figures:
-            sizes = settings(device, args.quick, args.batch, name, px)
-            if args.processes > 1:
-                figure = compare_shared(name, px, precision, processes=args.processes, workers=workers, **sizes)
-            else:
-                figure = compare(name, px, precision, workers=workers, **sizes)
-            gflop = clean_gflop if (name, px) == ("clean_train", 224) else gflop_per_image(name, px, precision)
-            record.add(rated(figure, gflop, peak, anchor_img_s(name, px, gflop, clean_gflop)))
+    timings = [
+        (name, px, settings(device, args.quick, args.batch, name, px)) for px in args.px for name in args.figures
+    ]
+    figures = (
+        compare_shared(timings, precision, processes=args.processes, workers=workers)
+        if args.processes > 1
+        else (compare(name, px, precision, workers=workers, **sizes) for name, px, sizes in timings)
+    )
+    for figure in figures:
+        name, px = figure.name, figure.px
+        gflop = clean_gflop if (name, px) == ("clean_train", 224) else gflop_per_image(name, px, precision)
+        record.add(rated(figure, gflop, peak, anchor_img_s(name, px, gflop, clean_gflop)))
     if args.imagenet_input:
         for figure in compare_input(device, images=args.imagenet_input, workers=input_workers, **inputs):
             record.add(rated(figure, None, peak, anchor_img_s(figure.name, 224, None, None)))

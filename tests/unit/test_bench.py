@@ -2,6 +2,7 @@
 torch counts them for the bare loop, the MLPerf anchor, the ImageNet input path through every decoder."""
 
 import json
+import queue
 from dataclasses import asdict
 
 import pytest
@@ -54,10 +55,13 @@ def test_a_stopped_bench_leaves_every_figure_it_finished(tmp_path, monkeypatch):
 
 
 def test_processes_timing_at_once_add_their_images_over_the_slowest_rounds(monkeypatch):
-    sizes = dict(batch=2, steps=1, rounds=2, warmup=0, workers=0)
-    figure = bench.compare_shared("clean_train", 32, CPU, processes=2, **sizes)
-    assert figure.processes == 2 and figure.steps_timed == 4 and figure.ours.endswith(", 2 processes at once")
-    assert figure.ours_img_s > 0 and figure.ratio == pytest.approx(figure.ours_img_s / figure.reference_img_s, 1e-2)
+    sizes = dict(batch=2, steps=1, rounds=2, warmup=0)
+    timings = [("clean_train", 32, sizes), ("pgd20_eval", 32, sizes)]
+    figures = list(bench.compare_shared(timings, CPU, processes=2, workers=0))  # one start of two processes
+    assert [(f.name, f.processes, f.steps_timed) for f in figures] == [("clean_train", 2, 4), ("pgd20_eval", 2, 4)]
+    for figure in figures:
+        assert figure.ours.endswith(", 2 processes at once") and figure.ours_img_s > 0
+        assert figure.ratio == pytest.approx(figure.ours_img_s / figure.reference_img_s, 1e-2)
     # the arithmetic, on made-up rounds: round by round, every process's images over the slowest's seconds
     rounds = [{"ours": [(1.0, 4), (2.0, 4)], "reference": [(4.0, 4), (4.0, 4)]}] + [
         {"ours": [(3.0, 4), (1.0, 4)], "reference": [(2.0, 4), (8.0, 4)]}
@@ -65,7 +69,24 @@ def test_processes_timing_at_once_add_their_images_over_the_slowest_rounds(monke
     assert bench.shared_rates(rounds) == {"ours": 16 / (3 + 2), "reference": 16 / (4 + 8)}
     # a process that fails stops the others and the figure, in one sentence
     with pytest.raises(bench.DwltError, match=r"bench --processes 2: a process failed \(KeyError: 64\)"):
-        bench.compare_shared("clean_train", 64, CPU, processes=2, **sizes)
+        list(bench.compare_shared([("clean_train", 64, sizes)], CPU, processes=2, workers=0))
+
+
+def test_a_process_that_dies_without_a_word_is_a_failure_said_so(monkeypatch):
+    monkeypatch.setattr(bench, "POLL_S", 0.01)
+
+    class Dead:
+        exitcode = -9
+
+        def is_alive(self):
+            return False
+
+    answers = queue.Queue()
+    answers.put((1, 0, "rounds of the second process"))
+    answered = [0, 0]
+    assert bench._answer(answers, [Dead(), Dead()], answered, 2) == (0, "rounds of the second process")
+    # the first has answered nothing, the second once: the first one's silence is its first figure's failure
+    assert bench._answer(answers, [Dead(), Dead()], answered, 2) == (0, "it ended with exit code -9 and no answer")
 
 
 def test_flops_per_image_are_what_torch_counts_for_the_bare_loop():
