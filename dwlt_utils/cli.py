@@ -378,19 +378,26 @@ def _print_status(table: pd.DataFrame) -> None:
 
 def _plan(args: argparse.Namespace) -> int:
     check_number("--gpus", args.gpus, 1, 1_000_000, integer=True)
+    check_number("--per-gpu", args.per_gpu, 1, 64, integer=True)
     pricer = costs.Pricer(sweeps.run_root_of(_fixed(args)), args.bench, args.prices)
     if args.what == "sweep":
-        found = [plans.sweep_plan(_executions(args), pricer)]
+        found = [plans.sweep_plan(_executions(args), pricer, args.per_gpu)]
     elif args.what == "search":
         fixed, top = _search_group(args)
         found = [
             plans.search_plan(
-                fixed, top_level=top, seeds=_seeds(args), pricer=pricer, confirm=args.confirm, gpus=args.gpus
+                fixed,
+                top_level=top,
+                seeds=_seeds(args),
+                pricer=pricer,
+                confirm=args.confirm,
+                gpus=args.gpus,
+                per_gpu=args.per_gpu,
             )
         ]
     else:
         fixed = _with_autoattack(_fixed(args), args.autoattack)
-        found = list(plans.paper_plans(fixed, seeds=_seeds(args), pricer=pricer, gpus=args.gpus))
+        found = list(plans.paper_plans(fixed, seeds=_seeds(args), pricer=pricer, gpus=args.gpus, per_gpu=args.per_gpu))
     for plan in found:
         print(plan.describe(args.gpus), end="\n\n")
     if len(found) == 2:
@@ -451,6 +458,13 @@ def _plan_arguments(parser: argparse.ArgumentParser) -> None:
         default=1,
         help="GPUs the jobs share (one GPU per job; the IMP ladders of a search or the paper, when GPUs outnumber "
         "them, several under DDP)",
+    )
+    parser.add_argument(
+        "--per-gpu",
+        type=int,
+        default=1,
+        metavar="K",
+        help="transfer runs sharing each GPU, slowed down as the bench's figures of K processes at once say",
     )
     parser.add_argument("--bench", type=Path, default=None, help="a `python -m dwlt_utils.bench --json` file")
     parser.add_argument(

@@ -48,6 +48,7 @@ from .bench import FIGURES, PIPELINES
 from .corruptions import SEVERITIES
 from .data import IMAGENET_TRAIN_IMAGES, dataset_info
 from .errors import DwltError, InputError, MissingInputError, check_choice
+from .gpu_check import EAGER_BENCH_STEPS
 from .profiles import PROFILES, Profile
 from .tickets import ImpConfig
 from .train import TrainConfig, read_metrics
@@ -174,7 +175,8 @@ def _figure_name(figure: dict) -> str:
 
 @dataclass(frozen=True)
 class BenchFile:
-    """The figures of a `bench --json` file, every rate a finite and positive number of images per second."""
+    """The figures of a `bench --json` file, every rate a finite and positive number of images per second; or
+    those of a GPU check's report (`gpu_check`) that time the engine as the notebooks run it by default."""
 
     path: Path
     figures: tuple[dict, ...]
@@ -182,7 +184,10 @@ class BenchFile:
     @classmethod
     def read(cls, path: Path) -> BenchFile:
         try:
-            figures = tuple(json.loads(Path(path).read_text()))
+            content = json.loads(Path(path).read_text())
+            if isinstance(content, dict) and "figures" in content:
+                content = [figure for figure in content["figures"] if figure.get("step") in EAGER_BENCH_STEPS]
+            figures = tuple(content)
             absent = [key for figure in figures for key in FIGURE_FIELDS if key not in figure]
             if absent:
                 raise KeyError(absent[0])
@@ -229,6 +234,20 @@ class BenchFile:
         on_gpu = first["device"] == "cuda"
         return Prices(train, attack, forward, f"bench on {first['device_name']}", on_gpu, includes_input=False)
 
+    def slowdown(self, profile: Profile, px: int, kind: str, processes: int) -> float | None:
+        """How much longer a run of `kind` takes when `processes` runs share the GPU: `processes` times the
+        training figure of one process over that of `processes` timed at once (`bench --processes`); None when
+        the file lacks either."""
+        arch, figure = bench_arch(profile, px), SHARED_FIGURE[kind]
+        rates = {
+            f.get("processes", 1): float(f["ours_img_s"])
+            for f in self.figures
+            if (f["name"], f["arch"], f["px"]) == (figure, arch, px)
+        }
+        if 1 not in rates or processes not in rates:
+            return None
+        return processes * rates[1] / rates[processes]
+
     def input_rates(self) -> dict[str, float]:
         """Images per second that ImageNet's input delivers, by decoder: each input figure's own and PIL, its
         reference (the slowest, where several figures measured one decoder)."""
@@ -243,6 +262,9 @@ class BenchFile:
         """Whether the engine's training figures were timed under bf16 autocast (bench's way on a GPU)."""
         return any("bf16" in f["ours"] for f in self.figures if f["name"] == "clean_train")
 
+
+# The figure that says how much a run of each regime slows down when runs share a GPU: its training.
+SHARED_FIGURE = {"std": "clean_train", "adv": "adv_train"}
 
 # Bench times the paper's model with the CIFAR stem of 32 px runs as an architecture of its own.
 WITH_CIFAR_STEM = {PIPELINES[224][0]: PIPELINES[32][0]}
@@ -363,10 +385,22 @@ class Pricer:
             f"root, or give {give}."
         )
 
-    def seconds(self, profile: Profile, kind: str, px: int, work: Work) -> tuple[float, str]:
+    def seconds(self, profile: Profile, kind: str, px: int, work: Work, *, per_gpu: int = 1) -> tuple[float, str]:
+        """The wall seconds of `work` and what priced them; with `per_gpu`, of a run sharing its GPU with as many
+        (the bench's `slowdown`)."""
         prices = self.price(profile, kind, px)
         self.used.add(prices)
-        return prices.seconds(work), prices.source
+        if per_gpu == 1:
+            return prices.seconds(work), prices.source
+        slowdown = self.bench.slowdown(profile, px, kind, per_gpu) if self.bench else None
+        if slowdown is None:
+            raise MissingInputError(
+                f"--per-gpu {per_gpu} prices runs sharing a GPU by bench figures of {per_gpu} processes at once, and "
+                f"{self.bench.path if self.bench else 'no --bench file'} has none of {bench_arch(profile, px)} at "
+                f"{px} px beside one process's; `python -m dwlt_utils.bench --px {px} --processes {per_gpu} --json "
+                "FILE` on the GPU you plan for measures them."
+            )
+        return prices.seconds(work) * slowdown, f"{prices.source}, {per_gpu} per GPU (×{slowdown:.2f} each)"
 
     def ladder_seconds(self, config: ImpConfig, trainings: int) -> tuple[float, str]:
         """Seconds of `trainings` levels of a ladder on one process and what priced them: a ladder that reads

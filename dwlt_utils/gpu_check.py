@@ -359,6 +359,8 @@ IMAGENET_INPUT_IMAGES = 1024
 FAST_PATH_FIGURE = ("--figures", "adv_train", "--px", "224")
 FAST_PATH_TESTS = "tests/gpu/test_fast_paths.py"
 SHARED_PROCESSES = 4  # 32 px runs timed at once: what `cli sweep --per-gpu 4` would train on one GPU
+# The steps that time the engine as the notebooks run it by default: what `cli plan --bench REPORT` prices from.
+EAGER_BENCH_STEPS = ("bench", "bench_shared")
 
 # In the order they run: the short ones and the one never run before first, the compiler last. The shares fit
 # 6 minutes on one H200: the GPU tests (bf16 against fp32 over 16 runs, the speed test) take the most.

@@ -58,12 +58,14 @@ class Stage:
     name: str
     jobs: list[Job] = field(default_factory=list)
     repeat: int = 1  # stages alike, one after the other (the steps of a search)
+    per_gpu: int = 1  # jobs sharing each GPU (`--per-gpu`), each holding that share of it
 
     def gpu_hours(self) -> float:
-        return self.repeat * sum(job.seconds for job in self.jobs) / 3600
+        return self.repeat * sum(job.seconds for job in self.jobs) / self.per_gpu / 3600
 
     def wall_hours(self, gpus: int) -> float:
-        return self.repeat * makespan([job.seconds for job in self.jobs if not job.done], gpus) / 3600
+        durations = [job.seconds for job in self.jobs if not job.done]
+        return self.repeat * makespan(durations, gpus * self.per_gpu) / 3600
 
 
 def makespan(durations: Iterable[float], gpus: int) -> float:
@@ -94,17 +96,20 @@ class Plan:
                 **{k: getattr(job, k) for k in ("what", "dataset", "data_fraction", "px")},
                 "priced_from": job.priced_from,
                 "seconds": job.seconds,
+                "gpu_s": job.seconds / stage.per_gpu,
                 "done": job.done,
             }
             for stage in self.stages
             for job in stage.jobs * stage.repeat
         ]
         keys = ["stage", "what", "dataset", "data_fraction", "px", "priced_from"]
-        frame = pd.DataFrame(rows, columns=[*keys, "seconds", "done"])
+        frame = pd.DataFrame(rows, columns=[*keys, "seconds", "gpu_s", "done"])
         grouped = frame.groupby(keys, sort=False)
-        table = grouped.agg(jobs=("done", "size"), done=("done", "sum"), gpu_h=("seconds", "sum")).reset_index()
+        table = grouped.agg(
+            jobs=("done", "size"), done=("done", "sum"), seconds=("seconds", "sum"), gpu_h=("gpu_s", "sum")
+        ).reset_index()
         to_run = table.jobs - table.done
-        table["h_each"] = (table.gpu_h / to_run.where(to_run > 0)).fillna(0.0) / 3600
+        table["h_each"] = (table.seconds / to_run.where(to_run > 0)).fillna(0.0) / 3600
         table["gpu_h"] = table.gpu_h / 3600
         return table[[*keys[:5], "jobs", "done", "h_each", "gpu_h", "priced_from"]]
 
@@ -115,15 +120,20 @@ class Plan:
         ):
             lines.append(self.table().to_string(index=False))
         for stage in self.stages:
+            shared = f", {stage.per_gpu} jobs sharing each" if stage.per_gpu > 1 else ""
             lines.append(
                 f"  {stage.name}: {stage.gpu_hours():,.2f} GPU-hours still to run, {_duration(stage.wall_hours(gpus))} "
-                f"on {gpus} GPU{'s' * (gpus != 1)}"
+                f"on {gpus} GPU{'s' * (gpus != 1)}{shared}"
             )
         lines.append(
             f"Total: {self.gpu_hours():,.2f} GPU-hours still to run, {_duration(self.wall_hours(gpus))} of wall time "
-            f"on {gpus} GPU{'s' * (gpus != 1)} (one GPU per job, stages one after the other)."
+            f"on {gpus} GPU{'s' * (gpus != 1)} ({self._placement()}, stages one after the other)."
         )
         return "\n".join(lines + self.notes)
+
+    def _placement(self) -> str:
+        shared = sorted({stage.per_gpu for stage in self.stages} - {1})
+        return f"{' or '.join(map(str, shared))} transfer jobs per GPU, else one" if shared else "one GPU per job"
 
 
 def _duration(hours: float) -> str:
@@ -141,8 +151,8 @@ class _Runs:
     the tests on corrupted images carries them; a shared run priced before without them gets a job of its own
     for the extra tests alone."""
 
-    def __init__(self, pricer: Pricer):
-        self.pricer = pricer
+    def __init__(self, pricer: Pricer, per_gpu: int = 1):
+        self.pricer, self.per_gpu = pricer, per_gpu
         self.extras_of: dict[Path, set[str]] = {}  # the runs priced, each with the extra tests counted for it
         self.check_forwards: set[int] = set()  # of the checks counted, per test image and kept checkpoint
         self.checks_done = 0
@@ -190,7 +200,7 @@ class _Runs:
         what += "".join(f" + {extra}" for extra in extras)
         self.reads_jpegs |= profile.dataset(config.dataset) == VISDA_FOLDER
         px = config.transforms.size
-        seconds, source = self.pricer.seconds(profile, config.regime, px, work)
+        seconds, source = self.pricer.seconds(profile, config.regime, px, work, per_gpu=self.per_gpu)
         return Job(what, config.dataset, config.data_fraction, px, seconds, source, work == Work())
 
     def _check(self, check: AutoAttackCheck, config: transfer.TransferConfig, directory: Path, fresh: bool) -> Work:
@@ -327,12 +337,18 @@ def spread_ladders(
     return {key: replace(key[0], processes=processes) for key in free}, notes
 
 
-def sweep_plan(executions: list[Execution], pricer: Pricer) -> Plan:
-    """The jobs of a sweep's executions: notebook 02 (ladders) or 03-05 (transfer runs)."""
-    runs, jobs = _Runs(pricer), []
+def sweep_plan(executions: list[Execution], pricer: Pricer, per_gpu: int = 1) -> Plan:
+    """The jobs of a sweep's executions: notebook 02 (ladders) or 03-05 (transfer runs, `per_gpu` of them
+    sharing each GPU)."""
+    runs, jobs = _Runs(pricer, per_gpu), []
     for execution in executions:
         session, made = planned(execution)
         if isinstance(made, LadderPlan):
+            if per_gpu > 1:
+                raise InputError(
+                    f"--per-gpu {per_gpu} prices transfer runs sharing a GPU; an IMP ladder of notebook 02 is priced "
+                    "on a GPU of its own (plan it without --per-gpu)."
+                )
             jobs += ladder_jobs(made.ladder, session.profile, session.roots, session.seed, made.levels, pricer)
         elif isinstance(made, transfer.TransferPlan):
             execution_jobs = runs.price_plan(session.profile, made)
@@ -344,7 +360,7 @@ def sweep_plan(executions: list[Execution], pricer: Pricer) -> Plan:
                 "planned."
             )
     title = f"Plan of {len(executions)} executions of {executions[0].notebook.name}:"
-    return Plan(title, [Stage(executions[0].notebook.stem, jobs)], runs.notes())
+    return Plan(title, [Stage(executions[0].notebook.stem, jobs, per_gpu=per_gpu)], runs.notes())
 
 
 def worst_bisection(top_level: int) -> int:
@@ -356,7 +372,7 @@ def _search_stages(
     groups: list[dict[str, Any]], top_level: int, seeds: list[int], runs: _Runs, confirm: bool
 ) -> list[Stage]:
     """Searches of several groups side by side: their dense models, then each bisection step's executions."""
-    dense, step = Stage("dense models"), []
+    dense, step = Stage("dense models", per_gpu=runs.per_gpu), []
     for group in groups:
         for seed in seeds:
             dense_jobs = runs.price(search.level_parameters(group, 0, seed))
@@ -366,7 +382,7 @@ def _search_stages(
             step.append(_merged(runs.price(ticket, fresh=True), "ticket"))
     steps = worst_bisection(top_level) + (2 if confirm else 0)
     # Which level a step decides is known only after the step before it: each is priced as a level to run.
-    return [dense, Stage(f"{steps} bisection steps", step, repeat=steps)]
+    return [dense, Stage(f"{steps} bisection steps", step, repeat=steps, per_gpu=runs.per_gpu)]
 
 
 def _ladder_stage(groups: list[dict[str, Any]], top_level: int, pricer: Pricer, gpus: int) -> tuple[Stage, list[str]]:
@@ -385,13 +401,20 @@ def _ladder_stage(groups: list[dict[str, Any]], top_level: int, pricer: Pricer, 
 
 
 def search_plan(
-    group: dict[str, Any], *, top_level: int, seeds: list[int], pricer: Pricer, confirm: bool = False, gpus: int = 1
+    group: dict[str, Any],
+    *,
+    top_level: int,
+    seeds: list[int],
+    pricer: Pricer,
+    confirm: bool = False,
+    gpus: int = 1,
+    per_gpu: int = 1,
 ) -> Plan:
     """The most a search (`search.search`) costs: its ladder where levels are missing, its dense models, and
     the most bisection steps its ladder can take, each step an execution per seed."""
     check_number("top level", top_level, 1, 40, integer=True)
     ladders, ladder_notes = _ladder_stage([group], top_level, pricer, gpus)
-    runs = _Runs(pricer)
+    runs = _Runs(pricer, per_gpu)
     stages = [ladders, *_search_stages([group], top_level, seeds, runs, confirm)]
     steps = stages[-1].repeat
     executions, exhaustive = (1 + steps) * len(seeds), (top_level + 1) * len(seeds)
@@ -416,12 +439,14 @@ def paper_groups(given: dict[str, Any]) -> tuple[Profile, list[dict[str, Any]]]:
     return profile, groups
 
 
-def paper_plans(given: dict[str, Any], *, seeds: list[int], pricer: Pricer, gpus: int = 1) -> tuple[Plan, Plan]:
+def paper_plans(
+    given: dict[str, Any], *, seeds: list[int], pricer: Pricer, gpus: int = 1, per_gpu: int = 1
+) -> tuple[Plan, Plan]:
     """The whole paper (every group of `paper_groups`, both regimes, its ladders): every level, and by search."""
     profile, groups = paper_groups(given)
     top = profile.levels
     ladders, ladder_notes = _ladder_stage(groups, top, pricer, gpus)
-    runs, every = _Runs(pricer), Stage("transfer, every level")
+    runs, every = _Runs(pricer, per_gpu), Stage("transfer, every level", per_gpu=per_gpu)
     for group in groups:
         for seed in seeds:
             for level in range(top + 1):
@@ -435,7 +460,7 @@ def paper_plans(given: dict[str, Any], *, seeds: list[int], pricer: Pricer, gpus
         [ladders, every],
         [*ladder_notes, f"{len(every.jobs)} transfer runs, one job each.", *runs.notes()],
     )
-    search_runs = _Runs(pricer)
+    search_runs = _Runs(pricer, per_gpu)
     searched = _search_stages(groups, top, seeds, search_runs, confirm=False)
     executions = sum(len(s.jobs) * s.repeat for s in searched)
     by_search = Plan(

@@ -339,6 +339,50 @@ def test_a_sweep_asked_for_autoattack_adds_the_check_to_its_adversarial_runs_unl
     assert "AutoAttack check (2 done on disk)" in plan.describe(1)
 
 
+def test_runs_sharing_a_gpu_are_slowed_as_the_bench_says_and_hold_a_share_of_it(tmp_path, capsys):
+    # four processes at once train PGD-10 at 2.5 times one process's rate: each run takes 4 / 2.5 as long
+    shared = [{**figure, "ours_img_s": 2.5 * figure["ours_img_s"], "processes": 4} for figure in bench_figures(RATES)]
+    path = tmp_path / "shared.json"
+    path.write_text(json.dumps([*bench_figures(RATES), *shared]))
+    pricer = costs.Pricer(tmp_path / "r", path)
+    alone, sharing = (plans.sweep_plan(sweep_executions(tmp_path), pricer, per_gpu) for per_gpu in (1, 4))
+    [one], [four] = alone.stages[0].jobs, sharing.stages[0].jobs
+    assert four.seconds == pytest.approx(one.seconds * 4 / 2.5) and four.priced_from.endswith("4 per GPU (×1.60 each)")
+    assert sharing.gpu_hours() == pytest.approx(four.seconds / 4 / 3600)  # a quarter of a GPU
+    assert sharing.wall_hours(1) == pytest.approx(four.seconds / 3600)  # one job: it runs alone all the same
+    assert "(4 transfer jobs per GPU, else one, stages one after the other)" in sharing.describe(1)
+    # the command, and a bench file that cannot price sharing: one sentence
+    arguments = ["plan", "sweep", str(cli.NOTEBOOKS / "04_adv_transfer.ipynb"), "-p", "run_root", str(tmp_path / "r")]
+    assert cli.main([*arguments, "--bench", str(path), "--per-gpu", "4"]) == 0
+    assert "4 jobs sharing each" in capsys.readouterr().out
+    plain = write_bench(tmp_path / "plain.json", RATES)
+    assert cli.main([*arguments, "--bench", str(plain), "--per-gpu", "4"]) == 2
+    said = capsys.readouterr().err
+    assert "--per-gpu 4 prices runs sharing a GPU by bench figures of 4 processes at once" in said
+    assert "--px 224 --processes 4 --json FILE" in said
+    with pytest.raises(InputError, match="an IMP ladder of notebook 02 is priced on a GPU of its own"):
+        plans.sweep_plan(sweep_executions(tmp_path, "02_imp"), pricer, 4)
+    searched = plans.search_plan(search_fixed(tmp_path), top_level=19, seeds=[1], pricer=pricer, per_gpu=4)
+    assert [stage.per_gpu for stage in searched.stages] == [1, 4, 4]  # the ladder keeps its GPU
+
+
+def test_a_gpu_check_report_prices_from_its_eager_bench_steps(tmp_path):
+    def step(name: str, scale: float, **fields) -> list[dict]:
+        return [{**f, "ours_img_s": scale * f["ours_img_s"], "step": name, **fields} for f in bench_figures(RATES)]
+
+    report = {
+        "environment": {},
+        "figures": [*step("bench", 1), *step("bench_compile", 3), *step("bench_shared", 2, processes=4)],
+    }
+    path = tmp_path / "nvidia-h200-2026-12-01.json"
+    path.write_text(json.dumps(report))
+    figures = costs.BenchFile.read(path)
+    assert figures.prices(PAPER, 224) == costs.BenchFile.read(write_bench(tmp_path / "b.json", RATES)).prices(
+        PAPER, 224
+    )
+    assert figures.slowdown(PAPER, 224, "adv", 4) == pytest.approx(4 / 2)
+
+
 def test_a_shared_run_priced_without_the_check_gets_a_job_for_the_check_alone(tmp_path):
     pricer = costs.Pricer(tmp_path / "r", write_bench(tmp_path / "bench.json", RATES))
     [plain] = plans.sweep_plan(sweep_executions(tmp_path), pricer).stages[0].jobs
