@@ -378,7 +378,7 @@ def _print_status(table: pd.DataFrame) -> None:
 
 def _plan(args: argparse.Namespace) -> int:
     check_number("--gpus", args.gpus, 1, 1_000_000, integer=True)
-    check_number("--per-gpu", args.per_gpu, 1, 64, integer=True)
+    sweeps.check_per_gpu(args.per_gpu)
     pricer = costs.Pricer(sweeps.run_root_of(_fixed(args)), args.bench, args.prices)
     if args.what == "sweep":
         found = [plans.sweep_plan(_executions(args), pricer, args.per_gpu)]

@@ -394,10 +394,11 @@ class Pricer:
             return prices.seconds(work), prices.source
         slowdown = self.bench.slowdown(profile, px, kind, per_gpu) if self.bench else None
         if slowdown is None:
+            measured = f"{bench_arch(profile, px)} at {px} px"
+            lacking = f"{self.bench.path} has none of {measured}" if self.bench else f"no --bench file gives {measured}"
             raise MissingInputError(
-                f"--per-gpu {per_gpu} prices runs sharing a GPU by bench figures of {per_gpu} processes at once, and "
-                f"{self.bench.path if self.bench else 'no --bench file'} has none of {bench_arch(profile, px)} at "
-                f"{px} px beside one process's; `python -m dwlt_utils.bench --px {px} --processes {per_gpu} --json "
+                f"--per-gpu {per_gpu} prices runs sharing a GPU by bench figures of {per_gpu} processes at once beside "
+                f"one process's, and {lacking}; `python -m dwlt_utils.bench --px {px} --processes {per_gpu} --json "
                 "FILE` on the GPU you plan for measures them."
             )
         return prices.seconds(work) * slowdown, f"{prices.source}, {per_gpu} per GPU (×{slowdown:.2f} each)"

@@ -260,9 +260,9 @@ def _merged(jobs: list[Job], kind: str = "") -> Job:
     its `kind`, its runs, then the extra tests they carry."""
     first = jobs[0]
     parts = dict.fromkeys(part for job in jobs for part in job.what.split(" + "))
-    runs = [part for part in parts if part not in (AUTOATTACK, CORRUPTIONS)]
+    named = " + ".join(sorted(parts, key=lambda part: part in (AUTOATTACK, CORRUPTIONS)))  # a stable sort
     return Job(
-        ", ".join(filter(None, [kind, " + ".join([*runs, *(part for part in parts if part not in runs)])])),
+        ", ".join(filter(None, [kind, named])),
         first.dataset,
         first.data_fraction,
         first.px,

@@ -241,6 +241,10 @@ def _gpu_count() -> int:
     return torch.cuda.device_count()
 
 
+def check_per_gpu(per_gpu: int) -> None:
+    check_number("--per-gpu", per_gpu, 1, 64, integer=True)
+
+
 def gpu_slots(parallel: int, gpus: int, per_gpu: int = 1) -> list[int | None]:
     """The GPU of each of the executions that run at once: at most `parallel`, `per_gpu` on each GPU, spread
     over the GPUs before any is shared (None: no GPU)."""
@@ -257,7 +261,7 @@ def run_local(
     them all and returns whether each finished. An execution that shares its GPU counts its share of it in
     GPU-hours."""
     check_number("--jobs", parallel, 1, 1024, integer=True)
-    check_number("--per-gpu", per_gpu, 1, 64, integer=True)
+    check_per_gpu(per_gpu)
     gpus = _gpu_count()
     if per_gpu > 1 and not gpus:
         note(f"--per-gpu {per_gpu} changes nothing on a machine without GPUs.")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -255,7 +255,7 @@ class LevelTrainer:
     precision: Precision
     seed: int
     imagenet_root: Path | None = None
-    workers: int = 1
+    workers: int = field(default_factory=loader_workers)
     progress: str = "off"
     ranks: Ranks = SINGLE
 
