@@ -215,7 +215,12 @@ class JpegFiles(Dataset):
         return *_prepare(Path(path).read_bytes(), self.decoder), label
 
 
-def _collate(items: list[tuple[torch.Tensor, bool, int]]) -> tuple[list[torch.Tensor], list[bool], torch.Tensor]:
+# A batch as the loader workers hand it over: each file's bytes or pixels, whether the device decodes it, labels.
+Prepared = tuple[list[torch.Tensor], list[bool], torch.Tensor]
+
+
+def collate_files(items: list[tuple[torch.Tensor, bool, int]]) -> Prepared:
+    """`JpegFiles` items as one batch (their images differ in size, so they stay a list)."""
     return [data for data, _, _ in items], [where for _, where, _ in items], torch.tensor([y for _, _, y in items])
 
 
@@ -266,18 +271,18 @@ class JpegBatches:
     def __len__(self) -> int:
         return len(self.files)
 
-    def _loader(self, batch_size: int, sampler, drop_last: bool) -> Iterator[tuple[list[torch.Tensor], torch.Tensor]]:
+    def _loader(self, batch_size: int, sampler, drop_last: bool) -> Iterator[Prepared]:
         loader = DataLoader(
             self.files,
             batch_size=batch_size,
             sampler=sampler,
             num_workers=self.workers,
-            collate_fn=_collate,
+            collate_fn=collate_files,
             drop_last=drop_last,
             pin_memory=self.device.type == "cuda",
         )
         for data, where, labels in loader:
-            yield self._images(data, where), to_device(labels, self.device)
+            yield data, where, to_device(labels, self.device)
 
     def _images(self, data: list[torch.Tensor], where: list[bool]) -> list[torch.Tensor]:
         """The batch's images on the device, in order: the encoded ones decoded there in one call, the ones the
@@ -298,8 +303,13 @@ class JpegBatches:
         else:
             sampler = DistributedSampler(self.files, ranks.world, ranks.rank, shuffle=True, seed=seed, drop_last=True)
             generator = _rank_stream(generator, ranks)
-        for images, labels in self._loader(ranks.batch_size(batch_size), sampler, drop_last):
-            yield self.crop_flip(images, generator), labels
+        for data, where, labels in self._loader(ranks.batch_size(batch_size), sampler, drop_last):
+            yield self.train_batch(data, where, generator), labels
+
+    def train_batch(self, data: list[torch.Tensor], where: list[bool], generator: torch.Generator) -> torch.Tensor:
+        """The main process's part of a training batch that the workers prepared (`collate_files`): the device
+        decodes what they left encoded, the rest is copied over, then every image is cropped and flipped."""
+        return self.crop_flip(self._images(data, where), generator)
 
     def crop_flip(self, images: list[torch.Tensor], generator: torch.Generator) -> torch.Tensor:
         """The protocol's RandomResizedCrop + flip of images of assorted sizes: boxes and flips drawn for the
@@ -316,8 +326,8 @@ class JpegBatches:
 
     def eval(self, batch_size: int) -> Iterator[Batch]:
         """Resize (the shorter side) + CenterCrop, image by image."""
-        for images, labels in self._loader(batch_size, None, False):
-            yield torch.stack([self._resize_center_crop(image) for image in images]), labels
+        for data, where, labels in self._loader(batch_size, None, False):
+            yield torch.stack([self._resize_center_crop(image) for image in self._images(data, where)]), labels
 
     def _resize_center_crop(self, image: torch.Tensor) -> torch.Tensor:
         height, width = image.shape[1:]

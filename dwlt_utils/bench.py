@@ -53,15 +53,16 @@ from torch.utils.flop_counter import FlopCounterMode
 from . import __version__, io
 from .attacks import PGD10_TRAIN, PGD20_EVAL, AttackSpec
 from .augment import PAPER_32, PAPER_224
-from .batches import ArrayBatches, Batches, jpeg_folder_batches, loader_workers
+from .batches import ArrayBatches, Batches, JpegBatches, collate_files, jpeg_folder_batches, loader_workers
 from .data import DATASETS, ImageArrays, imagenet_folder, pil_transforms
 from .engine import Precision, generator_for, resolve_device
-from .errors import DwltError, check_number
+from .errors import DwltError, InputError, check_number
 from .evaluate import evaluate
 from .models import build_model
 from .train import GraphedStep, TrainConfig, make_optimizer, train_step
 
 FIGURES = ("adv_train", "clean_train", "pgd20_eval")
+CLEAN_224 = ("clean_train", 224)  # the figure whose FLOPs scale the anchor of the others
 ATTACKS = {"adv_train": PGD10_TRAIN, "clean_train": None, "pgd20_eval": PGD20_EVAL}
 PIPELINES = {224: ("resnet50", PAPER_224), 32: ("resnet50_32px", PAPER_32)}
 CIFAR = DATASETS["cifar10"]
@@ -172,6 +173,11 @@ class Figure:
     anchor_fraction: float | None = None
     anchor: str | None = None
     decoder: str | None = None  # the ImageNet input figures' decoder
+    # Where an input figure's time goes, each part timed alone (`input_stages`): a loader worker's milliseconds per
+    # image, the rate the workers could supply at that, the rate the main process could take their batches at.
+    worker_ms_per_img: float | None = None
+    workers_img_s: float | None = None
+    main_process_img_s: float | None = None
     processes: int = 1  # timing at once on one device, each side's rate the sum of theirs (`compare_shared`)
 
 
@@ -578,6 +584,36 @@ def input_rate(
     return images / (time.perf_counter() - started)
 
 
+STAGE_ROUNDS = 2  # timed repeats of the main process's part of one batch
+
+
+def input_stages(decoder: str, files: Sequence[tuple[str, int]], device: torch.device, *, batch: int, workers: int):
+    """Where a device decoder's input time goes, each part timed alone on one batch of the files: what a loader
+    worker does per image (reading the file, and decoding it unless the device will), the rate `workers` of them
+    could supply at that, and the rate the main process could take their batches at (the device's decoding, the
+    copies, the crops and flips). The slower bounds what `input_rate` measures; both say which to speed up."""
+    timed = JpegBatches(files[:batch], PAPER_224, device, workers, decoder)
+    started = time.perf_counter()
+    items = [timed.files[i] for i in range(len(timed))]
+    worker_s = (time.perf_counter() - started) / len(items)
+    data, where, _ = collate_files(items)
+    if device.type == "cuda":  # the loader's own thread pins what the workers hand over
+        data = [d.pin_memory() for d in data]
+    generator = generator_for(device, 0)
+    timed.train_batch(data, where, generator)  # untimed: the decoder's and the kernels' first use
+    _synchronize(device)
+    started = time.perf_counter()
+    for _ in range(STAGE_ROUNDS):
+        timed.train_batch(data, where, generator)
+    _synchronize(device)
+    main_s = (time.perf_counter() - started) / (STAGE_ROUNDS * len(items))
+    return dict(
+        worker_ms_per_img=round(worker_s * 1e3, 3),
+        workers_img_s=round(max(workers, 1) / worker_s, 1),
+        main_process_img_s=round(1 / main_s, 1),
+    )
+
+
 DECODING = {
     "turbo": "JPEGs decoded by libjpeg-turbo in {workers} loader workers, cropped on the device",
     "nvjpeg": "every JPEG decoded by nvJPEG on the device in batches and cropped there; workers read the bytes",
@@ -588,8 +624,8 @@ DECODING = {
 
 def compare_input(device: torch.device, *, images: int, batch: int, rounds: int, workers: int) -> Iterator[Figure]:
     """Training batches per second from `images` generated ImageNet-sized JPEGs: the reference ("pil", PIL per
-    image in DataLoader workers, the official way) timed once, then each of INPUT_DECODERS against it; one
-    figure per decoder, as each is timed."""
+    image in DataLoader workers, the official way) timed once, then each of INPUT_DECODERS against it, with where
+    its time goes (`input_stages`); one figure per decoder, as each is timed."""
     with tempfile.TemporaryDirectory() as tmp:
         files = imagenet_folder(write_jpegs(Path(tmp), images), "train").samples
         timing = dict(batch=batch, rounds=rounds, workers=workers)
@@ -609,6 +645,7 @@ def compare_input(device: torch.device, *, images: int, batch: int, rounds: int,
                 f"{device.type}: " + DECODING[decoder].format(workers=workers),
                 f"PIL decoding and transforms per image in {workers} DataLoader workers",
                 decoder=decoder,
+                **input_stages(decoder, files, device, batch=batch, workers=workers),
             )
 
 
@@ -672,6 +709,12 @@ class Record:
             f"{_shown(figure.anchor_fraction, 100):>9}",
             flush=True,
         )
+        if figure.worker_ms_per_img is not None:
+            print(
+                f"{'':<4}a worker's {figure.worker_ms_per_img:,.2f} ms per image: the workers could supply "
+                f"{figure.workers_img_s:,.0f} img/s, the main process take {figure.main_process_img_s:,.0f}",
+                flush=True,
+            )
         if self.path:
             io.write_text(self.path, json.dumps([{**asdict(f), **self.env} for f in self.figures], indent=2) + "\n")
 
@@ -703,6 +746,11 @@ def _parser() -> argparse.ArgumentParser:
         help="also time the ImageNet input path on N generated JPEGs: each device decoder against PIL",
     )
     parser.add_argument(
+        "--input-only",
+        action="store_true",
+        help="time the ImageNet input path alone (with --imagenet-input), none of the engine's figures",
+    )
+    parser.add_argument(
         "--processes",
         type=int,
         default=1,
@@ -724,12 +772,16 @@ def run(args: argparse.Namespace) -> None:
     inputs = input_settings(device, args.quick, args.batch)
     if args.imagenet_input:
         check_number("--imagenet-input", args.imagenet_input, inputs["batch"], 10_000_000, integer=True)
-    peak = peak_tflop_s(device)
+    elif args.input_only:
+        raise InputError("--input-only times the ImageNet input path alone: give it --imagenet-input N (N JPEGs).")
+    if args.input_only and args.processes > 1:
+        raise InputError("--processes K times the engine's figures in K processes; --input-only times none of them.")
+    engine = [] if args.input_only else [(name, px) for px in args.px for name in args.figures]
+    peak = peak_tflop_s(device) if engine else None  # the input path's figures have no FLOPs to set against it
     record = Record(args.json, environment(device, workers, peak))
-    clean_gflop = gflop_per_image("clean_train", 224, precision) if 224 in args.px else None
-    timings = [
-        (name, px, settings(device, args.quick, args.batch, name, px)) for px in args.px for name in args.figures
-    ]
+    # The anchors of every 224 px figure scale by the clean step's FLOPs, counted even when it is not timed.
+    clean_gflop = gflop_per_image(*CLEAN_224, precision) if any(px == 224 for _, px in engine) else None
+    timings = [(name, px, settings(device, args.quick, args.batch, name, px)) for name, px in engine]
     figures = (
         compare_shared(timings, precision, processes=args.processes, workers=workers)
         if args.processes > 1
@@ -737,7 +789,7 @@ def run(args: argparse.Namespace) -> None:
     )
     for figure in figures:
         name, px = figure.name, figure.px
-        gflop = clean_gflop if (name, px) == ("clean_train", 224) else gflop_per_image(name, px, precision)
+        gflop = clean_gflop if (name, px) == CLEAN_224 else gflop_per_image(name, px, precision)
         record.add(rated(figure, gflop, peak, anchor_img_s(name, px, gflop, clean_gflop)))
     if args.imagenet_input:
         for figure in compare_input(device, images=args.imagenet_input, workers=input_workers, **inputs):

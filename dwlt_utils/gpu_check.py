@@ -9,9 +9,10 @@ steps after it):
 
 - environment: the GPUs (nvidia-smi when present), torch, torchvision, cuDNN, CPUs, the optional packages;
 - nccl: one DDP training step under NCCL on every GPU through torchrun, against one process's step;
-- gpu_tests, gpu_fast_path_tests: `pytest -m gpu tests/gpu`, each test's outcome and duration; the fast paths'
-  tests (CUDA graphs and torch.compile against eager) apart, with a share of their own;
-- bench: `python -m dwlt_utils.bench --quick` at 224 and 32 px with the ImageNet input path;
+- gpu_tests, gpu_precision, gpu_fast_path_tests: `pytest -m gpu tests/gpu`, each test's outcome and duration
+  written as it ends (tests/outcomes.py); bf16 against fp32 and the fast paths' tests (CUDA graphs and
+  torch.compile against eager) apart, each with a share of its own;
+- bench: `python -m dwlt_utils.bench --quick` at 224 and 32 px; bench_input: the ImageNet input path;
 - bench_cuda_graphs, bench_compile: PGD-10 training at 224 px with each fast path (tests/gpu checks them against
   eager; here they are timed);
 - bench_shared: the 32 px figures timed in 4 processes at once, as small runs sharing one GPU would train;
@@ -42,7 +43,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from xml.etree import ElementTree
 
 import torch
 import torch.distributed as dist
@@ -119,23 +119,19 @@ def goal_verdicts(figures: list[dict]) -> list[dict]:
 
 
 # ---- what the steps leave ---------------------------------------------------------------------------------
-def junit_outcomes(path: Path) -> dict[str, dict]:
-    """Each test case of a junit XML file (pytest --junitxml): its outcome (passed, failed or skipped), its
-    seconds and the first line of its failure or skip message."""
+def test_outcomes(path: Path) -> dict[str, dict]:
+    """Each test's outcome (passed, failed, skipped, or stopped: running when its step ended), seconds and first
+    line of message, from the lines `tests/outcomes.py` appends as tests start and end. A line cut short by the
+    step's end is left out."""
     outcomes = {}
-    for case in ElementTree.parse(path).getroot().iter("testcase"):
-        outcome, message = "passed", None
-        for child in case:
-            if child.tag in ("failure", "error") and outcome != "failed":
-                outcome, message = "failed", child.get("message") or child.text
-            elif child.tag == "skipped" and outcome == "passed":
-                outcome, message = "skipped", child.get("message") or child.text
-        first_line = (message or "").strip().splitlines()[:1]
-        outcomes[f"{case.get('classname')}::{case.get('name')}"] = {
-            "outcome": outcome,
-            "seconds": round(float(case.get("time") or 0), 2),
-            "message": first_line[0][:300] if first_line else None,
-        }
+    for line in path.read_text().splitlines():
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if event["outcome"] == "running":
+            event = {**event, "outcome": "stopped", "seconds": None, "message": "it was running when its step ended"}
+        outcomes[event.pop("test")] = event
     return outcomes
 
 
@@ -233,6 +229,7 @@ def render_markdown(report: dict) -> str:
         + ["anchor img/s", "anchor %", "ours"],
         [_figure_row(f) for f in report["figures"]],
     )
+    lines += _input_stage_lines(report["figures"])
     lines += ["", "## Goals (one H200)", ""]
     lines += _table(
         ["goal", "measure", "at least", "measured", "verdict", "by"],
@@ -242,6 +239,30 @@ def render_markdown(report: dict) -> str:
         ],
     )
     return "\n".join(lines) + "\n"
+
+
+def _input_stage_lines(figures: list[dict]) -> list[str]:
+    staged = [f for f in figures if f.get("worker_ms_per_img") is not None]
+    if not staged:
+        return []
+    note = (
+        "Each part of the input path timed alone on one batch: what a loader worker does per image (reading, and "
+        "decoding unless the device will), the rate the workers could supply at that, and the rate the main "
+        "process could take their batches at (the device's decoding, the copies, the crops and flips)."
+    )
+    rows = [
+        [
+            f["step"],
+            f["decoder"],
+            _number(f["ours_img_s"]),
+            _number(f["worker_ms_per_img"], digits=2),
+            _number(f["workers_img_s"], digits=0),
+            _number(f["main_process_img_s"], digits=0),
+        ]
+        for f in staged
+    ]
+    header = ["step", "decoder", "img/s", "worker ms/img", "workers could supply", "main process could take"]
+    return ["", "## ImageNet input: where the time goes", "", note, "", *_table(header, rows)]
 
 
 def _figures_note(env: dict) -> str:
@@ -311,7 +332,7 @@ def _read_environment(check: Check, step: Step) -> str | None:
 
 
 def _read_tests(check: Check, step: Step) -> str | None:
-    check.report["tests"].update(junit_outcomes(step.file(check, ".xml")))
+    check.report["tests"].update(test_outcomes(step.file(check, ".jsonl")))
     return None
 
 
@@ -336,8 +357,9 @@ def _read_nccl(check: Check, step: Step) -> str | None:
 
 
 def _pytest(check: Check, step: Step, marker: str, folder: str, *extra: str) -> list[str]:
-    junit = str(step.file(check, ".xml"))
-    return _module("pytest", "-m", marker, folder, "-p", "no:cacheprovider", "--junitxml", junit, "-q", *extra)
+    """pytest with each test's outcome written as it ends (tests/outcomes.py), kept when the step is stopped."""
+    outcomes = ["-p", "outcomes", "--outcomes", str(step.file(check, ".jsonl"))]
+    return _module("pytest", "-m", marker, folder, "-p", "no:cacheprovider", *outcomes, "-q", *extra)
 
 
 def _bench(check: Check, step: Step, *arguments: str) -> list[str]:
@@ -358,28 +380,74 @@ def _without_papermill(check: Check) -> str | None:
 IMAGENET_INPUT_IMAGES = 1024
 FAST_PATH_FIGURE = ("--figures", "adv_train", "--px", "224")
 FAST_PATH_TESTS = "tests/gpu/test_fast_paths.py"
+PRECISION_TESTS = "tests/gpu/test_precision.py"
 SHARED_PROCESSES = 4  # 32 px runs timed at once: what `cli sweep --per-gpu 4` would train on one GPU
-# The steps that time the engine as the notebooks run it by default: what `cli plan --bench REPORT` prices from.
-EAGER_BENCH_STEPS = ("bench", "bench_shared")
+# The steps that time the engine and the input as the notebooks run them by default: what `cli plan --bench
+# REPORT` prices from.
+EAGER_BENCH_STEPS = ("bench", "bench_input", "bench_shared")
 
-# In the order they run: the short ones and the one never run before first, the compiler last. The shares fit
-# 6 minutes on one H200: the GPU tests (bf16 against fp32 over 16 runs, the speed test) take the most.
+
+def _gpu_tests(*arguments: str) -> Callable[[Check, Step], list[str]]:
+    # tests/conftest.py asks for the notebook suites' packages (papermill) before it collects anything; the GPU
+    # tests need none of them, so conftest files above tests/gpu are left out.
+    return lambda c, s: _pytest(c, s, "gpu", *arguments, "--confcutdir", "tests/gpu")
+
+
+# In the order they run: the checks of what runs by default and the figures the goals judge first, the compiler
+# last. Each share is about the seconds the step was estimated to take on one H200 (from the 2026-11-30 run:
+# two GPU tests took 28 s, the bf16 runs 58 s in parallel, a compiled ResNet-50 a minute to warm up); a step
+# that ends early leaves its time to the later ones, and one stopped at its limit keeps what it finished (each
+# test's outcome, each figure).
 STEPS = [
     Step(
         "environment",
         "GPUs, driver, torch, torchvision, cuDNN, CPUs, optional packages",
-        5,
+        4,
         lambda c, s: _module("dwlt_utils.gpu_check", "--environment", str(s.file(c, ".json"))),
         _read_environment,
     ),
     Step("nccl", "one DDP step under NCCL on every GPU (torchrun) against one process's step", 6, _nccl, _read_nccl),
-    # tests/conftest.py asks for the notebook suites' packages (papermill) before it collects anything; the GPU
-    # tests need none of them, so conftest files above tests/gpu are left out.
     Step(
         "gpu_tests",
-        f"pytest -m gpu tests/gpu, but for {FAST_PATH_TESTS}",
+        f"pytest -m gpu tests/gpu, but for {FAST_PATH_TESTS} and {PRECISION_TESTS}",
+        18,
+        _gpu_tests("tests/gpu", "--ignore", FAST_PATH_TESTS, "--ignore", PRECISION_TESTS),
+        _read_tests,
+    ),
+    Step(
+        "bench",
+        "bench --quick at 224 and 32 px: the engine against the reference loop",
+        20,
+        _bench,
+        _read_figures,
+    ),
+    # Apart from the engine's figures, so that neither can take the other's time.
+    Step(
+        "bench_input",
+        f"bench --quick --input-only: the ImageNet input path on {IMAGENET_INPUT_IMAGES} JPEGs, each decoder",
+        14,
+        lambda c, s: _bench(c, s, "--input-only", "--imagenet-input", str(IMAGENET_INPUT_IMAGES)),
+        _read_figures,
+    ),
+    Step(
+        "bench_cuda_graphs",
+        "bench --quick --cuda-graphs, PGD-10 training at 224 px",
+        7,
+        lambda c, s: _bench(c, s, "--cuda-graphs", *FAST_PATH_FIGURE),
+        _read_figures,
+    ),
+    Step(
+        "bench_shared",
+        f"bench --quick at 32 px in {SHARED_PROCESSES} processes at once: small runs sharing the GPU",
+        10,
+        lambda c, s: _bench(c, s, "--px", "32", "--processes", str(SHARED_PROCESSES)),
+        _read_figures,
+    ),
+    Step(
+        "gpu_precision",
+        f"pytest -m gpu {PRECISION_TESTS}: bf16 training against fp32 over eight seeds, in parallel",
         22,
-        lambda c, s: _pytest(c, s, "gpu", "tests/gpu", "--confcutdir", "tests/gpu", "--ignore", FAST_PATH_TESTS),
+        _gpu_tests(PRECISION_TESTS),
         _read_tests,
     ),
     # Apart, so that a compilation slower than planned stops at its own share, not the other tests'.
@@ -387,29 +455,8 @@ STEPS = [
         "gpu_fast_path_tests",
         f"pytest -m gpu {FAST_PATH_TESTS}: CUDA graphs and torch.compile against the eager step",
         16,
-        lambda c, s: _pytest(c, s, "gpu", FAST_PATH_TESTS, "--confcutdir", "tests/gpu"),
+        _gpu_tests(FAST_PATH_TESTS),
         _read_tests,
-    ),
-    Step(
-        "bench",
-        f"bench --quick at 224 and 32 px, the ImageNet input on {IMAGENET_INPUT_IMAGES} JPEGs",
-        25,
-        lambda c, s: _bench(c, s, "--imagenet-input", str(IMAGENET_INPUT_IMAGES)),
-        _read_figures,
-    ),
-    Step(
-        "bench_cuda_graphs",
-        "bench --quick --cuda-graphs, PGD-10 training at 224 px",
-        9,
-        lambda c, s: _bench(c, s, "--cuda-graphs", *FAST_PATH_FIGURE),
-        _read_figures,
-    ),
-    Step(
-        "bench_shared",
-        f"bench --quick at 32 px in {SHARED_PROCESSES} processes at once: small runs sharing the GPU",
-        7,
-        lambda c, s: _bench(c, s, "--px", "32", "--processes", str(SHARED_PROCESSES)),
-        _read_figures,
     ),
     Step(
         "bench_compile",
@@ -491,7 +538,7 @@ def _read_what_is_there(step: Step, check: Check) -> str | None:
         return step.read(check, step)
     except FileNotFoundError as err:
         return f"it left no {Path(err.filename).name}"
-    except (ValueError, ElementTree.ParseError) as err:  # a file cut short by the step's end
+    except ValueError as err:  # a file cut short by the step's end
         return f"what it left could not be read ({err})"
 
 

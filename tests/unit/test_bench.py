@@ -133,14 +133,23 @@ def test_jpegs_are_written_by_a_pool_as_one_process_writes_them(tmp_path):
     assert (tmp_path / "one" / "train" / "n00000007" / "37.JPEG").read_bytes() == files[37].read_bytes()
 
 
-def test_the_input_path_times_every_decoder_against_pil_on_full_passes():
-    figures = list(bench.compare_input(torch.device("cpu"), images=6, batch=4, rounds=1, workers=0))
-    assert [f.decoder for f in figures] == list(bench.INPUT_DECODERS)
-    assert len({f.reference_img_s for f in figures}) == 1  # the reference is timed once
+def test_the_input_path_alone_times_every_decoder_against_pil_on_full_passes_and_says_where_time_goes(tmp_path):
+    out = tmp_path / "input.json"
+    arguments = ["--device", "cpu", "--quick", "--input-only", "--imagenet-input", "6", "--batch", "4"]
+    assert bench.main([*arguments, "--workers", "0", "--json", str(out)]) == 0
+    figures = json.loads(out.read_text())
+    assert [f["decoder"] for f in figures] == list(bench.INPUT_DECODERS)  # and none of the engine's figures
+    assert len({f["reference_img_s"] for f in figures}) == 1  # the reference is timed once
     for figure in figures:
-        assert figure.name == "imagenet_input" and figure.px == 224 and figure.ours_img_s > 0
-        assert figure.steps_timed == 16  # the 6 files repeated into four batches of 4
-        assert figure.ratio == pytest.approx(figure.ours_img_s / figure.reference_img_s, rel=1e-2)
+        assert figure["name"] == "imagenet_input" and figure["px"] == 224 and figure["ours_img_s"] > 0
+        assert figure["steps_timed"] == 16  # the 6 files repeated into four batches of 4, one round
+        assert figure["ratio"] == pytest.approx(figure["ours_img_s"] / figure["reference_img_s"], rel=1e-2)
+        assert figure["worker_ms_per_img"] > 0 and figure["main_process_img_s"] > 0
+        # no workers: the one process does the workers' part too
+        assert figure["workers_img_s"] == pytest.approx(1e3 / figure["worker_ms_per_img"], rel=1e-2)
+    stages = {f["decoder"]: f for f in figures}
+    # nvJPEG's workers only read the files; libjpeg-turbo's decode them
+    assert stages["nvjpeg"]["worker_ms_per_img"] < stages["turbo"]["worker_ms_per_img"]
 
 
 def test_fast_paths_and_an_input_smaller_than_a_batch_are_refused_with_one_sentence(capsys):
@@ -148,3 +157,7 @@ def test_fast_paths_and_an_input_smaller_than_a_batch_are_refused_with_one_sente
     assert "CUDA graphs are for CUDA devices" in capsys.readouterr().err
     assert bench.main(["--device", "cpu", "--imagenet-input", "3", "--batch", "4"]) == 2
     assert "--imagenet-input must be an integer in [4," in capsys.readouterr().err
+    assert bench.main(["--device", "cpu", "--input-only"]) == 2
+    assert "--input-only times the ImageNet input path alone: give it --imagenet-input N" in capsys.readouterr().err
+    assert bench.main(["--device", "cpu", "--input-only", "--imagenet-input", "64", "--processes", "2"]) == 2
+    assert "--input-only times none of them." in capsys.readouterr().err

@@ -1,5 +1,6 @@
-"""The GPU check's parts that run without a GPU: its refusal on a CPU machine, the junit reader, the report (JSON
-and Markdown, goals included), and the steps' time limits and incremental writing."""
+"""The GPU check's parts that run without a GPU: its refusal on a CPU machine, the tests' outcomes kept by a step
+that is stopped, the report (JSON and Markdown, goals included), and the steps' time limits and incremental
+writing."""
 
 import json
 import os
@@ -12,21 +13,10 @@ import torch
 from dwlt_utils import bench, gpu_check
 from dwlt_utils.gpu_check import Check, Step
 
-JUNIT = """<?xml version="1.0" encoding="utf-8"?>
-<testsuites><testsuite name="pytest" errors="1" failures="1" skipped="1" tests="4" time="3.1">
-<testcase classname="tests.gpu.test_gpu" name="test_ok" time="1.234" />
-<testcase classname="tests.gpu.test_gpu" name="test_bad[224]" time="0.5">
-<failure message="AssertionError: assert 2.1 &lt;= 1.0&#10;second line">traceback</failure></testcase>
-<testcase classname="tests.gpu.test_gpu" name="test_skip" time="0.001">
-<skipped type="pytest.skip" message="needs a CUDA device">skip</skipped></testcase>
-<testcase classname="tests.gpu.test_gpu" name="test_setup" time="0.1">
-<error message="failed on setup with &quot;ModuleNotFoundError: No module named 'dill'&quot;">error</error></testcase>
-</testsuite></testsuites>
-"""
 
-
-def figure(name, px, img_s, ratio, step, decoder=None, device="cuda"):
+def figure(name, px, img_s, ratio, step, decoder=None, device="cuda", stages=None):
     return {
+        **(stages or {}),
         "name": name,
         "px": px,
         "device": device,
@@ -43,6 +33,9 @@ def figure(name, px, img_s, ratio, step, decoder=None, device="cuda"):
         "decoder": decoder,
         "step": step,
     }
+
+
+MIXED_STAGES = {"worker_ms_per_img": 0.52, "workers_img_s": 28_846.2, "main_process_img_s": 6_100.0}
 
 
 def step_named(name: str) -> Step:
@@ -62,23 +55,88 @@ def test_without_cuda_the_check_says_so_and_writes_nothing(tmp_path, monkeypatch
     assert list(tmp_path.iterdir()) == []
 
 
-def test_junit_outcomes_give_each_tests_outcome_seconds_and_first_line(tmp_path):
-    path = tmp_path / "junit.xml"
-    path.write_text(JUNIT)
-    assert gpu_check.junit_outcomes(path) == {
-        "tests.gpu.test_gpu::test_ok": {"outcome": "passed", "seconds": 1.23, "message": None},
-        "tests.gpu.test_gpu::test_bad[224]": {
-            "outcome": "failed",
-            "seconds": 0.5,
-            "message": "AssertionError: assert 2.1 <= 1.0",
-        },
-        "tests.gpu.test_gpu::test_skip": {"outcome": "skipped", "seconds": 0.0, "message": "needs a CUDA device"},
-        "tests.gpu.test_gpu::test_setup": {
-            "outcome": "failed",
-            "seconds": 0.1,
-            "message": "failed on setup with \"ModuleNotFoundError: No module named 'dill'\"",
-        },
+SAMPLE_TESTS = """
+import time
+
+import pytest
+
+pytestmark = pytest.mark.gpu
+
+
+@pytest.fixture()
+def broken():
+    raise ModuleNotFoundError("No module named 'dill'")
+
+
+@pytest.fixture()
+def untidy():
+    yield
+    raise RuntimeError("teardown broke")
+
+
+def test_ok():
+    pass
+
+
+@pytest.mark.parametrize("px", [224])
+def test_bad(px):
+    assert 2.1 <= 1.0
+
+
+def test_skip():
+    pytest.skip("needs a CUDA device")
+
+
+def test_setup(broken):
+    pass
+
+
+def test_teardown(untidy):
+    pass
+
+
+def test_hangs():
+    time.sleep(120)
+
+
+def test_never_started():
+    pass
+"""
+
+
+def test_a_stopped_test_step_keeps_every_outcome_it_reached_and_names_the_test_it_stopped_in(check, tmp_path):
+    folder = tmp_path / "sample"
+    folder.mkdir()
+    (folder / "test_sample.py").write_text(SAMPLE_TESTS)
+    step = Step(
+        "tests", "sample tests", 1, lambda c, s: gpu_check._pytest(c, s, "gpu", str(folder)), gpu_check._read_tests
+    )
+    gpu_check.run_steps([step], check, budget=20)
+    report = json.loads(check.json_path.read_text())
+    assert report["steps"]["tests"]["status"] == "timed out"
+    tests = {name.split("::", 1)[1]: test for name, test in report["tests"].items()}
+    assert {name: test["outcome"] for name, test in tests.items()} == {
+        "test_ok": "passed",
+        "test_bad[224]": "failed",
+        "test_skip": "skipped",
+        "test_setup": "failed",
+        "test_teardown": "failed",
+        "test_hangs": "stopped",
     }
+    assert tests["test_bad[224]"]["message"] == "assert 2.1 <= 1.0"
+    assert tests["test_skip"]["message"] == "needs a CUDA device"
+    assert tests["test_setup"]["message"] == "ModuleNotFoundError: No module named 'dill'"
+    assert tests["test_teardown"]["message"] == "RuntimeError: teardown broke"
+    assert tests["test_hangs"] == {
+        "outcome": "stopped",
+        "seconds": None,
+        "message": "it was running when its step ended",
+    }
+    assert all(test["seconds"] >= 0 for name, test in tests.items() if name != "test_hangs")
+    md = check.md_path.read_text()
+    (bad,) = [line for line in md.splitlines() if line.startswith("| test_sample.py::test_bad[224] | failed |")]
+    assert bad.endswith("| assert 2.1 <= 1.0 |")
+    assert "| test_sample.py::test_hangs | stopped | - | it was running when its step ended |" in md
 
 
 def test_the_report_holds_figures_goals_tests_and_why_a_check_failed(check):
@@ -101,10 +159,16 @@ def test_the_report_holds_figures_goals_tests_and_why_a_check_failed(check):
         figure("adv_train", 224, 700.0, 4.6, "bench"),
         figure("adv_train", 224, 850.0, 4.4, "bench_cuda_graphs"),
         figure("clean_train", 224, 5_000.0, 2.0, "bench"),
-        figure("imagenet_input", 224, 6_000.0, 9.0, "bench", decoder="mixed"),
-        figure("imagenet_input", 224, 3_000.0, 4.5, "bench", decoder="turbo"),
+        figure("imagenet_input", 224, 6_000.0, 9.0, "bench_input", decoder="mixed", stages=MIXED_STAGES),
+        figure("imagenet_input", 224, 3_000.0, 4.5, "bench_input", decoder="turbo"),
     ]
-    check.report["tests"] = gpu_check.junit_outcomes(_junit(check.work))
+    check.report["tests"] = {
+        "tests/gpu/test_gpu.py::test_bad[224]": {
+            "outcome": "failed",
+            "seconds": 0.5,
+            "message": "AssertionError: assert 2.1 <= 1.0",
+        }
+    }
     check.record("bench", {"what": "bench", "status": "passed", "reason": None, "seconds": 90.0})
     check.record(
         "nccl", {"what": "DDP under NCCL", "status": "failed", "reason": "exited with status 1: NCCL error: unhandled"}
@@ -127,15 +191,10 @@ def test_the_report_holds_figures_goals_tests_and_why_a_check_failed(check):
     assert "papermill is not installed: the CUDA rehearsal" in md
     assert "| bench_cuda_graphs | adv_train | 224 | 128 | 850.0 | 193.2 | 4.40x | 187.80 | 159.6 | 20.2 |" in md
     assert "| imagenet_input (mixed) | 224 | 128 | 6,000.0 |" in md
+    assert "| bench_input | mixed | 6,000.0 | 0.52 | 28,846 | 6,100 |" in md  # the stages of the one that has them
     assert "| PGD-10 training, 224 px, batch 128 | ours_img_s | 800.0 | 850.0 | met |" in md
     assert "| clean training, 224 px | ours_img_s | 5,500.0 | 5,000.0 | not met |" in md
-    assert "| tests.gpu.test_gpu::test_bad[224] | failed | 0.5 | AssertionError: assert 2.1 <= 1.0 |" in md
-
-
-def _junit(folder):
-    path = folder / "junit.xml"
-    path.write_text(JUNIT)
-    return path
+    assert "| tests/gpu/test_gpu.py::test_bad[224] | failed | 0.5 | AssertionError: assert 2.1 <= 1.0 |" in md
 
 
 def _python(code: str):
@@ -192,7 +251,7 @@ def test_each_step_gets_its_share_of_the_budget_left():
     assert gpu_check.timeout_for(10, 10, 50) == 50  # the last step gets all that is left
     assert gpu_check.timeout_for(5, 10, -3) == 0
     shares = [step.share for step in gpu_check.STEPS]
-    assert sum(shares) == 117 and all(share > 0 for share in shares)
+    assert sum(shares) == 144 and all(share > 0 for share in shares)
 
 
 def test_every_module_a_step_runs_takes_the_steps_arguments(check):
@@ -206,7 +265,7 @@ def test_every_module_a_step_runs_takes_the_steps_arguments(check):
         if command[1] == "-m" and command[2] in parsers:
             parsers[command[2]].parse_args(command[3:])
             parsed.append(step.name)
-    assert parsed == ["environment", "bench", "bench_cuda_graphs", "bench_shared", "bench_compile"]
+    assert parsed == ["environment", "bench", "bench_input", "bench_cuda_graphs", "bench_shared", "bench_compile"]
     shared = bench._parser().parse_args(step_named("bench_shared").command(check, step_named("bench_shared"))[3:])
     assert shared.processes == gpu_check.SHARED_PROCESSES and shared.px == [32]
 
