@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSamp
 from torchvision.datasets.folder import default_loader
 from torchvision.io import ImageReadMode, decode_image, decode_jpeg
 
+from . import nvimgcodec_jpeg
 from .augment import Transforms, antialiased_weights, sample_boxes
 from .data import ImageArrays, pil_transforms
 from .distributed import SINGLE, Ranks
@@ -38,14 +39,18 @@ Batch = tuple[torch.Tensor, torch.Tensor]  # float images in [0, 1] on the devic
 # - "nvjpeg": every file is decoded on the device by nvJPEG, which is not PIL's decoder on chroma-subsampled
 #   files (a deviation that the ladder's records name);
 # - "mixed": nvJPEG for the files it decodes as libjpeg-turbo does, the workers for the rest;
+# - "nvimgcodec": NVIDIA's nvImageCodec decodes every JPEG on the device, chroma interpolated as libjpeg-turbo
+#   does (`nvimgcodec_jpeg`; not yet shown equal to PIL on a GPU: a deviation there until it is);
 # - "auto": "pil" for now. The faster decoders are opt-in until a GPU check has shown them equal to PIL
 #   (nvjpeg: its deviation) and faster (`python -m dwlt_utils.gpu_check`).
-DECODERS = ("auto", "pil", "turbo", "nvjpeg", "mixed")
-DEVICE_DECODERS = ("turbo", "nvjpeg", "mixed")
-NVJPEG_DEVIATION = (
-    "ImageNet JPEGs decoded by nvJPEG, which upsamples chroma without interpolation (up to 92 grey levels from PIL "
-    "on 4:2:0 and 4:2:2 files)"
-)
+DECODERS = ("auto", "pil", "turbo", "nvjpeg", "mixed", "nvimgcodec")
+DEVICE_DECODERS = ("turbo", "nvjpeg", "mixed", "nvimgcodec")
+# What a ladder's records name when its decoder does not give PIL's pixels, or has not been shown to.
+DECODER_DEVIATIONS = {
+    "nvjpeg": "ImageNet JPEGs decoded by nvJPEG, which upsamples chroma without interpolation (up to 92 grey levels "
+    "from PIL on 4:2:0 and 4:2:2 files)",
+    "nvimgcodec": "ImageNet JPEGs decoded by nvImageCodec, not yet shown to give PIL's pixels on a GPU",
+}
 
 
 def resolve_decoder(decoder: str) -> str:
@@ -178,14 +183,15 @@ def _encoded(data: bytes) -> torch.Tensor:
     return torch.frombuffer(bytearray(data), dtype=torch.uint8)
 
 
-def _prepare(data: bytes, decoder: str) -> tuple[torch.Tensor, bool]:
+def _prepare(data: bytes, decoder: str) -> tuple[torch.Tensor | bytes, bool]:
     """A file as a loader worker hands it on: encoded for the device, or decoded there (uint8 RGB C×H×W).
 
     One look at the header decides both questions. Files that are not plain JPEGs (ImageNet's PNG and CMYK
     JPEGs) are decoded by PIL, as the reference loader reads them; JPEGs by libjpeg-turbo, PIL's own decoder,
-    unless "mixed" leaves them to nvJPEG, which decodes as libjpeg-turbo does only baseline colour JPEGs whose
-    chroma is not subsampled: on 4:2:0 and 4:2:2 files nvJPEG, as torchvision calls it, upsamples chroma
-    without interpolation and lands up to 92 grey levels away (PROTOCOL.md section 10)."""
+    unless "nvimgcodec" leaves every one to the device, or "mixed" leaves to nvJPEG those it decodes as
+    libjpeg-turbo does: baseline colour JPEGs whose chroma is not subsampled. On 4:2:0 and 4:2:2 files nvJPEG, as
+    torchvision calls it, upsamples chroma without interpolation and lands up to 92 grey levels away (PROTOCOL.md
+    section 10)."""
     if decoder == "nvjpeg":
         return _encoded(data), ON_DEVICE
     with Image.open(BytesIO(data)) as image:
@@ -193,6 +199,8 @@ def _prepare(data: bytes, decoder: str) -> tuple[torch.Tensor, bool]:
             return torch.from_numpy(np.asarray(image.convert("RGB")).copy()).permute(2, 0, 1).contiguous(), IN_WORKER
         baseline = image.mode == "RGB" and not image.info.get("progressive")
         exact_on_device = baseline and JpegImagePlugin.get_sampling(image) == 0
+    if decoder == "nvimgcodec":
+        return data, ON_DEVICE  # nvImageCodec reads the bytes themselves
     if decoder == "mixed" and exact_on_device:
         return _encoded(data), ON_DEVICE
     return _decode_one(_encoded(data), torch.device("cpu")), IN_WORKER
@@ -200,8 +208,9 @@ def _prepare(data: bytes, decoder: str) -> tuple[torch.Tensor, bool]:
 
 class JpegFiles(Dataset):
     """(bytes or pixels, decoded on the device?, label) of an image folder's samples, as a loader worker
-    prepares them for the decoder: "nvjpeg" leaves every file encoded for the device, "turbo" decodes every
-    file in the worker, "mixed" leaves encoded only the files that nvJPEG decodes as libjpeg-turbo does."""
+    prepares them for the decoder: "nvjpeg" leaves every file encoded for the device, "nvimgcodec" every plain
+    JPEG, "turbo" decodes every file in the worker, "mixed" leaves encoded only the files that nvJPEG decodes as
+    libjpeg-turbo does."""
 
     def __init__(self, samples: Sequence[tuple[str, int]], decoder: str = "nvjpeg"):
         check_choice("decoder", decoder, DEVICE_DECODERS)
@@ -215,18 +224,23 @@ class JpegFiles(Dataset):
         return *_prepare(Path(path).read_bytes(), self.decoder), label
 
 
-# A batch as the loader workers hand it over: each file's bytes or pixels, whether the device decodes it, labels.
-Prepared = tuple[list[torch.Tensor], list[bool], torch.Tensor]
+# A batch as the loader workers hand it over: each file encoded (a uint8 tensor, or bytes for nvImageCodec) or its
+# pixels, whether the device decodes it, labels.
+Prepared = tuple[list[torch.Tensor | bytes], list[bool], torch.Tensor]
 
 
-def collate_files(items: list[tuple[torch.Tensor, bool, int]]) -> Prepared:
+def collate_files(items: list[tuple[torch.Tensor | bytes, bool, int]]) -> Prepared:
     """`JpegFiles` items as one batch (their images differ in size, so they stay a list)."""
     return [data for data, _, _ in items], [where for _, where, _ in items], torch.tensor([y for _, _, y in items])
 
 
-def decode(data: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
-    """Encoded images to uint8 RGB C×H×W tensors on `device`, a batch of JPEGs in one call; a file that is not
-    a JPEG (ImageNet's training set holds a PNG and CMYK JPEGs) is decoded on its own on the CPU."""
+def decode(data: list[torch.Tensor] | list[bytes], device: torch.device, decoder: str = "nvjpeg") -> list[torch.Tensor]:
+    """Encoded images to uint8 RGB C×H×W tensors on `device`, a batch of JPEGs in one call: by torchvision's
+    decoder (nvJPEG on CUDA) from uint8 tensors, or by nvImageCodec from the files' bytes (`decoder="nvimgcodec"`).
+    A file that is not a JPEG (ImageNet's training set holds a PNG and CMYK JPEGs) is decoded on its own on the CPU."""
+    if decoder == "nvimgcodec":
+        decoded = nvimgcodec_jpeg.decode_jpegs(data, device)
+        return [_decode_one(_encoded(d), device) if image is None else image for d, image in zip(data, decoded)]
     # torchvision 0.29 deprecates its decoders for TorchCodec's; they are what the pinned torchvision has, and
     # this function is the one place to change when they go.
     with warnings.catch_warnings():
@@ -267,6 +281,8 @@ class JpegBatches:
     ):
         self.files, self.transforms, self.device = JpegFiles(samples, decoder), transforms, device
         self.workers = loader_workers() if workers is None else workers
+        if decoder == "nvimgcodec":
+            nvimgcodec_jpeg.codec()  # not installed: one sentence now, before anything trains
 
     def __len__(self) -> int:
         return len(self.files)
@@ -289,7 +305,8 @@ class JpegBatches:
         workers decoded copied over."""
         encoded = [k for k, on_device in enumerate(where) if on_device]
         images = [to_device(d, self.device) if not on_device else None for d, on_device in zip(data, where)]
-        for k, image in zip(encoded, decode([data[k] for k in encoded], self.device) if encoded else []):
+        decoded = decode([data[k] for k in encoded], self.device, self.files.decoder) if encoded else []
+        for k, image in zip(encoded, decoded):
             images[k] = image
         return images
 

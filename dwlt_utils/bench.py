@@ -16,7 +16,8 @@ share of the chip's bf16 peak (measured in the same run) and, at 224 px, of the 
 
 `--imagenet-input N` adds the ImageNet input path of IMP: training batches per second from N generated
 ImageNet-sized JPEGs through each of the device decoders of `batches.jpeg_folder_batches` ("turbo", "nvjpeg",
-"mixed") against PIL per image in DataLoader workers ("pil", the official way).
+"mixed", and "nvimgcodec" where nvImageCodec is installed) against PIL per image in DataLoader workers ("pil",
+the official way).
 
 `--processes K` times every figure in K processes at once on the one device (`compare_shared`): what K small
 runs sharing a GPU reach together (`cli sweep --per-gpu K`).
@@ -50,7 +51,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.flop_counter import FlopCounterMode
 
-from . import __version__, io
+from . import __version__, io, nvimgcodec_jpeg
 from .attacks import PGD10_TRAIN, PGD20_EVAL, AttackSpec
 from .augment import PAPER_32, PAPER_224
 from .batches import ArrayBatches, Batches, JpegBatches, collate_files, jpeg_folder_batches, loader_workers
@@ -67,7 +68,7 @@ ATTACKS = {"adv_train": PGD10_TRAIN, "clean_train": None, "pgd20_eval": PGD20_EV
 PIPELINES = {224: ("resnet50", PAPER_224), 32: ("resnet50_32px", PAPER_32)}
 CIFAR = DATASETS["cifar10"]
 # The decoders timed against "pil", the reference, on the ImageNet input path.
-INPUT_DECODERS = ("turbo", "nvjpeg", "mixed")
+INPUT_DECODERS = ("turbo", "nvjpeg", "mixed", "nvimgcodec")
 POLL_S = 5  # how often the parent of processes timing at once looks whether they are still alive
 BARRIER_TIMEOUT_S = 900  # a process that waits longer for the others to start a round stops, said so
 
@@ -597,8 +598,8 @@ def input_stages(decoder: str, files: Sequence[tuple[str, int]], device: torch.d
     items = [timed.files[i] for i in range(len(timed))]
     worker_s = (time.perf_counter() - started) / len(items)
     data, where, _ = collate_files(items)
-    if device.type == "cuda":  # the loader's own thread pins what the workers hand over
-        data = [d.pin_memory() for d in data]
+    if device.type == "cuda":  # the loader's own thread pins the tensors the workers hand over
+        data = [d.pin_memory() if isinstance(d, torch.Tensor) else d for d in data]
     generator = generator_for(device, 0)
     timed.train_batch(data, where, generator)  # untimed: the decoder's and the kernels' first use
     _synchronize(device)
@@ -619,6 +620,8 @@ DECODING = {
     "nvjpeg": "every JPEG decoded by nvJPEG on the device in batches and cropped there; workers read the bytes",
     "mixed": "nvJPEG on the device for the files it decodes as libjpeg-turbo does, libjpeg-turbo in {workers} "
     "loader workers for the rest, cropped on the device",
+    "nvimgcodec": "every JPEG decoded by nvImageCodec on the device in batches, chroma interpolated, and cropped "
+    "there; workers read the bytes",
 }
 
 
@@ -631,6 +634,9 @@ def compare_input(device: torch.device, *, images: int, batch: int, rounds: int,
         timing = dict(batch=batch, rounds=rounds, workers=workers)
         reference = input_rate("pil", files, device, **timing)
         for decoder in INPUT_DECODERS:
+            if decoder == "nvimgcodec" and not nvimgcodec_jpeg.available():
+                print(f"the nvimgcodec decoder is not timed: {nvimgcodec_jpeg.PACKAGE} is not installed", flush=True)
+                continue
             ours = input_rate(decoder, files, device, **timing)
             yield Figure(
                 "imagenet_input",
@@ -690,7 +696,7 @@ class Record:
     atomically after it, so a bench stopped by a time limit leaves every figure it finished."""
 
     HEADER = (
-        f"{'figure':<22} {'px':>4} {'batch':>5} {'ours img/s':>11} {'reference img/s':>16} {'ratio':>7} "
+        f"{'figure':<28} {'px':>4} {'batch':>5} {'ours img/s':>11} {'reference img/s':>16} {'ratio':>7} "
         f"{'GFLOP/img':>10} {'TFLOP/s':>8} {'peak %':>7} {'anchor %':>9}"
     )
 
@@ -703,7 +709,7 @@ class Record:
         label = figure.name if figure.decoder is None else f"{figure.name} ({figure.decoder})"
         label += f" ×{figure.processes}" if figure.processes > 1 else ""
         print(
-            f"{label:<22} {figure.px:>4} {figure.batch:>5} {figure.ours_img_s:>11,.1f} "
+            f"{label:<28} {figure.px:>4} {figure.batch:>5} {figure.ours_img_s:>11,.1f} "
             f"{figure.reference_img_s:>16,.1f} {figure.ratio:>6.2f}x {_shown(figure.gflop_per_img, digits=2):>10} "
             f"{_shown(figure.tflop_s):>8} {_shown(figure.peak_fraction, 100):>7} "
             f"{_shown(figure.anchor_fraction, 100):>9}",

@@ -3,9 +3,9 @@
     python -m dwlt_utils.gpu_check [--out results/gpu] [--budget 360]
 
 It needs the machine's own Python with PyTorch, torchvision and pytest, no network and no virtual environment;
-papermill, dill and torchattacks are optional, and the report names what their absence left out. Each step runs
-as a subprocess whose time limit is its share of the budget still left (time a step leaves unused goes to the
-steps after it):
+papermill, dill, torchattacks and nvImageCodec are optional, and the report names what their absence left out.
+Each step runs as a subprocess whose time limit is its share of the budget still left (time a step leaves unused
+goes to the steps after it):
 
 - environment: the GPUs (nvidia-smi when present), torch, torchvision, cuDNN, CPUs, the optional packages;
 - nccl: one DDP training step under NCCL on every GPU through torchrun, against one process's step;
@@ -87,6 +87,8 @@ OPTIONAL_PACKAGES = {
     "papermill": "the CUDA rehearsal (it runs the notebooks with papermill) was not run",
     "dill": "tests that import tests/genuine_files.py (genuine checkpoint files) fail at import",
     "torchattacks": "AutoAttack (dwlt_utils.autoattack) fails wherever a test reaches it",
+    "nvidia.nvimgcodec": "the nvimgcodec decoder (NVIDIA's nvImageCodec, pip package nvidia-nvimgcodec-cu13) was "
+    "neither tested nor timed",
 }
 
 

@@ -17,7 +17,7 @@ import torch
 
 from . import distributed, paths, sources, vocabulary
 from .augment import PAPER_224
-from .batches import NVJPEG_DEVIATION, ArrayBatches, Batches, jpeg_folder_batches, loader_workers, resolve_decoder
+from .batches import DECODER_DEVIATIONS, ArrayBatches, Batches, jpeg_folder_batches, loader_workers, resolve_decoder
 from .checkpoints import DEFAULT_EPS_255, IMAGENET_MEAN, IMAGENET_STD
 from .config import to_plain, write_config
 from .data import check_trainable, imagenet_folder, load_splits, subset_positions
@@ -119,8 +119,8 @@ class ImpConfig:
         )
         if self.source_fraction != 1.0:
             out.append(f"{LADDER_DEVIATION}on {self.source_fraction:g} of the source data")
-        if self.decoder == "nvjpeg":
-            out.append(f"{LADDER_DEVIATION}{NVJPEG_DEVIATION}")
+        if self.decoder in DECODER_DEVIATIONS:
+            out.append(f"{LADDER_DEVIATION}{DECODER_DEVIATIONS[self.decoder]}")
         return out
 
     def notebook_parameters(self, seed: int) -> Parameters:

@@ -8,6 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
+from dwlt_utils import nvimgcodec_jpeg
 from dwlt_utils.augment import PAPER_224, QUICK_16, sample_boxes
 from dwlt_utils.batches import DEVICE_DECODERS, ArrayBatches, JpegBatches, decode, jpeg_folder_batches, resized_crops
 from dwlt_utils.data import load_splits
@@ -68,8 +69,15 @@ def test_training_steps_never_wait_for_the_device(tmp_path, cuda_graphs):
         epoch(1)
 
 
+def needs_installed(decoder: str) -> None:
+    """The nvimgcodec decoder's package is optional on a GPU machine: the GPU check's report names it when absent."""
+    if decoder == "nvimgcodec" and not nvimgcodec_jpeg.available():
+        pytest.skip(f"{nvimgcodec_jpeg.PACKAGE} is not installed")
+
+
 @pytest.mark.parametrize("decoder", DEVICE_DECODERS)
 def test_batching_jpegs_never_waits_for_the_device(tmp_path, decoder):
+    needs_installed(decoder)
     files = jpeg_files(tmp_path)
     batches = jpeg_folder_batches([(str(p), 0) for p in files], PAPER_224, torch.device("cuda"), 2, decoder)
     next(iter(batches.train(4, generator_for(torch.device("cuda"), 0), drop_last=True)))  # workers start
@@ -109,6 +117,20 @@ def test_the_exact_decoders_give_pils_pixels_on_the_gpu_at_every_chroma_subsampl
         assert int((image.cpu().int() - reference.int()).abs().max()) <= 2, path.name
     if decoder == "mixed":
         assert [on_device for _, on_device, _ in items] == [True, False, False, False, False, False]
+
+
+def test_nvimgcodec_gives_pils_pixels_on_the_gpu_at_every_chroma_subsampling(tmp_path):
+    """Whether nvImageCodec's GPU decoding, chroma interpolated, can lose its deviation (batches.DECODER_DEVIATIONS):
+    within 2 grey levels of PIL on 4:4:4, 4:2:2 and 4:2:0 files, baseline and progressive."""
+    needs_installed("nvimgcodec")
+    files = jpeg_files(tmp_path)
+    gaps = {}
+    for path, image in zip(files, decode([p.read_bytes() for p in files], torch.device("cuda"), "nvimgcodec")):
+        reference = torch.from_numpy(np.array(Image.open(path).convert("RGB"))).permute(2, 0, 1)
+        assert image.is_cuda and image.shape == reference.shape
+        gaps[path.name] = int((image.cpu().int() - reference.int()).abs().max())
+    print("max grey-level gap to PIL", gaps)
+    assert max(gaps.values()) <= 2, gaps
 
 
 def test_nvjpeg_differs_from_pil_only_where_chroma_is_subsampled(tmp_path):

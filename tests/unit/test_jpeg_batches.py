@@ -2,6 +2,7 @@
 PIL decoding and torchvision's per-image transforms of the same files, in the layouts ImageNet holds (RGB,
 greyscale and CMYK JPEGs, and a PNG named .JPEG)."""
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,7 @@ from dwlt_utils.batches import (
 )
 from dwlt_utils.distributed import Ranks
 from dwlt_utils.engine import generator_for
-from dwlt_utils.errors import InputError
+from dwlt_utils.errors import InputError, MissingInputError
 
 from genuine_files import write_imagenet
 
@@ -106,6 +107,7 @@ def test_every_decoder_gives_pils_pixels_and_mixed_leaves_to_nvjpeg_only_what_it
             "turbo": set(),
             "nvjpeg": {p.name for p in files},
             "mixed": {"444.JPEG"},  # baseline, colour, chroma not subsampled
+            "nvimgcodec": {p.name for p in files} - {"cmyk.JPEG", "png_named_jpeg.JPEG"},  # every plain JPEG
         }[decoder]
         assert {name for name, on_device in where.items() if on_device} == expected_on_device, decoder
         images = batches._images([data for data, _, _ in items], [on_device for _, on_device, _ in items])
@@ -128,8 +130,30 @@ def test_the_resize_matrices_compute_what_an_antialiased_interpolation_of_each_b
         assert float((ours[k] - reference.clamp(0, 1)).abs().max()) < 1e-5
 
 
+def test_nvimgcodec_on_a_cpu_is_libjpeg_turbo_and_gives_pils_pixels_at_every_chroma_subsampling(tmp_path):
+    """On a CPU nvImageCodec decodes with libjpeg-turbo: the same pixels as PIL, chroma interpolated; the GPU
+    check compares its GPU decoding the same way (tests/gpu)."""
+    rng = np.random.default_rng(3)
+    ys, xs = np.mgrid[0:61, 0:83]
+    pixels = np.clip(((ys + xs)[..., None] * rng.uniform(0.5, 2, 3)) % 256 + rng.normal(0, 12, (61, 83, 3)), 0, 255)
+    files = []
+    for name, subsampling in (("444", 0), ("422", 1), ("420", 2)):
+        files.append(tmp_path / f"{name}.JPEG")
+        Image.fromarray(pixels.astype(np.uint8)).save(files[-1], format="JPEG", quality=90, subsampling=subsampling)
+    for path, ours in zip(files, decode([p.read_bytes() for p in files], CPU, "nvimgcodec")):
+        assert torch.equal(ours, pil_pixels(Image.open(path))), path.name
+
+
+def test_the_nvimgcodec_decoder_without_its_package_is_one_sentence_before_anything_reads(jpegs, monkeypatch):
+    monkeypatch.setitem(sys.modules, "nvidia.nvimgcodec", None)
+    with pytest.raises(MissingInputError, match=r"needs NVIDIA's nvImageCodec, .* pip install nvidia-nvimgcodec-cu13"):
+        jpeg_folder_batches([(str(p), 0) for p in jpegs], PAPER_224, CPU, 0, "nvimgcodec")
+
+
 def test_a_decoder_that_does_not_exist_is_one_sentence():
-    with pytest.raises(InputError, match="Unknown decoder 'gpu'; accepted: auto, pil, turbo, nvjpeg, mixed"):
+    with pytest.raises(
+        InputError, match="Unknown decoder 'gpu'; accepted: auto, pil, turbo, nvjpeg, mixed, nvimgcodec"
+    ):
         resolve_decoder("gpu")
     with pytest.raises(InputError, match="Unknown decoder 'device'"):
         jpeg_folder_batches([], PAPER_224, CPU, 0, "device")

@@ -106,10 +106,12 @@ def test_a_ladders_precision_and_decoder_are_part_of_its_identity(roots, session
         tickets.ImpConfig.create(profile=PAPER, pretraining="standard", precision="bf16"),
         tickets.ImpConfig.create(profile=PAPER, pretraining="standard", decoder="nvjpeg"),
         tickets.ImpConfig.create(profile=PAPER, pretraining="standard", decoder="mixed"),
+        tickets.ImpConfig.create(profile=PAPER, pretraining="standard", decoder="nvimgcodec"),
     ]
     directories = {roots.imp_ladder(c, 1) for c in [base, *others]}
-    assert len(directories) == 4
+    assert len(directories) == 5
     assert any("nvJPEG" in d for d in others[1].deviations()) and not others[2].deviations()
+    assert any("nvImageCodec, not yet shown to give PIL's pixels on a GPU" in d for d in others[3].deviations())
     assert "-p precision fp32 -p decoder nvjpeg" in others[1].notebook_parameters(1).command()
     wide = tickets.ImpConfig.create(profile=PAPER, pretraining="standard", processes=32).notebook_parameters(1)
     assert (wide["nproc_per_node"], wide["nnodes"]) == (8, 4)
