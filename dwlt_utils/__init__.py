@@ -6,7 +6,8 @@ below its own (tests/unit/test_layout.py holds the package to this order):
 1. words and files: `errors`, `io`, `vocabulary` (the names of the paper's things and what they mean),
    `config` (typed configs and their hashes), `paths` (every directory and file name of a run root);
 2. building blocks: `models`, `augment`, `engine`, `distributed` (processes of one run under DDP), `attacks`,
-   `data`, `corruptions` (CIFAR-10-C and its stand-in), `batches`, `visda` (VisDA-2017's image lists),
+   `data`, `corruptions` (CIFAR-10-C and its stand-in), `nvimgcodec_jpeg` (JPEGs decoded by nvImageCodec),
+   `batches`, `visda` (VisDA-2017's image lists),
    `evaluate`, `pruning`, `train`, `imp`, `checkpoints`, `results`;
 3. the profiles (`profiles`: paper and quick) and what they draw (`plotting`);
 4. what every notebook starts with (`notebook`): its parameters and its session;

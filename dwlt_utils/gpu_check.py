@@ -427,7 +427,7 @@ STEPS = [
     Step(
         "bench_input",
         f"bench --quick --input-only: the ImageNet input path on {IMAGENET_INPUT_IMAGES} JPEGs, each decoder",
-        14,
+        18,
         lambda c, s: _bench(c, s, "--input-only", "--imagenet-input", str(IMAGENET_INPUT_IMAGES)),
         _read_figures,
     ),

@@ -23,6 +23,7 @@ FLOORS = [
         "attacks",
         "data",
         "corruptions",
+        "nvimgcodec_jpeg",
         "batches",
         "visda",
         "evaluate",
