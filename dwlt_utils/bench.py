@@ -1,7 +1,7 @@
 """Images per second of the training engine against a loop written the way the official code works.
 
     python -m dwlt_utils.bench [--device auto|cpu|cuda] [--quick] [--compile | --cuda-graphs] [--json PATH]
-                               [--imagenet-input N] [--processes K]
+                               [--imagenet-input N [--input-only]] [--processes K | --profile]
 
 The reference loop is the official one's shape: fp32, per-sample PIL transforms in a DataLoader with
 worker processes, PGD whose every step also computes (and later discards) the parameters' gradients, and
@@ -21,6 +21,10 @@ official way).
 
 `--processes K` times every figure in K processes at once on the one device (`compare_shared`): what K small
 runs sharing a GPU reach together (`cli sweep --per-gpu K`).
+
+`--profile` runs a few more steps of each engine figure under torch's profiler (`work_profile`): on CUDA the share
+of the wall time the device was busy and the costliest kernels, which say whether the host or the kernels bound
+a figure and which kernels to make faster.
 
 `--json PATH` rewrites the whole file after every figure, so a bench stopped by a time limit leaves every
 figure it finished.
@@ -48,6 +52,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
+from torch.autograd import DeviceType
+from torch.profiler import ProfilerActivity, profile
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -175,6 +181,11 @@ class Figure:
     anchor_fraction: float | None = None
     anchor: str | None = None
     decoder: str | None = None  # the ImageNet input figures' decoder
+    # Where the engine's time goes (`bench --profile`, `work_profile`): the device's share of the profiled steps'
+    # wall time spent in kernels (CUDA only), the costliest kernels (CPU: operators), or why there is no profile.
+    device_busy: float | None = None
+    top_work: list[dict] | None = None
+    profile_note: str | None = None
     # Where an input figure's time goes, each part timed alone (`input_stages`): a loader worker's milliseconds per
     # image, the rate the workers could supply at that, the rate the main process could take their batches at.
     worker_ms_per_img: float | None = None
@@ -305,27 +316,14 @@ def _loops(name: str, px: int, precision: Precision, batch: int, steps: int, wor
     }
 
 
-def timed_rounds(
-    name: str,
-    px: int,
-    precision: Precision,
-    *,
-    batch: int,
-    steps: int,
-    rounds: int,
-    warmup: int,
-    workers: int,
-    seed: int = 0,
-    barrier=None,
-) -> Rounds:
+def timed_rounds(loops: dict[str, Loop], *, steps: int, rounds: int, warmup: int, barrier=None) -> Rounds:
     """Each side's rounds of `steps` batches, alternating after `warmup` untimed steps; with a `barrier` (shared by
     processes timing at once), every round starts when every process is ready for it."""
-    loops = _loops(name, px, precision, batch, steps, workers, seed)
-    ours = loops["ours"]
+    ours, device = loops["ours"], loops["ours"].precision.device
     # A CUDA graph is captured after GraphedStep.WARMUP eager steps: its capture and first replay stay untimed.
     ours.run(max(warmup, GraphedStep.WARMUP + 2) if ours.graphed else warmup)
     loops["reference"].run(warmup)
-    _synchronize(precision.device)
+    _synchronize(device)
     timed: Rounds = {side: [] for side in SIDES}
     for round_ in range(rounds):
         for side in SIDES if round_ % 2 == 0 else SIDES[::-1]:  # neither side always goes first
@@ -333,7 +331,7 @@ def timed_rounds(
                 barrier.wait()
             started = time.perf_counter()
             images = loops[side].run(steps)
-            _synchronize(precision.device)
+            _synchronize(device)
             timed[side].append((time.perf_counter() - started, images))
     return timed
 
@@ -360,11 +358,16 @@ def _figure(
     )
 
 
-def compare(name: str, px: int, precision: Precision, *, workers: int, **sizes) -> Figure:
-    """Time the engine and the reference on one figure (`timed_rounds`), in images per second."""
-    timed = timed_rounds(name, px, precision, workers=workers, **sizes)
-    rates = {side: sum(n for _, n in rounds) / sum(t for t, _ in rounds) for side, rounds in timed.items()}
-    return _figure(name, px, precision, sizes["batch"], workers, rates, sizes["steps"] * sizes["rounds"])
+def compare(
+    name: str, px: int, precision: Precision, *, workers: int, batch: int, steps: int, profile: bool = False, **rounds
+) -> Figure:
+    """Time the engine and the reference on one figure (`timed_rounds`), in images per second; with `profile`, also
+    where the engine's time goes (`work_profile`)."""
+    loops = _loops(name, px, precision, batch, steps, workers, seed=0)
+    timed = timed_rounds(loops, steps=steps, **rounds)
+    rates = {side: sum(n for _, n in each) / sum(t for t, _ in each) for side, each in timed.items()}
+    figure = _figure(name, px, precision, batch, workers, rates, steps * rounds["rounds"])
+    return replace(figure, **work_profile(loops["ours"], steps)) if profile else figure
 
 
 Timing = tuple[str, int, dict]  # a figure's name, its image size, and its batch, steps, rounds and warm-up
@@ -376,7 +379,10 @@ def _shared_process(queue, barrier, threads: int, precision: Precision, timings:
     torch.set_num_threads(threads)
     for index, (name, px, sizes) in enumerate(timings):
         try:
-            timed = timed_rounds(name, px, precision, workers=workers, seed=seed, barrier=barrier, **sizes)
+            loops = _loops(name, px, precision, sizes["batch"], sizes["steps"], workers, seed)
+            timed = timed_rounds(
+                loops, steps=sizes["steps"], rounds=sizes["rounds"], warmup=sizes["warmup"], barrier=barrier
+            )
         except BaseException as err:  # said to the parent, and the others stopped at their barrier
             barrier.abort()
             queue.put((seed, index, f"{type(err).__name__}: {err}"))
@@ -438,6 +444,48 @@ def compare_shared(timings: list[Timing], precision: Precision, *, processes: in
         for child in children:
             child.terminate()
             child.join()
+
+
+# ---- where the engine's time goes --------------------------------------------------------------------------
+TOP_WORK = 8  # kernels (operators on a CPU) named in a profile
+NAME_CHARS = 90
+
+
+def work_profile(loop: Loop, steps: int) -> dict:
+    """`steps` more batches of the engine under torch's profiler, after its timed rounds: on CUDA the share of their
+    wall time the device spent in kernels (the rest it waited for the host: launches, syncs, input) and the
+    costliest kernels; on a CPU the costliest operators. Each named with its share of the profiled work and its
+    milliseconds per step. A profiler that records nothing of the device (some sandboxes deny it the counters)
+    is said so, not guessed at."""
+    device = loop.precision.device
+    cuda = device.type == "cuda"
+    activities = [ProfilerActivity.CPU, *([ProfilerActivity.CUDA] if cuda else [])]
+    _synchronize(device)
+    try:
+        with profile(activities=activities) as profiler:
+            started = time.perf_counter()
+            loop.run(steps)
+            _synchronize(device)
+            wall_us = (time.perf_counter() - started) * 1e6
+        rows = profiler.key_averages()
+    except RuntimeError as err:
+        return {"profile_note": f"the profiler failed ({err})"}
+    kind = DeviceType.CUDA if cuda else DeviceType.CPU
+    mine = [row for row in rows if row.device_type == kind]
+    spent = sorted(
+        ((row.key, row.self_device_time_total if cuda else row.self_cpu_time_total) for row in mine),
+        key=lambda r: -r[1],
+    )
+    total = sum(us for _, us in spent)
+    if not total:
+        return {"profile_note": "the profiler recorded no device work"}
+    return {
+        "device_busy": round(min(total / wall_us, 1.0), 4) if cuda else None,
+        "top_work": [
+            {"name": name[:NAME_CHARS], "share": round(us / total, 4), "ms_per_step": round(us / 1e3 / steps, 3)}
+            for name, us in spent[:TOP_WORK]
+        ],
+    }
 
 
 # ---- what a figure does with the device -------------------------------------------------------------------
@@ -692,6 +740,14 @@ def _shown(value: float | None, scale: float = 1.0, digits: int = 1) -> str:
     return "-" if value is None else f"{value * scale:,.{digits}f}"
 
 
+def _profile_line(figure: Figure) -> str:
+    if not figure.top_work:
+        return f"no profile: {figure.profile_note}"
+    busy = f"device busy {figure.device_busy:.0%} of the wall time; " if figure.device_busy is not None else ""
+    top = ", ".join(f"{work['name'][:40]} {work['share']:.0%}" for work in figure.top_work[:3])
+    return f"{busy}costliest: {top}"
+
+
 class Record:
     """The figures so far: each printed as a row as it comes, and (given a path) the whole file rewritten
     atomically after it, so a bench stopped by a time limit leaves every figure it finished."""
@@ -716,6 +772,8 @@ class Record:
             f"{_shown(figure.anchor_fraction, 100):>9}",
             flush=True,
         )
+        if figure.top_work or figure.profile_note:
+            print(f"{'':<4}{_profile_line(figure)}", flush=True)
         if figure.worker_ms_per_img is not None:
             print(
                 f"{'':<4}a worker's {figure.worker_ms_per_img:,.2f} ms per image: the workers could supply "
@@ -753,6 +811,11 @@ def _parser() -> argparse.ArgumentParser:
         help="also time the ImageNet input path on N generated JPEGs: each device decoder against PIL",
     )
     parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="also profile a few more steps of each engine figure: the device's busy share and its costliest kernels",
+    )
+    parser.add_argument(
         "--input-only",
         action="store_true",
         help="time the ImageNet input path alone (with --imagenet-input), none of the engine's figures",
@@ -783,6 +846,8 @@ def run(args: argparse.Namespace) -> None:
         raise InputError("--input-only times the ImageNet input path alone: give it --imagenet-input N (N JPEGs).")
     if args.input_only and args.processes > 1:
         raise InputError("--processes K times the engine's figures in K processes; --input-only times none of them.")
+    if args.profile and args.processes > 1:
+        raise InputError("--profile profiles one process's figures; give it without --processes.")
     engine = [] if args.input_only else [(name, px) for px in args.px for name in args.figures]
     peak = peak_tflop_s(device) if engine else None  # the input path's figures have no FLOPs to set against it
     record = Record(args.json, environment(device, workers, peak))
@@ -792,7 +857,9 @@ def run(args: argparse.Namespace) -> None:
     figures = (
         compare_shared(timings, precision, processes=args.processes, workers=workers)
         if args.processes > 1
-        else (compare(name, px, precision, workers=workers, **sizes) for name, px, sizes in timings)
+        else (
+            compare(name, px, precision, workers=workers, profile=args.profile, **sizes) for name, px, sizes in timings
+        )
     )
     for figure in figures:
         name, px = figure.name, figure.px

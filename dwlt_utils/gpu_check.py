@@ -12,7 +12,7 @@ goes to the steps after it):
 - gpu_tests, gpu_precision, gpu_fast_path_tests: `pytest -m gpu tests/gpu`, each test's outcome and duration
   written as it ends (tests/outcomes.py); bf16 against fp32 and the fast paths' tests (CUDA graphs and
   torch.compile against eager) apart, each with a share of its own;
-- bench: `python -m dwlt_utils.bench --quick` at 224 and 32 px; bench_input: the ImageNet input path;
+- bench: `python -m dwlt_utils.bench --quick --profile` at 224 and 32 px; bench_input: the ImageNet input path;
 - bench_cuda_graphs, bench_compile: PGD-10 training at 224 px with each fast path (tests/gpu checks them against
   eager; here they are timed);
 - bench_shared: the 32 px figures timed in 4 processes at once, as small runs sharing one GPU would train;
@@ -231,6 +231,7 @@ def render_markdown(report: dict) -> str:
         + ["anchor img/s", "anchor %", "ours"],
         [_figure_row(f) for f in report["figures"]],
     )
+    lines += _profile_lines(report["figures"])
     lines += _input_stage_lines(report["figures"])
     lines += ["", "## Goals (one H200)", ""]
     lines += _table(
@@ -241,6 +242,29 @@ def render_markdown(report: dict) -> str:
         ],
     )
     return "\n".join(lines) + "\n"
+
+
+def _profile_lines(figures: list[dict]) -> list[str]:
+    profiled = [f for f in figures if f.get("top_work") or f.get("profile_note")]
+    if not profiled:
+        return []
+    note = (
+        "A few more steps of each figure under torch's profiler: the share of their wall time the device spent in "
+        "kernels (the rest it waited for the host) and the costliest kernels, each with its share of that time."
+    )
+    rows = [
+        [
+            f["step"],
+            f["name"],
+            str(f["px"]),
+            _number(f.get("device_busy"), 100),
+            "; ".join(f"{w['name']} {w['share']:.0%}" for w in f["top_work"][:3]) if f.get("top_work") else "",
+            f.get("profile_note") or "",
+        ]
+        for f in profiled
+    ]
+    header = ["step", "figure", "px", "device busy %", "costliest kernels", "note"]
+    return ["", "## Where the engine's time goes", "", note, "", *_table(header, rows)]
 
 
 def _input_stage_lines(figures: list[dict]) -> list[str]:
@@ -418,9 +442,9 @@ STEPS = [
     ),
     Step(
         "bench",
-        "bench --quick at 224 and 32 px: the engine against the reference loop",
+        "bench --quick --profile at 224 and 32 px: the engine against the reference loop, and where its time goes",
         20,
-        _bench,
+        lambda c, s: _bench(c, s, "--profile"),
         _read_figures,
     ),
     # Apart from the engine's figures, so that neither can take the other's time.

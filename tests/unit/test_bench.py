@@ -34,6 +34,22 @@ def test_bench_reports_every_field_of_a_figure(tmp_path):
     assert figure["anchor_img_s"] is None and figure["anchor_fraction"] is None and figure["decoder"] is None
 
 
+def test_a_profiled_figure_names_its_costliest_work(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    arguments = ["--device", "cpu", "--quick", "--px", "32", "--figures", "clean_train", "--batch", "2", "--profile"]
+    assert bench.main([*arguments, "--json", str(out)]) == 0
+    (figure,) = json.loads(out.read_text())
+    top = figure["top_work"]
+    assert 0 < len(top) <= bench.TOP_WORK and figure["profile_note"] is None
+    assert sum(work["share"] for work in top) <= 1.0001 and all(work["ms_per_step"] > 0 for work in top)
+    assert top == sorted(top, key=lambda work: -work["share"])
+    # a CPU's operators: its convolutions take the most; no busy share is claimed without a device
+    assert "convolution" in top[0]["name"] and figure["device_busy"] is None
+    assert f"costliest: {top[0]['name']}" in capsys.readouterr().out
+    assert bench.main(["--device", "cpu", "--profile", "--processes", "2"]) == 2
+    assert "--profile profiles one process's figures" in capsys.readouterr().err
+
+
 def test_a_stopped_bench_leaves_every_figure_it_finished(tmp_path, monkeypatch):
     finished = bench.Figure("adv_train", 32, "cpu", 2, 10.0, 5.0, 2.0, "resnet50_32px", 2, "ours", "reference")
     figures = iter([finished])

@@ -14,9 +14,9 @@ from dwlt_utils import bench, gpu_check
 from dwlt_utils.gpu_check import Check, Step
 
 
-def figure(name, px, img_s, ratio, step, decoder=None, device="cuda", stages=None):
+def figure(name, px, img_s, ratio, step, decoder=None, device="cuda", extra=None):
     return {
-        **(stages or {}),
+        **(extra or {}),
         "name": name,
         "px": px,
         "device": device,
@@ -35,6 +35,15 @@ def figure(name, px, img_s, ratio, step, decoder=None, device="cuda", stages=Non
     }
 
 
+ADV_PROFILE = {
+    "device_busy": 0.83,
+    "top_work": [
+        {"name": "sm90_xmma_fprop_implicit_gemm_bf16", "share": 0.412, "ms_per_step": 80.1},
+        {"name": "bn_fw_tr_1C11_kernel_NCHW", "share": 0.131, "ms_per_step": 25.5},
+        {"name": "vectorized_elementwise_kernel", "share": 0.09, "ms_per_step": 17.5},
+        {"name": "not among the three shown", "share": 0.05, "ms_per_step": 9.7},
+    ],
+}
 MIXED_STAGES = {"worker_ms_per_img": 0.52, "workers_img_s": 28_846.2, "main_process_img_s": 6_100.0}
 
 
@@ -111,7 +120,7 @@ def test_a_stopped_test_step_keeps_every_outcome_it_reached_and_names_the_test_i
     step = Step(
         "tests", "sample tests", 1, lambda c, s: gpu_check._pytest(c, s, "gpu", str(folder)), gpu_check._read_tests
     )
-    gpu_check.run_steps([step], check, budget=20)
+    gpu_check.run_steps([step], check, budget=15)
     report = json.loads(check.json_path.read_text())
     assert report["steps"]["tests"]["status"] == "timed out"
     tests = {name.split("::", 1)[1]: test for name, test in report["tests"].items()}
@@ -156,10 +165,10 @@ def test_the_report_holds_figures_goals_tests_and_why_a_check_failed(check):
     environment_step.file(check, ".json").write_text(json.dumps(environment))
     assert gpu_check._read_environment(check, environment_step) is None
     check.report["figures"] = [
-        figure("adv_train", 224, 700.0, 4.6, "bench"),
+        figure("adv_train", 224, 700.0, 4.6, "bench", extra=ADV_PROFILE),
         figure("adv_train", 224, 850.0, 4.4, "bench_cuda_graphs"),
         figure("clean_train", 224, 5_000.0, 2.0, "bench"),
-        figure("imagenet_input", 224, 6_000.0, 9.0, "bench_input", decoder="mixed", stages=MIXED_STAGES),
+        figure("imagenet_input", 224, 6_000.0, 9.0, "bench_input", decoder="mixed", extra=MIXED_STAGES),
         figure("imagenet_input", 224, 3_000.0, 4.5, "bench_input", decoder="turbo"),
     ]
     check.report["tests"] = {
@@ -192,6 +201,10 @@ def test_the_report_holds_figures_goals_tests_and_why_a_check_failed(check):
     assert "| bench_cuda_graphs | adv_train | 224 | 128 | 850.0 | 193.2 | 4.40x | 187.80 | 159.6 | 20.2 |" in md
     assert "| imagenet_input (mixed) | 224 | 128 | 6,000.0 |" in md
     assert "| bench_input | mixed | 6,000.0 | 0.52 | 28,846 | 6,100 |" in md  # the stages of the one that has them
+    profiled = (
+        "| bench | adv_train | 224 | 83.0 | sm90_xmma_fprop_implicit_gemm_bf16 41%; bn_fw_tr_1C11_kernel_NCHW 13%; "
+    )
+    assert profiled + "vectorized_elementwise_kernel 9% |  |" in md
     assert "| PGD-10 training, 224 px, batch 128 | ours_img_s | 800.0 | 850.0 | met |" in md
     assert "| clean training, 224 px | ours_img_s | 5,500.0 | 5,000.0 | not met |" in md
     assert "| tests/gpu/test_gpu.py::test_bad[224] | failed | 0.5 | AssertionError: assert 2.1 <= 1.0 |" in md
