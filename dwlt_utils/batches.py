@@ -300,7 +300,7 @@ class JpegBatches:
         for data, where, labels in loader:
             yield data, where, to_device(labels, self.device)
 
-    def _images(self, data: list[torch.Tensor], where: list[bool]) -> list[torch.Tensor]:
+    def _images(self, data: list[torch.Tensor | bytes], where: list[bool]) -> list[torch.Tensor]:
         """The batch's images on the device, in order: the encoded ones decoded there in one call, the ones the
         workers decoded copied over."""
         encoded = [k for k, on_device in enumerate(where) if on_device]
@@ -323,7 +323,9 @@ class JpegBatches:
         for data, where, labels in self._loader(ranks.batch_size(batch_size), sampler, drop_last):
             yield self.train_batch(data, where, generator), labels
 
-    def train_batch(self, data: list[torch.Tensor], where: list[bool], generator: torch.Generator) -> torch.Tensor:
+    def train_batch(
+        self, data: list[torch.Tensor | bytes], where: list[bool], generator: torch.Generator
+    ) -> torch.Tensor:
         """The main process's part of a training batch that the workers prepared (`collate_files`): the device
         decodes what they left encoded, the rest is copied over, then every image is cropped and flipped."""
         return self.crop_flip(self._images(data, where), generator)

@@ -359,14 +359,14 @@ def _figure(
 
 
 def compare(
-    name: str, px: int, precision: Precision, *, workers: int, batch: int, steps: int, profile: bool = False, **rounds
+    name: str, px: int, precision: Precision, *, workers: int, batch: int, steps: int, profile: bool = False, **timing
 ) -> Figure:
-    """Time the engine and the reference on one figure (`timed_rounds`), in images per second; with `profile`, also
-    where the engine's time goes (`work_profile`)."""
+    """Time the engine and the reference on one figure (`timed_rounds`, its `timing`: rounds and warm-up), in
+    images per second; with `profile`, also where the engine's time goes (`work_profile`)."""
     loops = _loops(name, px, precision, batch, steps, workers, seed=0)
-    timed = timed_rounds(loops, steps=steps, **rounds)
-    rates = {side: sum(n for _, n in each) / sum(t for t, _ in each) for side, each in timed.items()}
-    figure = _figure(name, px, precision, batch, workers, rates, steps * rounds["rounds"])
+    timed = timed_rounds(loops, steps=steps, **timing)
+    rates = {side: sum(n for _, n in rounds) / sum(t for t, _ in rounds) for side, rounds in timed.items()}
+    figure = _figure(name, px, precision, batch, workers, rates, steps * timing["rounds"])
     return replace(figure, **work_profile(loops["ours"], steps)) if profile else figure
 
 
@@ -637,7 +637,9 @@ def input_rate(
 STAGE_ROUNDS = 2  # timed repeats of the main process's part of one batch
 
 
-def input_stages(decoder: str, files: Sequence[tuple[str, int]], device: torch.device, *, batch: int, workers: int):
+def input_stages(
+    decoder: str, files: Sequence[tuple[str, int]], device: torch.device, *, batch: int, workers: int
+) -> dict[str, float]:
     """Where a device decoder's input time goes, each part timed alone on one batch of the files: what a loader
     worker does per image (reading the file, and decoding it unless the device will), the rate `workers` of them
     could supply at that, and the rate the main process could take their batches at (the device's decoding, the

@@ -121,7 +121,7 @@ def goal_verdicts(figures: list[dict]) -> list[dict]:
 
 
 # ---- what the steps leave ---------------------------------------------------------------------------------
-def test_outcomes(path: Path) -> dict[str, dict]:
+def outcomes_of(path: Path) -> dict[str, dict]:
     """Each test's outcome (passed, failed, skipped, or stopped: running when its step ended), seconds and first
     line of message, from the lines `tests/outcomes.py` appends as tests start and end. A line cut short by the
     step's end is left out."""
@@ -358,7 +358,7 @@ def _read_environment(check: Check, step: Step) -> str | None:
 
 
 def _read_tests(check: Check, step: Step) -> str | None:
-    check.report["tests"].update(test_outcomes(step.file(check, ".jsonl")))
+    check.report["tests"].update(outcomes_of(step.file(check, ".jsonl")))
     return None
 
 
@@ -420,7 +420,7 @@ def _gpu_tests(*arguments: str) -> Callable[[Check, Step], list[str]]:
 
 
 # In the order they run: the checks of what runs by default and the figures the goals judge first, the compiler
-# last. Each share is about the seconds the step was estimated to take on one H200 (from the 2026-11-30 run:
+# last. Each share is in proportion to the seconds the step was estimated to take on one H200 (the 2026-11-30 run:
 # two GPU tests took 28 s, the bf16 runs 58 s in parallel, a compiled ResNet-50 a minute to warm up); a step
 # that ends early leaves its time to the later ones, and one stopped at its limit keeps what it finished (each
 # test's outcome, each figure).

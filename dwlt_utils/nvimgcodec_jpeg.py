@@ -29,8 +29,8 @@ def codec() -> ModuleType:
         return importlib.import_module("nvidia.nvimgcodec")
     except ImportError:
         raise MissingInputError(
-            f"The nvimgcodec decoder needs NVIDIA's nvImageCodec, which is not installed: pip install {PACKAGE} "
-            "(or choose another decoder: pil, turbo, nvjpeg, mixed)."
+            f"The nvimgcodec decoder needs NVIDIA's nvImageCodec, which is not installed: pip install {PACKAGE}, "
+            "or choose another decoder."
         ) from None
 
 
